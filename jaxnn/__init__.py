@@ -1,0 +1,19 @@
+"""jaxnn: a functional neural-network library in JAX, every backward pass derived by hand.
+
+    import jaxnn as nn
+    model = nn.mlp([784, 512, 512, 10], activation="relu")
+    out_shape, params = model.init(jax.random.PRNGKey(0), (784,))
+    value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params, x, labels)
+"""
+from . import activations, gradcheck, losses
+from .activations import activation, prelu, softmax
+from .core import Layer, serial
+from .gradients import loss_with_hand_rules, per_example_grads, value_and_grad, with_hand_rules
+from .layers import Dense, Flatten, mlp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Layer", "serial", "Dense", "Flatten", "mlp", "activation", "prelu", "softmax",
+    "value_and_grad", "per_example_grads", "with_hand_rules", "loss_with_hand_rules", "losses", "activations", "gradcheck",
+]

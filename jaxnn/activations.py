@@ -1,0 +1,166 @@
+"""The activation table: each row holds f and its hand-derived derivative f', side by side.
+
+Rows follow the lecture's table (shared/lecture.md); at a kink, ReLU, PReLU and ELU take the
+x >= 0 branch (derivative 1) and binary step's derivative is 0 everywhere. `df(x, y)` receives both
+the input x and the output y = f(x), so a derivative written in terms of f (logistic, tanh, ELU)
+reads exactly as in the table.
+
+Every row is finite in value and derivative for |x| up to 1e4 in float32: softplus uses logaddexp,
+ELU takes expm1 of min(x, 0) so the untaken branch never overflows (the "double where" fix).
+
+    layer = activation("elu", alpha=1.0)      # a Layer with params ()
+    layer = activation("prelu", alpha=0.25)   # a Layer with params {"alpha": ()} (learnable slope)
+"""
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erf
+
+from .core import make_layer
+
+
+class Row(NamedTuple):
+    f: Callable  # f(x, **opts)
+    df: Callable  # f'(x, y, **opts), with y = f(x)
+    options: dict  # option name -> default
+
+
+def _logistic(x):
+    return jax.nn.sigmoid(x)  # lax.logistic: stable for any x
+
+
+def _phi_cdf(x):
+    return 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def _phi_pdf(x):
+    return jnp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+TABLE = {
+    # identity: f(x) = x;  f'(x) = 1
+    "identity": Row(lambda x: x, lambda x, y: jnp.ones_like(x), {}),
+    # binary step: f(x) = 1 if x >= 0 else 0;  f'(x) = 0 (the table's "?" at 0 is taken as 0)
+    "binary_step": Row(lambda x: (x >= 0).astype(x.dtype), lambda x, y: jnp.zeros_like(x), {}),
+    # logistic: f(x) = 1 / (1 + e^-x);  f'(x) = f(x) (1 - f(x))
+    "logistic": Row(_logistic, lambda x, y: y * (1 - y), {}),
+    # tanh: f(x) = 2 / (1 + e^-2x) - 1;  f'(x) = 1 - f(x)^2
+    "tanh": Row(jnp.tanh, lambda x, y: 1 - y * y, {}),
+    # arctan: f(x) = tan^-1(x);  f'(x) = 1 / (x^2 + 1)
+    "arctan": Row(jnp.arctan, lambda x, y: 1 / (x * x + 1), {}),
+    # ReLU: f(x) = x if x >= 0 else 0;  f'(x) = 1 if x >= 0 else 0
+    "relu": Row(lambda x: jnp.where(x >= 0, x, 0), lambda x, y: (x >= 0).astype(x.dtype), {}),
+    # leaky ReLU: f(x) = x if x >= 0 else s x;  f'(x) = 1 if x >= 0 else s
+    "leaky_relu": Row(
+        lambda x, negative_slope: jnp.where(x >= 0, x, negative_slope * x),
+        lambda x, y, negative_slope: jnp.where(x >= 0, 1, negative_slope).astype(x.dtype),
+        {"negative_slope": 0.01},
+    ),
+    # ELU: f(x) = x if x >= 0 else alpha (e^x - 1);  f'(x) = 1 if x >= 0 else f(x) + alpha
+    "elu": Row(
+        lambda x, alpha: jnp.where(x >= 0, x, alpha * jnp.expm1(jnp.minimum(x, 0))),
+        lambda x, y, alpha: jnp.where(x >= 0, 1, y + alpha).astype(x.dtype),
+        {"alpha": 1.0},
+    ),
+    # SoftPlus: f(x) = log(1 + e^x) = logaddexp(x, 0);  f'(x) = 1 / (1 + e^-x)
+    "softplus": Row(lambda x: jnp.logaddexp(x, 0), lambda x, y: _logistic(x), {}),
+    # GELU (exact): f(x) = x Phi(x);  f'(x) = Phi(x) + x phi(x), Phi/phi the normal cdf/pdf
+    "gelu": Row(lambda x: x * _phi_cdf(x), lambda x, y: _phi_cdf(x) + x * _phi_pdf(x), {}),
+    # SiLU / swish: f(x) = x s(x), s the logistic;  f'(x) = s(x) (1 + x (1 - s(x)))
+    "silu": Row(
+        lambda x: x * _logistic(x),
+        lambda x, y: _logistic(x) * (1 + x * (1 - _logistic(x))),
+        {},
+    ),
+}
+ALIASES = {"sigmoid": "logistic", "swish": "silu", "step": "binary_step", "linear": "identity"}
+NAMES = tuple(TABLE) + ("prelu", "softmax")
+
+
+def names():
+    """All names `activation` accepts (aliases included)."""
+    return NAMES + tuple(ALIASES)
+
+
+def activation(name, **options):
+    """An element-wise activation layer from the table (or prelu / softmax). Params: ().
+
+    **Arguments:**
+    - name: one of `names()`.
+    - options: the row's options, e.g. alpha for "elu", negative_slope for "leaky_relu",
+      the initial alpha for "prelu".
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"activation name must be a string, got {type(name).__name__}")
+    key = ALIASES.get(name.lower(), name.lower())
+    if key == "prelu":
+        return prelu(**options)
+    if key == "softmax":
+        return softmax(**options)
+    if key not in TABLE:
+        raise ValueError(f"unknown activation {name!r}; valid names: {', '.join(names())}")
+    row = TABLE[key]
+    unknown = set(options) - set(row.options)
+    if unknown:
+        valid = ", ".join(row.options) or "none"
+        raise TypeError(f"activation {key!r} got unknown option(s) {sorted(unknown)}; valid: {valid}")
+    opts = {**row.options, **options}
+
+    def init(key_, input_shape, dtype=jnp.float32):
+        return tuple(input_shape), ()
+
+    def forward(params, x):
+        y = row.f(x, **opts)
+        return y, (x, y)
+
+    def backward(residuals, dy):
+        x, y = residuals
+        return (), dy * row.df(x, y, **opts)
+
+    return make_layer(key, init, forward, backward)
+
+
+def prelu(alpha=0.25):
+    """PReLU: f(x) = x if x >= 0 else alpha x, with alpha learnable. Params {"alpha": ()}.
+
+    df/dx = 1 if x >= 0 else alpha;   df/dalpha = 0 if x >= 0 else x.
+    """
+
+    def init(key, input_shape, dtype=jnp.float32):
+        return tuple(input_shape), {"alpha": jnp.asarray(alpha, dtype)}
+
+    def forward(params, x):
+        a = params["alpha"]
+        return jnp.where(x >= 0, x, a * x), (x, a)
+
+    def backward(residuals, dy):
+        x, a = residuals
+        negative = x < 0
+        dalpha = jnp.sum(jnp.where(negative, dy * x, 0)).astype(jnp.result_type(a))
+        dx = jnp.where(negative, a * dy, dy)
+        return {"alpha": dalpha}, dx
+
+    return make_layer("prelu", init, forward, backward)
+
+
+def softmax(axis=-1):
+    """Softmax as a layer: y_i = e^{x_i} / sum_j e^{x_j} (the max subtracted first).
+
+    dx_i = y_i (dy_i - sum_j dy_j y_j)   (the softmax Jacobian diag(y) - y y^T applied to dy).
+    """
+
+    def init(key, input_shape, dtype=jnp.float32):
+        return tuple(input_shape), ()
+
+    def forward(params, x):
+        z = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+        e = jnp.exp(z)
+        y = e / jnp.sum(e, axis=axis, keepdims=True)
+        return y, y
+
+    def backward(y, dy):
+        return (), y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True))
+
+    return make_layer("softmax", init, forward, backward)

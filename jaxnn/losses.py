@@ -1,0 +1,184 @@
+"""Losses from logits, each with its hand-derived gradient.
+
+A loss is called like a function and carries the custom_vjp-shaped pair:
+
+    value = loss(logits, labels)
+    value, residuals = loss.forward(logits, labels)
+    dlogits = loss.backward(residuals, g)          # g = dL_total/d(value), 1.0 for the loss itself
+
+Every loss is a mean over the batch (the lecture's 1/N). Shapes and dtypes are checked always
+(they are static under `jit`); label values are checked only outside `jit`, where they are known.
+Under `jit` label values cannot be checked before running; an out-of-range integer label makes
+the loss NaN (and the hand-derived gradient rows of those examples NaN), so a training loop that
+watches for a non-finite loss stops on it.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def Loss(forward, backward, name):
+    """A loss: a plain function value = loss(pred, target), carrying `.forward` and `.backward`
+    (jax.custom_vjp's fwd/bwd shape) and `.name`. A function, so `jax.jit(loss)` just works."""
+
+    def loss(pred, target):
+        return forward(pred, target)[0]
+
+    loss.forward, loss.backward, loss.name = forward, backward, name
+    loss.__name__ = loss.__qualname__ = name
+    loss.__doc__ = f"{name}(pred, target) -> scalar.\n\n{forward.__doc__}\n{backward.__doc__}"
+    return loss
+
+
+def is_loss(obj):
+    return callable(obj) and all(hasattr(obj, a) for a in ("forward", "backward", "name"))
+
+
+def _check_class_labels(name, logits, labels):
+    """logits (batch, classes) and integer labels (batch,) in [0, classes)."""
+    logits_shape, labels_shape = jnp.shape(logits), jnp.shape(labels)
+    if len(logits_shape) != 2:
+        raise ValueError(f"{name}: expected logits of shape (batch, classes), got {logits_shape}")
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise TypeError(f"{name}: expected integer class labels, got dtype {jnp.result_type(labels)}")
+    if labels_shape != logits_shape[:1]:
+        raise ValueError(
+            f"{name}: batch sizes differ: logits {logits_shape} need labels of shape ({logits_shape[0]},), "
+            f"got {labels_shape}"
+        )
+    if not isinstance(labels, jax.core.Tracer):
+        values = np.asarray(labels)
+        classes = logits_shape[1]
+        if values.size and (values.min() < 0 or values.max() >= classes):
+            raise ValueError(
+                f"{name}: labels must lie in [0, {classes}) for {classes} classes, "
+                f"got values from {values.min()} to {values.max()}"
+            )
+
+
+def _check_same_shape(name, pred, target):
+    if jnp.shape(pred) != jnp.shape(target):
+        raise ValueError(f"{name}: prediction and target shapes differ: {jnp.shape(pred)} vs {jnp.shape(target)}")
+    if jnp.ndim(pred) < 1:
+        raise ValueError(f"{name}: expected a batch axis, got a scalar")
+
+
+def _one_hot(labels, classes, dtype):
+    """One-hot rows; a label outside [0, classes) gets a row of NaN (see the module docstring)."""
+    valid = (labels >= 0) & (labels < classes)
+    onehot = (labels[:, None] == jnp.arange(classes)).astype(dtype)
+    return jnp.where(valid[:, None], onehot, jnp.nan)
+
+
+# --- softmax cross-entropy ------------------------------------------------------------------
+
+def _sce_forward(logits, labels):
+    """L = (1/N) sum_i [ logsumexp(z_i) - z_i[y_i] ],  z = logits with the row max subtracted."""
+    _check_class_labels("softmax_cross_entropy", logits, labels)
+    z = logits - jnp.max(logits, axis=1, keepdims=True)
+    lse = jnp.log(jnp.sum(jnp.exp(z), axis=1, keepdims=True))
+    log_p = z - lse
+    onehot = _one_hot(labels, logits.shape[1], logits.dtype)
+    value = -jnp.sum(onehot * log_p) / logits.shape[0]
+    return value, (jnp.exp(log_p), onehot)
+
+
+def _sce_backward(residuals, g):
+    """dL/dz_i = g (softmax(z_i) - onehot(y_i)) / N."""
+    p, onehot = residuals
+    return (g / p.shape[0]) * (p - onehot)
+
+
+softmax_cross_entropy = Loss(_sce_forward, _sce_backward, "softmax_cross_entropy")
+
+
+# --- the lecture's formula: binary cross-entropy of softmax outputs ---------------------------
+
+def _lecture_forward(logits, labels):
+    """The lecture's loss with out = softmax(logits) and y the one-hot labels:
+
+        L = -(1/N) sum_i sum_c [ y_ic log(out_ic) + (1 - y_ic) log(1 - out_ic) ]
+
+    log(out_c) = z_c - LSE(z) and log(1 - out_c) = LSE_{j != c}(z) - LSE(z), both from logits, so
+    neither log ever sees a 0 even when a probability rounds to 0 or 1.
+    """
+    _check_class_labels("softmax_binary_cross_entropy", logits, labels)
+    n, classes = logits.shape
+    z = logits - jnp.max(logits, axis=1, keepdims=True)
+    lse = jnp.log(jnp.sum(jnp.exp(z), axis=1, keepdims=True))
+    log_p = z - lse
+    others = jnp.where(jnp.eye(classes, dtype=bool), -jnp.inf, z[:, None, :])  # (n, c, j): z_j, j != c
+    others_max = jnp.max(others, axis=2, keepdims=True)
+    log_not = jnp.log(jnp.sum(jnp.exp(others - others_max), axis=2)) + others_max[..., 0] - lse
+    y = _one_hot(labels, classes, logits.dtype)
+    value = -jnp.sum(y * log_p + (1 - y) * log_not) / n
+    return value, (log_p, log_not, y)
+
+
+def _lecture_backward(residuals, g):
+    """With p = softmax(z), q_ck = p_k / (1 - p_c) and one-hot y:
+
+        d log p_c / dz_k = [c = k] - p_k         d log(1 - p_c) / dz_k = [c != k] q_ck - p_k
+        dL/dz_k = -(g/N) [ y_k - C p_k + sum_{c != k} (1 - y_c) q_ck ]
+
+    q_ck is formed as exp(log p_k - log(1 - p_c)), finite for saturated logits.
+    """
+    log_p, log_not, y = residuals
+    n, classes = log_p.shape
+    q = jnp.exp(log_p[:, None, :] - log_not[:, :, None])  # (n, c, k)
+    q = jnp.where(jnp.eye(classes, dtype=bool), 0, q)
+    spread = jnp.einsum("nc,nck->nk", 1 - y, q)
+    return -(g / n) * (y - classes * jnp.exp(log_p) + spread)
+
+
+softmax_binary_cross_entropy = Loss(_lecture_forward, _lecture_backward, "softmax_binary_cross_entropy")
+lecture_cross_entropy = softmax_binary_cross_entropy
+
+
+# --- binary cross-entropy from logits ----------------------------------------------------------
+
+def _bce_forward(logits, targets):
+    """Targets t in [0, 1], same shape as logits z; s = logistic(z):
+
+        L = -(1/N) sum [ t log s + (1 - t) log(1 - s) ] = (1/N) sum [ softplus(z) - t z ]
+    """
+    _check_same_shape("binary_cross_entropy", logits, targets)
+    targets = jnp.asarray(targets, logits.dtype)
+    n = logits.shape[0]
+    return jnp.sum(jnp.logaddexp(logits, 0) - targets * logits) / n, (logits, targets)
+
+
+def _bce_backward(residuals, g):
+    """dL/dz = g (logistic(z) - t) / N."""
+    logits, targets = residuals
+    return (g / logits.shape[0]) * (jax.nn.sigmoid(logits) - targets)
+
+
+binary_cross_entropy = Loss(_bce_forward, _bce_backward, "binary_cross_entropy")
+
+
+# --- mean squared error --------------------------------------------------------------------------
+
+def _mse_forward(pred, target):
+    """L = (1/N) sum_i ||pred_i - target_i||^2   (sum over each example's outputs, mean over the batch)."""
+    _check_same_shape("mean_squared_error", pred, target)
+    diff = pred - jnp.asarray(target, pred.dtype)
+    return jnp.sum(diff * diff) / pred.shape[0], diff
+
+
+def _mse_backward(diff, g):
+    """dL/dpred = 2 g (pred - target) / N."""
+    return (2 * g / diff.shape[0]) * diff
+
+
+mean_squared_error = Loss(_mse_forward, _mse_backward, "mean_squared_error")
+
+ALL = {
+    loss.name: loss
+    for loss in (softmax_cross_entropy, softmax_binary_cross_entropy, binary_cross_entropy, mean_squared_error)
+}
+
+
+def accuracy(logits, labels):
+    """Fraction of rows whose largest logit is at the label."""
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)

@@ -1,0 +1,133 @@
+"""The contract of DESIGN.md section 2, name for name, and clear errors for bad input."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnn as nn
+
+KEY = jax.random.PRNGKey(0)
+
+
+def test_dense_contract():
+    layer = nn.Dense(5)
+    out_shape, params = layer.init(KEY, (3,))
+    assert out_shape == (5,)
+    assert params["w"].shape == (3, 5) and params["b"].shape == (5,)
+    x = jax.random.normal(KEY, (4, 3))
+    y = layer.apply(params, x)
+    np.testing.assert_allclose(y, x @ params["w"] + params["b"], rtol=1e-6)
+    y2, residuals = layer.forward(params, x)
+    np.testing.assert_array_equal(y, y2)
+    dparams, dx = layer.backward(residuals, jnp.ones_like(y))
+    assert jax.tree_util.tree_structure(dparams) == jax.tree_util.tree_structure(params)
+    assert dx.shape == x.shape
+
+
+def test_serial_params_are_a_tuple_with_empty_entries():
+    model = nn.serial(nn.Dense(4), nn.activation("relu"), nn.Dense(2))
+    out_shape, params = model.init(KEY, (3,))
+    assert out_shape == (2,)
+    assert isinstance(params, tuple) and len(params) == 3 and params[1] == ()
+
+
+def test_mlp_structure():
+    model = nn.mlp([784, 512, 512, 10], activation="relu")
+    out_shape, params = model.init(KEY, (784,))
+    assert out_shape == (10,)
+    assert len(params) == 5  # Dense, relu, Dense, relu, Dense: no activation after the last Dense
+    assert [p["w"].shape for p in params[::2]] == [(784, 512), (512, 512), (512, 10)]
+    assert params[1] == () and params[3] == ()
+    assert model.apply(params, jnp.zeros((2, 784))).shape == (2, 10)
+
+
+def test_prelu_has_learnable_alpha():
+    layer = nn.activation("prelu", alpha=0.1)
+    _, params = layer.init(KEY, (3,))
+    assert set(params) == {"alpha"} and params["alpha"].shape == ()
+    y = layer.apply(params, jnp.array([[-2.0, 0.0, 3.0]]))
+    np.testing.assert_allclose(y, [[-0.2, 0.0, 3.0]], rtol=1e-6)
+
+
+def test_params_are_plain_pytrees_for_optax():
+    import optax
+
+    model = nn.mlp([3, 4, 2])
+    _, params = model.init(KEY, (3,))
+    opt = optax.sgd(0.1)
+    state = opt.init(params)
+    x, labels = jnp.ones((2, 3)), jnp.array([0, 1])
+    _, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params, x, labels)
+    updates, state = opt.update(grads, state)
+    new = optax.apply_updates(params, updates)
+    assert jax.tree_util.tree_structure(new) == jax.tree_util.tree_structure(params)
+
+
+def test_sgd_step_by_hand_lowers_the_loss():
+    """The lecture's W <- W - lr dL/dW, on a linear classifier."""
+    model = nn.Dense(3)
+    _, params = model.init(KEY, (4,))
+    x = jax.random.normal(KEY, (32, 4))
+    labels = jnp.argmax(x[:, :3], axis=1)
+    f = jax.jit(nn.value_and_grad(model, nn.losses.softmax_cross_entropy))
+    first, _ = f(params, x, labels)
+    for _ in range(50):
+        value, grads = f(params, x, labels)
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, grads)
+    assert value < 0.5 * first
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+def test_wrong_input_width_for_apply_names_both_shapes():
+    layer = nn.Dense(2)
+    _, params = layer.init(KEY, (3,))
+    with pytest.raises(ValueError, match=r"expected input of shape \(batch, 3\), got \(4, 5\)"):
+        layer.apply(params, jnp.zeros((4, 5)))
+
+
+def test_wrong_rank_for_apply():
+    model = nn.mlp([3, 4, 2])
+    _, params = model.init(KEY, (3,))
+    with pytest.raises(ValueError, match=r"\(batch, 3\), got \(3,\)"):
+        model.apply(params, jnp.zeros(3))
+
+
+def test_shape_errors_also_fire_under_jit():
+    layer = nn.Dense(2)
+    _, params = layer.init(KEY, (3,))
+    with pytest.raises(ValueError, match="expected input of shape"):
+        jax.jit(layer.apply)(params, jnp.zeros((4, 5)))
+
+
+def test_wrong_rank_for_init_suggests_flatten():
+    with pytest.raises(ValueError, match="Flatten"):
+        nn.Dense(2).init(KEY, (28, 28))
+
+
+def test_mlp_init_checks_the_input_width():
+    with pytest.raises(ValueError, match=r"\(784,\)"):
+        nn.mlp([784, 10]).init(KEY, (100,))
+
+
+def test_unknown_activation_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        nn.activation("relu6")
+    for name in ["identity", "binary_step", "logistic", "tanh", "arctan", "relu", "prelu", "elu", "softplus"]:
+        assert name in str(err.value)
+
+
+def test_unknown_activation_option():
+    with pytest.raises(TypeError, match="alpha"):
+        nn.activation("elu", beta=2.0)
+
+
+def test_serial_rejects_non_layers():
+    with pytest.raises(TypeError, match="argument 1"):
+        nn.serial(nn.Dense(2), "relu")
+
+
+def test_serial_rejects_wrong_params():
+    model = nn.mlp([3, 4, 2])
+    with pytest.raises(ValueError, match="tuple of 3"):
+        model.apply((), jnp.zeros((1, 3)))

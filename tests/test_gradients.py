@@ -1,0 +1,238 @@
+"""One table drives the gradient checks: add an op to LAYERS or LOSSES and it is checked in
+float64 against jax.grad (rel. error <= 1e-10) and central finite differences (<= 1e-6), over
+random shapes and inputs drawn by hypothesis, kink points included for the jax.grad comparison.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxnn as nn
+from jaxnn import gradcheck
+
+AUTODIFF_TOL = 1e-10
+FD_TOL = 1e-6
+SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
+KINKED = {"relu", "prelu", "elu", "leaky_relu", "binary_step"}  # a kink (or jump) at x = 0
+
+
+def _activation_case(name, **options):
+    def make(shape):
+        return nn.activation(name, **options), shape
+
+    return make
+
+
+def _dense(shape):
+    return nn.Dense(3), shape[-1:]
+
+
+def _flatten(shape):
+    return nn.Flatten(), shape + (2,)
+
+
+def _serial(shape):
+    return nn.serial(nn.Dense(4), nn.activation("tanh"), nn.Dense(2), nn.activation("softmax")), shape[-1:]
+
+
+# name -> make(example_shape) -> (layer, input_shape of one example)
+LAYERS = {name: _activation_case(name) for name in nn.activations.NAMES}
+LAYERS.update({
+    "elu(alpha=0.7)": _activation_case("elu", alpha=0.7),
+    "leaky_relu(0.2)": _activation_case("leaky_relu", negative_slope=0.2),
+    "prelu(alpha=-0.5)": _activation_case("prelu", alpha=-0.5),
+    "Dense": _dense,
+    "Flatten": _flatten,
+    "serial": _serial,
+})
+
+
+def _build(name, shape, batch, seed, away_from_kinks):
+    layer, input_shape = LAYERS[name](shape)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    _, params = layer.init(k1, input_shape, dtype=jnp.float64)
+    x = jax.random.normal(k2, (batch,) + tuple(input_shape), jnp.float64) * 2
+    if away_from_kinks:  # finite differences are meaningless across a kink: keep |x| >= 0.1
+        x = jnp.where(jnp.abs(x) < 0.1, jnp.sign(x) * 0.1 + (x == 0) * 0.1, x)
+    else:  # plant exact kink points for the comparison with jax.grad
+        x = x.at[..., 0].set(0.0)
+    return layer, params, x
+
+
+shapes = st.tuples(st.integers(1, 5), st.integers(1, 6))  # (batch, width)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@SETTINGS
+@given(dims=shapes, seed=st.integers(0, 2**16))
+def test_layer_vs_jax_grad_and_finite_differences(name, dims, seed):
+    batch, width = dims
+    with jax.enable_x64(True):
+        layer, params, x = _build(name, (width,), batch, seed, away_from_kinks=True)
+        gradcheck.check_layer(layer, params, x, key=jax.random.PRNGKey(seed)).assert_close(AUTODIFF_TOL, FD_TOL)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@SETTINGS
+@given(dims=shapes, seed=st.integers(0, 2**16))
+def test_layer_at_kinks_matches_jax_grad(name, dims, seed):
+    batch, width = dims
+    with jax.enable_x64(True):
+        layer, params, x = _build(name, (width,), batch, seed, away_from_kinks=False)
+        report = gradcheck.check_layer(layer, params, x, finite_diff=False)
+        report.assert_close(AUTODIFF_TOL)
+
+
+def _class_case(loss):
+    def make(batch, classes, key):
+        k1, k2 = jax.random.split(key)
+        logits = 3 * jax.random.normal(k1, (batch, classes), jnp.float64)
+        return loss, logits, jax.random.randint(k2, (batch,), 0, classes)
+
+    return make
+
+
+def _bce(batch, classes, key):
+    k1, k2 = jax.random.split(key)
+    logits = 3 * jax.random.normal(k1, (batch, classes), jnp.float64)
+    return nn.losses.binary_cross_entropy, logits, jax.random.uniform(k2, (batch, classes), jnp.float64)
+
+
+def _mse(batch, classes, key):
+    k1, k2 = jax.random.split(key)
+    pred = jax.random.normal(k1, (batch, classes), jnp.float64)
+    return nn.losses.mean_squared_error, pred, jax.random.normal(k2, (batch, classes), jnp.float64)
+
+
+LOSSES = {
+    "softmax_cross_entropy": _class_case(nn.losses.softmax_cross_entropy),
+    "softmax_binary_cross_entropy": _class_case(nn.losses.softmax_binary_cross_entropy),
+    "binary_cross_entropy": _bce,
+    "mean_squared_error": _mse,
+}
+
+
+def test_every_loss_is_in_the_table():
+    assert set(LOSSES) == set(nn.losses.ALL)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@SETTINGS
+@given(batch=st.integers(1, 6), classes=st.integers(2, 7), seed=st.integers(0, 2**16))
+def test_loss_vs_jax_grad_and_finite_differences(name, batch, classes, seed):
+    with jax.enable_x64(True):
+        loss, pred, target = LOSSES[name](batch, classes, jax.random.PRNGKey(seed))
+        gradcheck.check_loss(loss, pred, target).assert_close(AUTODIFF_TOL, FD_TOL)
+
+
+@pytest.mark.parametrize("activation", sorted(nn.activations.NAMES))
+def test_every_activation_inside_an_mlp_end_to_end(activation):
+    with jax.enable_x64(True):
+        model = nn.mlp([6, 5, 4, 3], activation=activation)
+        _, params = model.init(jax.random.PRNGKey(1), (6,), dtype=jnp.float64)
+        x = jax.random.normal(jax.random.PRNGKey(2), (7, 6), jnp.float64)
+        labels = jnp.array([0, 1, 2, 0, 1, 2, 0])
+        report = gradcheck.check_model(model, nn.losses.softmax_cross_entropy, params, x, labels)
+        report.assert_close(AUTODIFF_TOL, FD_TOL)
+        assert len(report.vs_autodiff) == len(jax.tree_util.tree_leaves(params))
+
+
+# --- jit, vmap, custom_vjp -------------------------------------------------------------------
+
+def _problem(dtype=jnp.float64):
+    model = nn.mlp([8, 16, 16, 4], activation="relu")
+    _, params = model.init(jax.random.PRNGKey(0), (8,), dtype=dtype)
+    x = jax.random.normal(jax.random.PRNGKey(1), (10, 8), dtype)
+    labels = jax.random.randint(jax.random.PRNGKey(2), (10,), 0, 4)
+    return model, params, x, labels
+
+
+def _assert_trees_close(a, b, rtol):
+    jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=rtol, atol=1e-12), a, b)
+
+
+def test_jit_of_manual_gradients_equals_autodiff(x64):
+    model, params, x, labels = _problem()
+    loss = nn.losses.softmax_cross_entropy
+    manual = jax.jit(nn.value_and_grad(model, loss, "manual"))(params, x, labels)
+    auto = jax.jit(nn.value_and_grad(model, loss, "autodiff"))(params, x, labels)
+    _assert_trees_close(manual, auto, 1e-10)
+
+
+def test_vmap_per_example_gradients_equal_a_python_loop(x64):
+    model, params, x, labels = _problem()
+    loss = nn.losses.softmax_cross_entropy
+    values, grads = jax.jit(nn.per_example_grads(model, loss))(params, x, labels)
+    single = nn.value_and_grad(model, loss, "autodiff")
+    for i in range(x.shape[0]):
+        v, g = single(params, x[i : i + 1], labels[i : i + 1])
+        _assert_trees_close((values[i], jax.tree_util.tree_map(lambda t: t[i], grads)), (v, g), 1e-10)
+
+
+def test_with_hand_rules_plugs_into_jax_grad_jit_and_vmap(x64):
+    model, params, x, labels = _problem()
+    hand = nn.with_hand_rules(model)
+    hand_loss = nn.loss_with_hand_rules(nn.losses.softmax_cross_entropy)
+
+    def user_objective(p, inputs, y):  # user code: jax.grad sees only custom_vjp functions
+        return hand_loss(hand.apply(p, inputs), y) + 0.0
+
+    expected = nn.value_and_grad(model, nn.losses.softmax_cross_entropy, "autodiff")(params, x, labels)
+    got = jax.jit(jax.value_and_grad(user_objective))(params, x, labels)
+    _assert_trees_close(got, expected, 1e-10)
+    per_example = jax.vmap(jax.grad(user_objective), in_axes=(None, 0, 0))(params, x[:, None], labels[:, None])
+    loop = [jax.grad(user_objective)(params, x[i : i + 1], labels[i : i + 1]) for i in range(3)]
+    for i in range(3):
+        _assert_trees_close(jax.tree_util.tree_map(lambda t: t[i], per_example), loop[i], 1e-10)
+
+
+def test_with_hand_rules_really_runs_the_hand_backward():
+    calls = []
+    base = nn.Dense(2)
+
+    def backward(residuals, dy):
+        calls.append(1)
+        return base.backward(residuals, dy)
+
+    layer = nn.with_hand_rules(base._replace(backward=backward))
+    _, params = layer.init(jax.random.PRNGKey(0), (3,))
+    jax.grad(lambda p: jnp.sum(layer.apply(p, jnp.ones((2, 3)))))(params)
+    assert calls == [1]
+
+
+def test_manual_mode_never_calls_jax_autodiff(monkeypatch):
+    model, params, x, labels = _problem(jnp.float32)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("autodiff called on the manual path")
+
+    f = nn.value_and_grad(model, nn.losses.softmax_cross_entropy, "manual")
+    for name in ("grad", "vjp", "linearize", "value_and_grad", "jvp"):
+        monkeypatch.setattr(jax, name, forbidden)
+    value, grads = jax.jit(f)(params, x, labels)
+    assert np.isfinite(value) and len(grads) == len(params)
+
+
+def test_value_and_grad_rejects_unknown_mode():
+    model, *_ = _problem(jnp.float32)
+    with pytest.raises(ValueError, match="manual"):
+        nn.value_and_grad(model, nn.losses.softmax_cross_entropy, mode="numeric")
+
+
+def test_gradcheck_reports_a_wrong_rule(x64):
+    """The checker itself must catch a mistake: a Dense whose dw forgets a transpose-free factor."""
+    base = nn.Dense(3)
+
+    def wrong_backward(residuals, dy):
+        grads, dx = base.backward(residuals, dy)
+        return {"w": grads["w"] * 1.001, "b": grads["b"]}, dx
+
+    layer = base._replace(backward=wrong_backward)
+    _, params = layer.init(jax.random.PRNGKey(0), (4,), dtype=jnp.float64)
+    report = gradcheck.check_layer(layer, params, jnp.ones((2, 4)))
+    assert report.vs_autodiff["params['w']"] > 1e-4
+    assert report.vs_finite_diff["params['w']"] > 1e-4
+    with pytest.raises(AssertionError, match="params\\['w'\\]"):
+        report.assert_close()
