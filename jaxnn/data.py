@@ -1,0 +1,284 @@
+"""Datasets as numpy arrays: MNIST-style IDX files (local folder or verified download), tfds, and
+synthetic 2-D sets drawn from a PRNG key.
+
+    ds = load("mnist", data_dir="../shared/data/mnist")   # or no data_dir: download once, md5-checked
+    ds.x_train  # (60000, 28, 28, 1) float32 in [0, 1]  (uint8 with dtype="uint8")
+    ds.y_train  # (60000,) int32
+
+The cache folder is $JAXNN_DATA, else ~/.cache/jaxnn. A download goes to a temporary file that is
+checked and then renamed, so a cut or corrupt download never becomes the cached file.
+"""
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.request
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+# md5 of the files as their publishers distribute them (checked on download only: a local folder
+# may hold re-compressed copies, e.g. Debian's, whose decompressed bytes are the originals).
+IDX_DATASETS = {
+    "mnist": {
+        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "https://yann.lecun.com/exdb/mnist/"],
+        "md5": {
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+    },
+    "fashion_mnist": {
+        "mirrors": ["https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "md5": {
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+    },
+}
+SYNTHETIC = ("blobs", "moons", "circles", "spirals")
+
+
+class DataError(ValueError):
+    """A dataset is missing, truncated, corrupt or unknown; the message says which and what to do."""
+
+
+class Dataset(NamedTuple):
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: int
+    name: str
+
+
+def known_datasets():
+    return tuple(IDX_DATASETS) + SYNTHETIC + ("tfds:NAME",)
+
+
+# --- IDX ------------------------------------------------------------------------------------------
+
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def parse_idx(raw, what="IDX data"):
+    """Parse IDX bytes: magic 0x0000 <type> <ndim>, ndim big-endian uint32 sizes, then the data."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
+        raise DataError(f"{what}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
+    dtype, ndim = np.dtype(IDX_TYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{what}: truncated header ({len(raw)} bytes, need {header})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        problem = "truncated" if len(raw) < expected else "has trailing bytes"
+        raise DataError(f"{what}: {problem}: {len(raw)} bytes for shape {shape}, expected {expected}")
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape)
+
+
+def read_idx(path):
+    """Read an IDX file, gzip-compressed or not."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError) as e:  # a cut gzip stream raises EOFError / BadGzipFile
+        raise DataError(f"{path}: corrupt or truncated gzip file ({e})") from e
+    return parse_idx(raw, str(path))
+
+
+# --- download ------------------------------------------------------------------------------------------
+
+def cache_dir():
+    return os.environ.get("JAXNN_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "jaxnn")
+
+
+def md5sum(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url, dest, md5, timeout=60):
+    """Fetch url into dest atomically: a temporary file in dest's folder, md5-checked, then renamed."""
+    folder = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            expected_size = response.headers.get("Content-Length")
+            size = 0
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                size += len(block)
+        if expected_size is not None and size != int(expected_size):
+            raise DataError(f"download of {url} was cut: {size} of {expected_size} bytes")
+        got = md5sum(tmp)
+        if got != md5:
+            raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _fetch(name, filename, folder):
+    spec = IDX_DATASETS[name]
+    dest = os.path.join(folder, filename)
+    if os.path.exists(dest):
+        return dest
+    errors = []
+    for mirror in spec["mirrors"]:
+        try:
+            download(mirror + filename, dest, spec["md5"][filename])
+            return dest
+        except (OSError, DataError) as e:
+            errors.append(f"{mirror}: {e}")
+    raise DataError(
+        f"could not download {filename} for {name}:\n  " + "\n  ".join(errors)
+        + f"\nDownload it by hand into {folder} or pass data_dir= a folder holding the four IDX files."
+    )
+
+
+# --- load -------------------------------------------------------------------------------------------------
+
+def load(name="mnist", data_dir=None, dtype="float32", key=None, **options):
+    """Load a dataset by name. Images NHWC; float32 in [0, 1], or uint8 with dtype="uint8".
+
+    **Arguments:**
+    - name: "mnist", "fashion_mnist", a synthetic set ("blobs", "moons", "circles", "spirals")
+      or "tfds:NAME" (needs the `tfds` extra and a prepared dataset).
+    - data_dir: a folder holding the IDX files; without it they are downloaded to `cache_dir()`.
+    - key: PRNG key for synthetic sets; options go to the synthetic generator.
+    """
+    if name in IDX_DATASETS:
+        return _load_idx(name, data_dir, dtype)
+    if name in SYNTHETIC:
+        return synthetic(name, jax.random.PRNGKey(0) if key is None else key, **options)
+    if isinstance(name, str) and name.startswith("tfds:"):
+        return load_tfds(name[5:], data_dir=data_dir, dtype=dtype)
+    raise DataError(f"unknown dataset {name!r}; known: {', '.join(known_datasets())}")
+
+
+def _load_idx(name, data_dir, dtype):
+    if data_dir is not None:
+        if not os.path.isdir(data_dir):
+            raise DataError(f"data folder {data_dir!r} does not exist; it should hold the IDX files {sorted(FILES.values())}")
+        paths = {}
+        for part, filename in FILES.items():
+            candidates = [os.path.join(data_dir, filename), os.path.join(data_dir, filename[:-3])]
+            found = [p for p in candidates if os.path.exists(p)]
+            if not found:
+                raise DataError(
+                    f"{name}: {filename} is missing from {data_dir}; get it from {IDX_DATASETS[name]['mirrors'][0]}"
+                    f"{filename} or call load({name!r}) without data_dir to download it"
+                )
+            paths[part] = found[0]
+    else:
+        folder = os.path.join(cache_dir(), name)
+        paths = {part: _fetch(name, filename, folder) for part, filename in FILES.items()}
+    arrays = {part: read_idx(path) for part, path in paths.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{name}: {split} images {x.shape} and labels {y.shape} do not match")
+    return Dataset(
+        _images(arrays["x_train"], dtype), arrays["y_train"].astype(np.int32),
+        _images(arrays["x_test"], dtype), arrays["y_test"].astype(np.int32), 10, name,
+    )
+
+
+def _images(x, dtype):
+    x = x[..., None]  # NHWC with one channel
+    if np.dtype(dtype) == np.uint8:
+        return np.ascontiguousarray(x)
+    return x.astype(dtype) / np.asarray(255, dtype)
+
+
+def load_tfds(name, data_dir=None, dtype="float32", image_key="image", label_key="label"):
+    """Read a prepared tensorflow-datasets dataset with `tfds.data_source` (no TensorFlow needed)."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DataError("tfds datasets need the extra: pip install 'jaxnn[tfds]'") from e
+    splits = {}
+    for split in ("train", "test"):
+        source = tfds.data_source(name, split=split, data_dir=data_dir)
+        records = [source[i] for i in range(len(source))]
+        x = np.stack([np.asarray(r[image_key]) for r in records])
+        y = np.asarray([r[label_key] for r in records], np.int32)
+        splits[split] = (x, y)
+    x_train, y_train = splits["train"]
+    x_test, y_test = splits["test"]
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    if np.issubdtype(x_train.dtype, np.integer) and np.dtype(dtype) != np.uint8:
+        x_train, x_test = x_train.astype(dtype) / 255, x_test.astype(dtype) / 255
+    return Dataset(x_train, y_train, x_test, y_test, classes, f"tfds:{name}")
+
+
+# --- synthetic 2-D sets ------------------------------------------------------------------------------------
+
+def synthetic(name, key, n=1000, noise=None, test_fraction=0.2, classes=None):
+    """The lecture's "simple" and "complex" data: points in the plane, labels int32.
+
+    blobs: linearly separable Gaussian blobs (classes, default 2); moons: two interleaved half
+    circles; circles: two concentric rings; spirals: `classes` (default 3) interleaved spirals.
+    """
+    if name not in SYNTHETIC:
+        raise DataError(f"unknown synthetic dataset {name!r}; known: {', '.join(SYNTHETIC)}")
+    k_data, k_noise, k_split = jax.random.split(key, 3)
+    if name == "blobs":
+        c = classes or 2
+        angles = 2 * jnp.pi * jnp.arange(c) / c
+        centers = 3.0 * jnp.stack([jnp.cos(angles), jnp.sin(angles)], 1)
+        y = jax.random.randint(k_data, (n,), 0, c)
+        x = centers[y]
+        noise = 0.5 if noise is None else noise
+    elif name == "moons":
+        c = 2
+        y = jax.random.randint(k_data, (n,), 0, 2)
+        t = jax.random.uniform(jax.random.fold_in(k_data, 1), (n,)) * jnp.pi
+        x = jnp.where(
+            (y == 0)[:, None],
+            jnp.stack([jnp.cos(t), jnp.sin(t)], 1),
+            jnp.stack([1 - jnp.cos(t), 0.5 - jnp.sin(t)], 1),
+        )
+        noise = 0.1 if noise is None else noise
+    elif name == "circles":
+        c = 2
+        y = jax.random.randint(k_data, (n,), 0, 2)
+        t = jax.random.uniform(jax.random.fold_in(k_data, 1), (n,)) * 2 * jnp.pi
+        radius = jnp.where(y == 0, 1.0, 0.5)
+        x = radius[:, None] * jnp.stack([jnp.cos(t), jnp.sin(t)], 1)
+        noise = 0.05 if noise is None else noise
+    else:  # spirals
+        c = classes or 3
+        y = jax.random.randint(k_data, (n,), 0, c)
+        r = jax.random.uniform(jax.random.fold_in(k_data, 1), (n,))
+        theta = 4.0 * r + 2 * jnp.pi * y / c
+        x = r[:, None] * jnp.stack([jnp.sin(theta), jnp.cos(theta)], 1)
+        noise = 0.02 if noise is None else noise
+    x = x + noise * jax.random.normal(k_noise, x.shape)
+    order = jax.random.permutation(k_split, n)
+    x, y = np.asarray(x[order], np.float32), np.asarray(y[order], np.int32)
+    n_test = int(n * test_fraction)
+    return Dataset(x[n_test:], y[n_test:], x[:n_test], y[:n_test], int(c), name)

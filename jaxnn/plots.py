@@ -1,0 +1,119 @@
+"""Figures the experiments write (matplotlib, no display needed). Each function saves a PNG and
+returns its path."""
+import os
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def training_curves(history, path, title=""):
+    """Per-step training loss (left) and per-epoch train/test accuracy (right)."""
+    plt = _plt()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    losses = np.asarray(history["step_losses"])
+    ax_loss.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.5, label="per step")
+    if len(losses) > 50:
+        k = max(1, len(losses) // 100)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax_loss.plot(np.arange(k, len(losses) + 1), smooth, lw=1.5, label=f"mean of {k}")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.legend()
+    epochs = history["epochs"]
+    ax_acc.plot([e["epoch"] for e in epochs], [e["train_accuracy"] for e in epochs], "o-", label="train")
+    tested = [e for e in epochs if "test_accuracy" in e]
+    ax_acc.plot([e["epoch"] for e in tested], [e["test_accuracy"] for e in tested], "s-", label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def image_grid(images, path, titles=None, cmap="gray", cols=5, symmetric=False, title=""):
+    """Show a stack of 2-D arrays (e.g. the ten weight vectors of a linear classifier as 28x28)."""
+    plt = _plt()
+    images = np.asarray(images)
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.1 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            kw = {}
+            if symmetric:
+                m = np.abs(images[i]).max() or 1.0
+                kw = {"vmin": -m, "vmax": m}
+            ax.imshow(images[i], cmap=cmap, **kw)
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=9)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def decision_boundaries(panels, path, resolution=200):
+    """panels: list of (title, predict_fn(points (n, 2)) -> labels, x (n, 2), y (n,)), side by side."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (title, predict, x, y) in zip(axes.flat, panels):
+        lo, hi = x.min(0) - 0.3, x.max(0) + 0.3
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+        grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+        z = np.asarray(predict(grid)).reshape(gx.shape)
+        ax.contourf(gx, gy, z, alpha=0.3, cmap="viridis", levels=np.arange(z.max() + 2) - 0.5)
+        ax.scatter(x[:, 0], x[:, 1], c=y, s=6, cmap="viridis", edgecolors="none")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)
+
+
+def curves(series, path, xlabel="step", ylabel="loss", logy=True, title=""):
+    """series: dict label -> 1-D values (NaN/inf stop the line where they start)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, values in series.items():
+        values = np.asarray(values, dtype=float)
+        ax.plot(np.arange(1, len(values) + 1), values, lw=1.0, label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def function_table(rows, path, x=None):
+    """rows: list of (name, f values, f' values) on x: one panel per activation, f and f' overlaid."""
+    plt = _plt()
+    x = np.linspace(-4, 4, 401) if x is None else x
+    cols = 4
+    n_rows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 2.6 * n_rows), squeeze=False)
+    for ax, (name, f, df) in zip(axes.flat, rows):
+        ax.plot(x, f, label="f(x)")
+        ax.plot(x, df, "--", label="f'(x)")
+        ax.axhline(0, color="k", lw=0.4)
+        ax.axvline(0, color="k", lw=0.4)
+        ax.set_title(name, fontsize=10)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    return _save(fig, path)

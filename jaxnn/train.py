@@ -1,0 +1,207 @@
+"""Training: a TrainState pytree, optax optimizers, a jitted step, whole epochs as one `lax.scan`.
+
+    opt = optimizer("adam", 1e-3)
+    state = init_state(model, opt, key, input_shape=(784,))
+    epoch = make_epoch(model, loss, opt, batch_size=128, input_shape=(784,))
+    state, step_losses, step_accuracies = epoch(state, images_uint8_on_device, labels_on_device)
+
+The dataset lives on the device as uint8 and each batch is scaled to float32 inside the step, so
+device memory stays at the dataset's own size. Each epoch draws a fresh permutation from the
+state's key, so the same seed gives the same run, bit for bit on the CPU.
+`train` knows nothing of datasets on disk: it takes arrays.
+"""
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .gradients import value_and_grad
+from .losses import accuracy
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: Any  # int32 scalar
+    key: Any  # PRNG key for permutations (and dropout)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says when, and the last good state is kept."""
+
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle", "warmup_cosine")
+
+
+def schedule(kind, learning_rate, total_steps=None):
+    """A learning-rate schedule: constant, cosine decay, one-cycle, or linear warmup + cosine."""
+    if kind == "constant":
+        return learning_rate
+    if total_steps is None or total_steps < 1:
+        raise ValueError(f"schedule {kind!r} needs total_steps >= 1, got {total_steps}")
+    if kind == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, total_steps)
+    if kind == "onecycle":
+        return optax.cosine_onecycle_schedule(total_steps, learning_rate)
+    if kind == "warmup_cosine":
+        warmup = max(1, total_steps // 20)
+        return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, total_steps)
+    raise ValueError(f"unknown schedule {kind!r}; choose from {SCHEDULES}")
+
+
+def optimizer(name="adam", learning_rate=1e-3, schedule_kind="constant", total_steps=None, momentum=0.9,
+              weight_decay=1e-4):
+    """An optax optimizer. "sgd" is the lecture's gradient descent, W <- W - lr * dL/dW."""
+    lr = schedule(schedule_kind, learning_rate, total_steps)
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "momentum":
+        return optax.sgd(lr, momentum=momentum)
+    if name == "nesterov":
+        return optax.sgd(lr, momentum=momentum, nesterov=True)
+    if name == "adam":
+        return optax.adam(lr)
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+
+
+def init_state(model, opt, key, input_shape):
+    """Initial TrainState: params from model.init, the optimizer's state, step 0, a data key."""
+    init_key, data_key = jax.random.split(key)
+    _, params = model.init(init_key, tuple(input_shape))
+    return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), data_key)
+
+
+def to_inputs(images, input_shape):
+    """uint8 (or float) images -> float32 in [0, 1], reshaped to (batch, *input_shape)."""
+    x = images.astype(jnp.float32)
+    if images.dtype == jnp.uint8:
+        x = x * (1.0 / 255.0)
+    return x.reshape((images.shape[0],) + tuple(input_shape))
+
+
+def make_step(model, loss, opt, grad="manual", input_shape=None):
+    """step(state, images, labels) -> (state, (loss, accuracy)); jit it or scan it."""
+    f = value_and_grad(model, loss, grad, with_outputs=True)
+
+    def step(state, images, labels):
+        x = images if input_shape is None else to_inputs(images, input_shape)
+        (value, out), grads = f(state.params, x, labels)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = TrainState(params, opt_state, state.step + 1, state.key)
+        return new, (value, accuracy(out, labels))
+
+    return step
+
+
+def make_epoch(model, loss, opt, batch_size, input_shape, grad="manual"):
+    """A jitted epoch: one `lax.scan` over a fresh permutation of the whole (on-device) dataset.
+
+    Returns epoch(state, images, labels) -> (state, step_losses, step_accuracies). The last
+    len(images) % batch_size examples of each permutation are left out of that epoch.
+    """
+    step = make_step(model, loss, opt, grad, input_shape)
+
+    def epoch(state, images, labels):
+        n = images.shape[0]
+        steps = n // batch_size
+        if steps == 0:
+            raise ValueError(f"batch size {batch_size} is larger than the dataset ({n} examples)")
+        key, perm_key = jax.random.split(state.key)
+        order = jax.random.permutation(perm_key, n)[: steps * batch_size].reshape(steps, batch_size)
+
+        def body(s, idx):
+            return step(s, images[idx], labels[idx])
+
+        state, (losses, accs) = jax.lax.scan(body, state._replace(key=key), order)
+        return state, losses, accs
+
+    return jax.jit(epoch, donate_argnums=0)
+
+
+def make_evaluate(model, loss, input_shape, batch_size=1000):
+    """evaluate(params, images, labels) -> (mean loss, accuracy), in batches under one `lax.scan`.
+
+    The data are padded to a whole number of batches and the padding is masked out.
+    """
+
+    def evaluate(params, images, labels):
+        n = images.shape[0]
+        steps = -(-n // batch_size)
+        pad = steps * batch_size - n
+        images = jnp.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1))
+        labels = jnp.pad(labels, (0, pad))
+        mask = jnp.arange(steps * batch_size) < n
+
+        def body(totals, i):
+            sl = jax.lax.dynamic_slice_in_dim
+            x = to_inputs(sl(images, i * batch_size, batch_size), input_shape)
+            y, m = sl(labels, i * batch_size, batch_size), sl(mask, i * batch_size, batch_size)
+            out = model.apply(params, x)
+            log_p = jax.nn.log_softmax(out)
+            nll = -jnp.take_along_axis(log_p, y[:, None], axis=1)[:, 0]
+            return (totals[0] + jnp.sum(nll * m), totals[1] + jnp.sum((jnp.argmax(out, 1) == y) * m)), None
+
+        (total_loss, correct), _ = jax.lax.scan(body, (0.0, 0), jnp.arange(steps))
+        return total_loss / n, correct / n
+
+    return jax.jit(evaluate)
+
+
+def fit(model, loss, data, *, epochs, batch_size, opt, key, input_shape, grad="manual",
+        checkpoint_path=None, resume=False, progress=True, eval_every_epoch=True, log=print):
+    """Train for `epochs` whole epochs; return (state, history).
+
+    data: (x_train, y_train, x_test, y_test) numpy arrays (images uint8 or float).
+    history: one dict per epoch (train/test loss and accuracy, seconds) and `step_losses`.
+    train_seconds counts training only (compilation included; evaluation and loading excluded).
+    A NaN/inf loss raises TrainingDiverged; the checkpoint of the last good epoch stays.
+    """
+    x_train, y_train, x_test, y_test = (jax.device_put(a) for a in data)
+    epoch_fn = make_epoch(model, loss, opt, batch_size, input_shape, grad)
+    evaluate = make_evaluate(model, loss, input_shape)
+    state = init_state(model, opt, key, input_shape)
+    history, start_epoch = {"epochs": [], "step_losses": [], "train_seconds": 0.0}, 0
+    if resume and checkpoint_path and os.path.exists(checkpoint_path):
+        state, meta = checkpoint.restore(checkpoint_path, like=state)
+        history, start_epoch = meta["history"], meta["epoch"]
+        log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+
+    bar = tqdm(range(start_epoch, epochs), desc="epochs", unit="epoch", total=epochs, initial=start_epoch,
+               disable=not progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        new_state, losses, accs = epoch_fn(state, x_train, y_train)
+        losses = np.asarray(losses)  # waits for the epoch to finish
+        seconds = time.perf_counter() - t0
+        if not np.all(np.isfinite(losses)):
+            bad = int(np.argmax(~np.isfinite(losses)))
+            kept = f"; the last good checkpoint is {checkpoint_path}" if checkpoint_path and epoch > 0 else ""
+            raise TrainingDiverged(
+                f"loss became {losses[bad]} at step {bad} of epoch {epoch + 1} "
+                f"(learning rate too large?); stopped{kept}"
+            )
+        state = new_state
+        history["train_seconds"] += seconds
+        row = {"epoch": epoch + 1, "train_loss": float(losses.mean()), "train_accuracy": float(np.mean(accs)),
+               "seconds": seconds, "samples_per_second": losses.size * batch_size / seconds}
+        if eval_every_epoch or epoch + 1 == epochs:
+            test_loss, test_acc = evaluate(state.params, x_test, y_test)
+            row.update(test_loss=float(test_loss), test_accuracy=float(test_acc))
+        history["epochs"].append(row)
+        history["step_losses"].extend(float(v) for v in losses)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_accuracy']:.4f}",
+                        test=f"{row.get('test_accuracy', float('nan')):.4f}",
+                        sps=f"{row['samples_per_second']:.0f}")
+        if checkpoint_path:
+            checkpoint.save(checkpoint_path, state, {"epoch": epoch + 1, "history": history})
+    return state, history
