@@ -45,6 +45,6 @@ def _mlp(classes, image_shape, args):
 
 
 MODELS = {
-    "linear": (_linear, dict(epochs=5, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle")),
+    "linear": (_linear, dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle")),
     "mlp": (_mlp, dict(epochs=4, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=256)),
 }

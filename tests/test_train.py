@@ -1,0 +1,120 @@
+"""Training: the step, determinism, checkpoints and resume, divergence detection."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnn as nn
+from jaxnn import checkpoint, data, train
+
+LOSS = nn.losses.softmax_cross_entropy
+
+
+def _blobs():
+    ds = data.load("blobs", key=jax.random.PRNGKey(0), n=600, classes=3)
+    return ds, (ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+
+
+def _fit(tmp_path=None, epochs=3, seed=0, grad="manual", lr=0.05, resume=False, name="ckpt.npz"):
+    ds, arrays = _blobs()
+    model = nn.mlp([2, 16, 3])
+    opt = train.optimizer("momentum", lr)
+    path = str(tmp_path / name) if tmp_path is not None else None
+    return train.fit(model, LOSS, arrays, epochs=epochs, batch_size=32, opt=opt, key=jax.random.PRNGKey(seed),
+                     input_shape=(2,), grad=grad, checkpoint_path=path, resume=resume, progress=False)
+
+
+def test_training_learns_separable_blobs():
+    state, history = _fit(epochs=5)
+    assert history["epochs"][-1]["test_accuracy"] > 0.95
+    assert history["epochs"][-1]["train_loss"] < history["epochs"][0]["train_loss"]
+    assert int(state.step) == 5 * (480 // 32)
+
+
+def test_same_seed_gives_bitwise_identical_params():
+    a, _ = _fit(seed=7)
+    b, _ = _fit(seed=7)
+    c, _ = _fit(seed=8)
+    for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(a.params[0]["w"], c.params[0]["w"])
+
+
+def test_manual_and_autodiff_training_agree():
+    a, ha = _fit(grad="manual")
+    b, hb = _fit(grad="autodiff")
+    np.testing.assert_allclose(ha["step_losses"], hb["step_losses"], rtol=1e-4, atol=1e-6)
+    for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_continues_to_the_same_result(tmp_path):
+    full, _ = _fit(tmp_path, epochs=4, name="full.npz")
+    _fit(tmp_path, epochs=2, name="part.npz")
+    resumed, history = _fit(tmp_path, epochs=4, resume=True, name="part.npz")
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3, 4]
+    for u, v in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    good, _ = _fit(tmp_path, epochs=1, name="run.npz")
+    with pytest.raises(train.TrainingDiverged, match="loss became"):
+        _fit(tmp_path, epochs=3, lr=1e35, resume=True, name="run.npz")
+    kept, meta = checkpoint.restore(str(tmp_path / "run.npz"), like=good)
+    assert meta["epoch"] == 1
+    for u, v in zip(jax.tree_util.tree_leaves(good), jax.tree_util.tree_leaves(kept)):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_checkpoint_refuses_another_model(tmp_path):
+    state, _ = _fit(tmp_path, epochs=1, name="a.npz")
+    other = train.init_state(nn.mlp([2, 8, 3]), train.optimizer("momentum", 0.1), jax.random.PRNGKey(0), (2,))
+    with pytest.raises(ValueError, match="expected"):
+        checkpoint.restore(str(tmp_path / "a.npz"), like=other)
+
+
+def test_uint8_images_are_scaled_inside_the_step():
+    images = jnp.array([[0, 255], [51, 102]], jnp.uint8)
+    np.testing.assert_allclose(train.to_inputs(images, (2,)), [[0, 1], [0.2, 0.4]], rtol=1e-6)
+
+
+def test_evaluate_masks_the_padding():
+    model = nn.Dense(2)
+    _, params = model.init(jax.random.PRNGKey(0), (2,))
+    x = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
+    y = np.array([0, 1, 1, 0, 1, 0, 0], np.int32)
+    loss, acc = train.make_evaluate(model, LOSS, (2,), batch_size=3)(params, x, y)
+    logits = model.apply(params, x)
+    np.testing.assert_allclose(loss, LOSS(logits, y), rtol=1e-5)
+    np.testing.assert_allclose(acc, np.mean(np.argmax(logits, 1) == y))
+
+
+@pytest.mark.parametrize("name", train.OPTIMIZERS)
+def test_every_optimizer_trains(name):
+    ds, arrays = _blobs()
+    lr = {"sgd": 0.3, "momentum": 0.05, "nesterov": 0.05}.get(name, 0.01)
+    opt = train.optimizer(name, lr, "cosine", total_steps=45)
+    _, history = train.fit(nn.mlp([2, 16, 3]), LOSS, arrays, epochs=3, batch_size=32, opt=opt,
+                           key=jax.random.PRNGKey(0), input_shape=(2,), progress=False)
+    assert history["epochs"][-1]["test_accuracy"] > 0.9
+
+
+def test_main_job_writes_metrics(request, tmp_path):
+    """experiments/train.py on a slice of real MNIST if --data-dir is given, else skipped."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = request.config.getoption("--data-dir")
+    if not root or not os.path.isdir(os.path.join(root, "mnist")):
+        pytest.skip("pass --data-dir ../shared/data")
+    script = os.path.join(os.path.dirname(__file__), "..", "experiments", "train.py")
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, script, "--data-dir", os.path.join(root, "mnist"), "--epochs", "1",
+                    "--model", "linear", "--out", str(out), "--no-progress"], check=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and 0.85 < metrics["test_accuracy"] <= 1.0
+    assert metrics["train_seconds"] > 0 and metrics["config"]["model"] == "linear"
+    assert (out / "curves.png").stat().st_size > 1000 and (out / "checkpoint.npz").exists()
