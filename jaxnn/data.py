@@ -273,7 +273,8 @@ def synthetic(name, key, n=1000, noise=None, test_fraction=0.2, classes=None):
     else:  # spirals
         c = classes or 3
         y = jax.random.randint(k_data, (n,), 0, c)
-        r = jax.random.uniform(jax.random.fold_in(k_data, 1), (n,))
+        # radius from 0.1: at r = 0 all arms meet in one point, where no classifier can separate them
+        r = 0.1 + 0.9 * jax.random.uniform(jax.random.fold_in(k_data, 1), (n,))
         theta = 4.0 * r + 2 * jnp.pi * y / c
         x = r[:, None] * jnp.stack([jnp.sin(theta), jnp.cos(theta)], 1)
         noise = 0.02 if noise is None else noise

@@ -186,10 +186,13 @@ def fit(model, loss, data, *, epochs, batch_size, opt, key, input_shape, grad="m
         if not np.all(np.isfinite(losses)):
             bad = int(np.argmax(~np.isfinite(losses)))
             kept = f"; the last good checkpoint is {checkpoint_path}" if checkpoint_path and epoch > 0 else ""
-            raise TrainingDiverged(
+            history["step_losses"].extend(float(v) for v in losses[: bad + 1])
+            err = TrainingDiverged(
                 f"loss became {losses[bad]} at step {bad} of epoch {epoch + 1} "
                 f"(learning rate too large?); stopped{kept}"
             )
+            err.history = history  # the run up to the first non-finite loss, for plotting
+            raise err
         state = new_state
         history["train_seconds"] += seconds
         row = {"epoch": epoch + 1, "train_loss": float(losses.mean()), "train_accuracy": float(np.mean(accs)),

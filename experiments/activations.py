@@ -1,0 +1,68 @@
+"""Lecture: the activation functions. A figure of f and f' for every row of the table (f' from
+the hand-derived backward pass), then the same MLP trained on MNIST with each activation.
+
+    python experiments/activations.py --data-dir ../shared/data/mnist [--epochs 4] [--out DIR]
+
+Writes activations.png, metrics.json and results.md (test accuracy and time per activation).
+Binary step has derivative 0 everywhere, so no gradient reaches the hidden layers: only the last
+Dense layer learns, on random binary features. The table shows it honestly.
+"""
+import argparse
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxnn as nn
+from jaxnn import data, plots, train
+
+from common import out_dir, write_metrics
+
+
+def derivative_table():
+    x = jnp.linspace(-4, 4, 401)[None]
+    rows = []
+    for name in nn.activations.NAMES:
+        if name == "softmax":  # not element-wise
+            continue
+        layer = nn.activation(name)
+        _, params = layer.init(jax.random.PRNGKey(0), x.shape[1:])
+        y, residuals = layer.forward(params, x)
+        _, dy = layer.backward(residuals, jnp.ones_like(y))
+        rows.append((name, np.asarray(y[0]), np.asarray(dy[0])))
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    folder = out_dir(args.out, "activations")
+    plots.function_table(derivative_table(), os.path.join(folder, "activations.png"))
+    ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
+    arrays = (ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+    results = {}
+    for name in [n for n in nn.activations.NAMES if n != "softmax"]:
+        model = nn.mlp([784, 256, 256, 10], activation=name)
+        opt = train.optimizer("adam", 3e-3, "onecycle", args.epochs * (60000 // 128))
+        _, history = train.fit(model, nn.losses.softmax_cross_entropy, arrays, epochs=args.epochs, batch_size=128,
+                               opt=opt, key=jax.random.PRNGKey(args.seed), input_shape=(784,), progress=False,
+                               eval_every_epoch=False)
+        last = history["epochs"][-1]
+        results[name] = {"test_accuracy": last["test_accuracy"], "train_seconds": history["train_seconds"],
+                         "final_train_loss": last["train_loss"]}
+        print(f"{name:12s} test accuracy {last['test_accuracy']:.4f}  {history['train_seconds']:.2f} s")
+    lines = ["| activation | test accuracy | train seconds |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {100 * v['test_accuracy']:.2f}% | {v['train_seconds']:.2f} |" for k, v in results.items()]
+    with open(os.path.join(folder, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    write_metrics(folder, {"results": results, "config": vars(args), "epochs": args.epochs})
+    print("\n".join(lines) + f"\n-> {folder}")
+
+
+if __name__ == "__main__":
+    main()
