@@ -91,3 +91,147 @@ def mlp(sizes, activation="relu", **options):
 
 def _activation_layer(act, options):
     return act if isinstance(act, Layer) else activation(act, **options)
+
+
+# --- convolution and pooling (NHWC) ------------------------------------------------------------------
+
+_CONV_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _pair(v, what):
+    v = (v, v) if isinstance(v, int) else tuple(v)
+    if len(v) != 2 or not all(isinstance(i, int) and i > 0 for i in v):
+        raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
+    return v
+
+
+def _check_image(name, x, channels=None):
+    if jnp.ndim(x) != 4:
+        raise ValueError(f"{name}: expected images of shape (batch, H, W, C), got {jnp.shape(x)}")
+    if channels is not None and x.shape[-1] != channels:
+        raise ValueError(f"{name}: expected {channels} input channels, got {x.shape[-1]} (shape {jnp.shape(x)})")
+
+
+def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=lecun_normal):
+    """2-D convolution (cross-correlation, as in every framework), NHWC.
+
+    params {"w": (kh, kw, c_in, features), "b": (features,)}; x: (batch, H, W, c_in).
+    With x padded by (lo, hi) and stride s:   y[n, p, q, o] = sum_{i, j, c} x[n, s p + i, s q + j, c] w[i, j, c, o] + b[o]
+
+    Backward, both as convolutions (no loop over pixels):
+      dL/db = sum_{n,p,q} dy
+      dL/dw[i, j, c, o] = sum_{n,p,q} x[n, s p + i, s q + j, c] dy[n, p, q, o]:  x correlated with dy,
+              dy dilated by s (batch and feature axes swapped, so the sum runs over n)
+      dL/dx = dy dilated by s, correlated with w flipped in space, in/out channels swapped
+              (the transposed convolution)
+    """
+    kernel_size, stride = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
+    if padding not in ("SAME", "VALID"):
+        raise ValueError(f"Conv2D: padding must be 'SAME' or 'VALID', got {padding!r}")
+
+    def pads(spatial):
+        return jax.lax.padtype_to_pads(spatial, kernel_size, stride, padding)
+
+    def init(key, input_shape, dtype=jnp.float32):
+        if len(input_shape) != 3:
+            raise ValueError(f"Conv2D: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}")
+        h, w, c = input_shape
+        (lo_h, hi_h), (lo_w, hi_w) = pads((h, w))
+        out_h = (h + lo_h + hi_h - kernel_size[0]) // stride[0] + 1
+        out_w = (w + lo_w + hi_w - kernel_size[1]) // stride[1] + 1
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"Conv2D: input {h}x{w} is smaller than the kernel {kernel_size} with {padding} padding")
+        weights = w_init(key, kernel_size + (c, features), dtype)
+        return (out_h, out_w, features), {"w": weights, "b": jnp.zeros((features,), dtype)}
+
+    def forward(params, x):
+        w = params["w"]
+        _check_image("Conv2D", x, w.shape[2])
+        y = jax.lax.conv_general_dilated(x, w, stride, pads(x.shape[1:3]), dimension_numbers=_CONV_DIMS)
+        return y + params["b"], (x, w)
+
+    def backward(residuals, dy):
+        x, w = residuals
+        (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
+        # trim the high padding so that the weight gradient comes out exactly kernel-sized
+        hi_h -= (x.shape[1] + lo_h + hi_h - kernel_size[0]) % stride[0]
+        hi_w -= (x.shape[2] + lo_w + hi_w - kernel_size[1]) % stride[1]
+        dw = jax.lax.conv_general_dilated(
+            x, dy, (1, 1), ((lo_h, hi_h), (lo_w, hi_w)), rhs_dilation=stride,
+            dimension_numbers=("CHWN", "IHWO", "HWNC"),
+        )
+        dilated = [(o - 1) * s + 1 for o, s in zip(dy.shape[1:3], stride)]
+        dx_pads = []
+        for size, k, lo, d in zip(x.shape[1:3], kernel_size, (lo_h, lo_w), dilated):
+            first = k - 1 - lo
+            dx_pads.append((first, size - 1 + k - d - first))
+        dx = jax.lax.conv_general_dilated(
+            dy, jnp.flip(w, (0, 1)), (1, 1), dx_pads, lhs_dilation=stride,
+            dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        )
+        return {"w": dw, "b": jnp.sum(dy, axis=(0, 1, 2))}, dx
+
+    return make_layer(f"Conv2D({features}, {kernel_size}, {stride}, {padding})", init, forward, backward)
+
+
+def _windows(x, window, stride):
+    """The window offsets (i, j) and, for each, the strided view x[:, i::s, j::s] cut to the output size."""
+    out_h = (x.shape[1] - window[0]) // stride[0] + 1
+    out_w = (x.shape[2] - window[1]) // stride[1] + 1
+    for i in range(window[0]):
+        for j in range(window[1]):
+            index = (slice(None), slice(i, i + stride[0] * (out_h - 1) + 1, stride[0]),
+                     slice(j, j + stride[1] * (out_w - 1) + 1, stride[1]))
+            yield index, x[index]
+
+
+def _pool(kind, window, stride):
+    window = _pair(window, "window")
+    stride = window if stride is None else _pair(stride, "stride")
+    name = f"{kind}({window}, {stride})"
+
+    def init(key, input_shape, dtype=jnp.float32):
+        if len(input_shape) != 3:
+            raise ValueError(f"{kind}: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}")
+        h, w, c = input_shape
+        if h < window[0] or w < window[1]:
+            raise ValueError(f"{kind}: input {h}x{w} is smaller than the window {window}")
+        return ((h - window[0]) // stride[0] + 1, (w - window[1]) // stride[1] + 1, c), ()
+
+    def forward(params, x):
+        _check_image(kind, x)
+        views = [view for _, view in _windows(x, window, stride)]
+        if kind == "MaxPool":
+            y = views[0]
+            for view in views[1:]:
+                y = jnp.maximum(y, view)
+        else:
+            y = sum(views) / len(views)
+        return y, (x, y)
+
+    def backward(residuals, dy):
+        x, y = residuals
+        dx = jnp.zeros_like(x)
+        taken = jnp.zeros(y.shape, bool)
+        for index, view in _windows(x, window, stride):
+            if kind == "MaxPool":  # the gradient goes to the (first) maximum of each window
+                route = (view == y) & ~taken
+                taken = taken | route
+                dx = dx.at[index].add(jnp.where(route, dy, 0))
+            else:  # every input of a window gets an equal share
+                dx = dx.at[index].add(dy / (window[0] * window[1]))
+        return (), dx
+
+    return make_layer(name, init, forward, backward)
+
+
+def MaxPool(window=(2, 2), stride=None):
+    """Max pooling (VALID), NHWC. y = max over each window; dL/dx = dy at the window's maximum
+    (the first one if tied), 0 elsewhere; overlapping windows add up. Params: ()."""
+    return _pool("MaxPool", window, stride)
+
+
+def AvgPool(window=(2, 2), stride=None):
+    """Average pooling (VALID), NHWC. y = mean over each window; dL/dx = dy / (kh kw) to every
+    input of the window; overlapping windows add up. Params: ()."""
+    return _pool("AvgPool", window, stride)

@@ -131,3 +131,45 @@ def test_serial_rejects_wrong_params():
     model = nn.mlp([3, 4, 2])
     with pytest.raises(ValueError, match="tuple of 3"):
         model.apply((), jnp.zeros((1, 3)))
+
+
+# --- convolutional and recurrent layers: shapes and errors ---------------------------------------------
+
+def test_conv_contract_shapes():
+    layer = nn.Conv2D(8, kernel_size=(3, 3), stride=(2, 2), padding="SAME")
+    out_shape, params = layer.init(KEY, (28, 28, 1))
+    assert out_shape == (14, 14, 8) and params["w"].shape == (3, 3, 1, 8) and params["b"].shape == (8,)
+    assert layer.apply(params, jnp.zeros((2, 28, 28, 1))).shape == (2, 14, 14, 8)
+    assert nn.MaxPool().init(KEY, (7, 7, 3))[0] == (3, 3, 3)
+
+
+def test_lstm_contract_shapes():
+    layer = nn.LSTM(5)
+    out_shape, params = layer.init(KEY, (28, 28))
+    assert out_shape == (28, 5)
+    assert {k: v.shape for k, v in params.items()} == {"wx": (28, 20), "wh": (5, 20), "b": (20,)}
+    assert layer.apply(params, jnp.zeros((3, 28, 28))).shape == (3, 28, 5)
+
+
+def test_conv_bad_rank_and_channels():
+    layer = nn.Conv2D(4)
+    _, params = layer.init(KEY, (8, 8, 3))
+    with pytest.raises(ValueError, match=r"\(batch, H, W, C\), got \(8, 8, 3\)"):
+        layer.apply(params, jnp.zeros((8, 8, 3)))
+    with pytest.raises(ValueError, match="expected 3 input channels, got 1"):
+        layer.apply(params, jnp.zeros((2, 8, 8, 1)))
+    with pytest.raises(ValueError, match=r"\(H, W, C\)"):
+        layer.init(KEY, (784,))
+
+
+def test_recurrent_bad_shapes():
+    layer = nn.LSTM(4)
+    _, params = layer.init(KEY, (5, 3))
+    with pytest.raises(ValueError, match="length 0"):
+        layer.apply(params, jnp.zeros((2, 0, 3)))
+    with pytest.raises(ValueError, match="expected 3 features"):
+        layer.apply(params, jnp.zeros((2, 5, 4)))
+    with pytest.raises(ValueError, match=r"\(batch, time, 3\)"):
+        layer.apply(params, jnp.zeros((5, 3)))
+    with pytest.raises(ValueError, match="length 0"):
+        nn.GRU(2).init(KEY, (0, 3))

@@ -39,7 +39,37 @@ def _serial(shape):
 
 # name -> make(example_shape) -> (layer, input_shape of one example)
 LAYERS = {name: _activation_case(name) for name in nn.activations.NAMES}
+ELEMENTWISE = set(LAYERS) | {"elu(alpha=0.7)", "leaky_relu(0.2)", "prelu(alpha=-0.5)"}
+
+
+def _image(layer, channels=2):
+    def make(shape):  # odd and even sizes: (w + 2) x (w + 3)
+        return layer, (shape[-1] + 2, shape[-1] + 3, channels)
+
+    return make
+
+
+def _sequence(layer, features=3):
+    def make(shape):  # sequences of length 1..6
+        return layer, (shape[-1], features)
+
+    return make
+
+
 LAYERS.update({
+    "Conv2D 3x3 SAME": _image(nn.Conv2D(3, (3, 3))),
+    "Conv2D 3x2 stride 2 VALID": _image(nn.Conv2D(2, (3, 2), stride=2, padding="VALID")),
+    "Conv2D 1x1 stride (2,1) SAME": _image(nn.Conv2D(4, (1, 1), stride=(2, 1), padding="SAME"), channels=3),
+    "Conv2D 3x3 stride 2 SAME": _image(nn.Conv2D(2, (3, 3), stride=2, padding="SAME")),
+    "MaxPool 2x2": _image(nn.MaxPool()),
+    "MaxPool 3x3 stride 2 (overlapping)": _image(nn.MaxPool((3, 3), stride=2)),
+    "AvgPool 2x3 stride 1": _image(nn.AvgPool((2, 3), stride=1)),
+    "RNN": _sequence(nn.RNN(4)),
+    "LSTM": _sequence(nn.LSTM(3)),
+    "GRU": _sequence(nn.GRU(3)),
+    "LastStep": _sequence(nn.LastStep()),
+    "cnn": _image(nn.serial(nn.Conv2D(3, (3, 3)), nn.activation("relu"), nn.MaxPool(), nn.Flatten(), nn.Dense(2))),
+    "lstm classifier": _sequence(nn.serial(nn.LSTM(3), nn.LastStep(), nn.Dense(2))),
     "elu(alpha=0.7)": _activation_case("elu", alpha=0.7),
     "leaky_relu(0.2)": _activation_case("leaky_relu", negative_slope=0.2),
     "prelu(alpha=-0.5)": _activation_case("prelu", alpha=-0.5),
@@ -54,7 +84,9 @@ def _build(name, shape, batch, seed, away_from_kinks):
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
     _, params = layer.init(k1, input_shape, dtype=jnp.float64)
     x = jax.random.normal(k2, (batch,) + tuple(input_shape), jnp.float64) * 2
-    if away_from_kinks:  # finite differences are meaningless across a kink: keep |x| >= 0.1
+    if name not in ELEMENTWISE:  # kinks only where an element-wise op has one; MaxPool's are ties
+        pass
+    elif away_from_kinks:  # finite differences are meaningless across a kink: keep |x| >= 0.1
         x = jnp.where(jnp.abs(x) < 0.1, jnp.sign(x) * 0.1 + (x == 0) * 0.1, x)
     else:  # plant exact kink points for the comparison with jax.grad
         x = x.at[..., 0].set(0.0)
