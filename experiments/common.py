@@ -44,7 +44,33 @@ def _mlp(classes, image_shape, args):
     return nn.mlp([n, args.width, args.width, classes], activation=args.activation), (n,)
 
 
+def _cnn(classes, image_shape, args):
+    """Two conv blocks (32, 64 channels, 3x3, ReLU, 2x2 max pool), then Dense 128 -> classes."""
+    model = nn.serial(
+        nn.Conv2D(32, (3, 3)), nn.activation("relu"), nn.MaxPool(),
+        nn.Conv2D(64, (3, 3)), nn.activation("relu"), nn.MaxPool(),
+        nn.Flatten(), nn.Dense(128), nn.activation("relu"), nn.Dense(classes),
+    )
+    return model, tuple(image_shape)
+
+
+def _recurrent(cell):
+    def build(classes, image_shape, args):
+        """Reads the image row by row: 28 steps of 28 pixels, then Dense on the last hidden state."""
+        rows, cols = image_shape[0], image_shape[1] * image_shape[2]
+        return nn.serial(cell(args.width), nn.LastStep(), nn.Dense(classes)), (rows, cols)
+
+    return build
+
+
 MODELS = {
     "linear": (_linear, dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle")),
     "mlp": (_mlp, dict(epochs=4, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=256)),
+    "cnn": (_cnn, dict(epochs=6, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle")),
+    "lstm": (_recurrent(nn.LSTM), dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle",
+                                       width=128)),
+    "gru": (_recurrent(nn.GRU), dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle",
+                                     width=128)),
+    "rnn": (_recurrent(nn.RNN), dict(epochs=8, batch_size=128, optimizer="adam", lr=1e-3, schedule="onecycle",
+                                     width=128)),
 }

@@ -1,0 +1,296 @@
+"""Training-step throughput, side by side: jaxnn manual, jaxnn autodiff, plain JAX + optax, Flax,
+PyTorch eager and torch.compile (the peers only where installed: pip install -e '.[bench]').
+
+    python benchmarks/run.py --out DIR [--models mlp cnn] [--batch-sizes 32 128 1024 8192] [--steps 20]
+
+Same model, optimizer (Adam 1e-3) and random data for every implementation. Per (model, batch,
+implementation): samples/s (median of --repeats timings of --steps steps), compile time, peak
+temporary memory (JAX: compiled.memory_analysis()), and the step's GFLOP/s as a fraction of a large
+matmul measured in the same run. Writes DIR/bench.json and DIR/throughput.png.
+"""
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxnn as nn
+from jaxnn import train
+
+MLP_SIZES = [784, 512, 512, 10]
+
+
+def jaxnn_model(name):
+    if name == "mlp":
+        return nn.mlp(MLP_SIZES), (784,)
+    return nn.serial(
+        nn.Conv2D(32, (3, 3)), nn.activation("relu"), nn.MaxPool(),
+        nn.Conv2D(64, (3, 3)), nn.activation("relu"), nn.MaxPool(),
+        nn.Flatten(), nn.Dense(128), nn.activation("relu"), nn.Dense(10),
+    ), (28, 28, 1)
+
+
+def step_flops(name, batch):
+    """Multiply-adds x 2 x 3 (forward, and backward's two products) per example."""
+    if name == "mlp":
+        macs = sum(a * b for a, b in zip(MLP_SIZES[:-1], MLP_SIZES[1:]))
+    else:
+        macs = 28 * 28 * 9 * 1 * 32 + 14 * 14 * 9 * 32 * 64 + 7 * 7 * 64 * 128 + 128 * 10
+    return 6.0 * macs * batch
+
+
+def timeit(run, steps, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(steps)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) / steps
+
+
+def bench_jax_step(step, state, x, y, steps, repeats):
+    """step(state, x, y) -> (state, aux), jitted here; returns (sec/step, compile s, temp bytes)."""
+    jitted = jax.jit(step, donate_argnums=0)
+    t0 = time.perf_counter()
+    compiled = jitted.lower(state, x, y).compile()
+    compile_s = time.perf_counter() - t0
+    memory = compiled.memory_analysis()
+    temp = int(memory.temp_size_in_bytes) if memory is not None else None
+    holder = {"state": compiled(state, x, y)[0]}
+
+    def run(n):
+        s = holder["state"]
+        for _ in range(n):
+            s, aux = compiled(s, x, y)
+        jax.block_until_ready(s)
+        holder["state"] = s
+
+    run(2)
+    return timeit(run, steps, repeats), compile_s, temp
+
+
+def jaxnn_impl(name, grad):
+    def make(batch, key):
+        model, shape = jaxnn_model(name)
+        opt = optax.adam(1e-3)
+        state = train.init_state(model, opt, key, shape)
+        return train.make_step(model, nn.losses.softmax_cross_entropy, opt, grad), state, shape
+
+    return make
+
+
+def plain_jax_impl(name):
+    """The reference: plain JAX + optax, jax.value_and_grad of a hand-written forward."""
+
+    def make(batch, key):
+        model, shape = jaxnn_model(name)
+        _, params = model.init(key, shape)
+        opt = optax.adam(1e-3)
+
+        def predict(params, x):
+            if name == "mlp":
+                for layer in params[:-1:2]:
+                    x = jax.nn.relu(x @ layer["w"] + layer["b"])
+                return x @ params[-1]["w"] + params[-1]["b"]
+            for conv in (params[0], params[3]):
+                x = jax.lax.conv_general_dilated(x, conv["w"], (1, 1), "SAME",
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv["b"]
+                x = jax.lax.reduce_window(jax.nn.relu(x), -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+            x = jax.nn.relu(x.reshape(x.shape[0], -1) @ params[7]["w"] + params[7]["b"])
+            return x @ params[9]["w"] + params[9]["b"]
+
+        def step(state, x, y):
+            params, opt_state = state
+            loss, grads = jax.value_and_grad(
+                lambda p: optax.softmax_cross_entropy_with_integer_labels(predict(p, x), y).mean())(params)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        return step, (params, opt.init(params)), shape
+
+    return make
+
+
+def flax_impl(name):
+    import flax.linen as fnn
+
+    class MLP(fnn.Module):
+        @fnn.compact
+        def __call__(self, x):
+            for width in MLP_SIZES[1:-1]:
+                x = fnn.relu(fnn.Dense(width)(x))
+            return fnn.Dense(10)(x)
+
+    class CNN(fnn.Module):
+        @fnn.compact
+        def __call__(self, x):
+            for features in (32, 64):
+                x = fnn.max_pool(fnn.relu(fnn.Conv(features, (3, 3))(x)), (2, 2), (2, 2))
+            x = fnn.relu(fnn.Dense(128)(x.reshape(x.shape[0], -1)))
+            return fnn.Dense(10)(x)
+
+    def make(batch, key):
+        module = MLP() if name == "mlp" else CNN()
+        shape = (784,) if name == "mlp" else (28, 28, 1)
+        params = module.init(key, jnp.zeros((1,) + shape))
+        opt = optax.adam(1e-3)
+
+        def step(state, x, y):
+            params, opt_state = state
+            loss, grads = jax.value_and_grad(
+                lambda p: optax.softmax_cross_entropy_with_integer_labels(module.apply(p, x), y).mean())(params)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        return step, (params, opt.init(params)), shape
+
+    return make
+
+
+def torch_bench(name, batch, steps, repeats, compiled):
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "mlp":
+        model = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
+                                    torch.nn.ReLU(), torch.nn.Linear(512, 10))
+        x = torch.rand(batch, 784, device=device)
+    else:
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(64 * 7 * 7, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+        x = torch.rand(batch, 1, 28, 28, device=device)
+    model = model.to(device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    if compiled:
+        step = torch.compile(step)
+    t0 = time.perf_counter()
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+
+    def run(n):
+        for _ in range(n):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    run(2)
+    return timeit(run, steps, repeats), compile_s, None
+
+
+def matmul_peak(dtype=jnp.float32):
+    n = 4096 if jax.default_backend() != "cpu" else 2048
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(a))
+    reps = 20 if jax.default_backend() != "cpu" else 3
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        out = f(a)
+    jax.block_until_ready(out)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def machine():
+    info = {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+            "devices": jax.device_count(), "jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(
+                jax.lib, "__version__") else None, "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count()}
+    try:
+        import jaxlib
+
+        info["jaxlib"] = jaxlib.__version__
+    except Exception:
+        pass
+    return info
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="results/bench")
+    p.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 1024, 8192])
+    p.add_argument("--impls", nargs="+",
+                   default=["jaxnn-manual", "jaxnn-autodiff", "jax-optax", "flax", "torch-eager", "torch-compile"])
+    p.add_argument("--compile-batches", type=int, nargs="*", default=None,
+                   help="batch sizes for torch-compile (default: all; its compilation is slow)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    result = {"machine": machine(), "matmul_gflops": matmul_peak(), "rows": [], "config": vars(args)}
+    print(json.dumps(result["machine"]), f"matmul peak {result['matmul_gflops']:.0f} GFLOP/s", flush=True)
+    for model in args.models:
+        makers = {"jaxnn-manual": jaxnn_impl(model, "manual"), "jaxnn-autodiff": jaxnn_impl(model, "autodiff"),
+                  "jax-optax": plain_jax_impl(model)}
+        for batch in args.batch_sizes:
+            key = jax.random.PRNGKey(0)
+            for impl in args.impls:
+                row = {"model": model, "batch": batch, "impl": impl}
+                if impl == "torch-compile" and args.compile_batches is not None and batch not in args.compile_batches:
+                    continue
+                try:
+                    if impl.startswith("torch"):
+                        sec, comp, temp = torch_bench(model, batch, args.steps, args.repeats, impl == "torch-compile")
+                    else:
+                        make = flax_impl(model) if impl == "flax" else makers[impl]
+                        step, state, shape = make(batch, key)
+                        x = jax.random.uniform(key, (batch,) + shape)
+                        y = jax.random.randint(key, (batch,), 0, 10)
+                        sec, comp, temp = bench_jax_step(step, state, x, y, args.steps, args.repeats)
+                    gflops = step_flops(model, batch) / sec / 1e9
+                    row.update(samples_per_s=batch / sec, ms_per_step=1e3 * sec, compile_s=comp, temp_bytes=temp,
+                               gflops=gflops, fraction_of_matmul_peak=gflops / result["matmul_gflops"])
+                except Exception as e:  # a peer not installed, or failing on this machine: say so
+                    row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                result["rows"].append(row)
+                print(json.dumps(row), flush=True)
+    with open(os.path.join(args.out, "bench.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    plot(result, os.path.join(args.out, "throughput.png"))
+    print(f"-> {args.out}")
+
+
+def plot(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in result["rows"]})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes.flat, models):
+        for impl in dict.fromkeys(r["impl"] for r in result["rows"]):
+            rows = [r for r in result["rows"] if r["model"] == model and r["impl"] == impl and "samples_per_s" in r]
+            if rows:
+                ax.plot([r["batch"] for r in rows], [r["samples_per_s"] for r in rows], "o-", label=impl)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("training samples / s")
+        ax.set_title(f"{model} on {result['machine']['device_kind']}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
