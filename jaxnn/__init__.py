@@ -7,14 +7,14 @@
 """
 from . import activations, gradcheck, losses
 from .activations import activation, prelu, softmax
-from .core import Layer, serial
+from .core import Layer, Residual, serial
 from .gradients import loss_with_hand_rules, per_example_grads, value_and_grad, with_hand_rules
-from .layers import AvgPool, Conv2D, Dense, Flatten, MaxPool, mlp
+from .layers import AvgPool, Conv2D, Dense, Dropout, Flatten, LayerNorm, MaxPool, mlp
 from .recurrent import GRU, LSTM, RNN, LastStep
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Layer", "serial", "Dense", "Flatten", "mlp", "Conv2D", "MaxPool", "AvgPool", "RNN", "LSTM", "GRU", "LastStep", "activation", "prelu", "softmax",
+    "Layer", "serial", "Residual", "Dropout", "LayerNorm", "Dense", "Flatten", "mlp", "Conv2D", "MaxPool", "AvgPool", "RNN", "LSTM", "GRU", "LastStep", "activation", "prelu", "softmax",
     "value_and_grad", "per_example_grads", "with_hand_rules", "loss_with_hand_rules", "losses", "activations", "gradcheck",
 ]

@@ -8,8 +8,12 @@ plus a hand-derived backward pass in the shape of `jax.custom_vjp`'s fwd/bwd pai
     y, residuals = layer.forward(params, x)           # same y + what backward needs
     dparams, dx = layer.backward(residuals, dy)       # dparams has the structure of params
 
+apply and forward also take `key=None`: a PRNG key for layers with randomness (Dropout). With
+no key a layer runs in evaluation mode; `serial` splits the key among its layers.
+
 `core` knows nothing of training or datasets.
 """
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -30,12 +34,25 @@ class Layer(NamedTuple):
 
 
 def make_layer(name, init, forward, backward):
-    """Build a Layer whose `apply` is `forward` without the residuals."""
+    """Build a Layer whose `apply` is `forward` without the residuals.
 
-    def apply(params, x):
-        return forward(params, x)[0]
+    `forward(params, x)` may also take `key` (and other keyword options, e.g. an initial state);
+    a forward without a `key` parameter simply never sees one.
+    """
+    takes_key = "key" in inspect.signature(forward).parameters
 
-    return Layer(init, apply, forward, backward, name)
+    def forward_(params, x, key=None, **options):
+        return forward(params, x, key=key, **options) if takes_key else forward(params, x, **options)
+
+    def apply(params, x, key=None, **options):
+        return forward_(params, x, key=key, **options)[0]
+
+    return Layer(init, apply, forward_, backward, name)
+
+
+def split_key(key, n):
+    """n keys from key, or n Nones when there is no key (evaluation mode)."""
+    return [None] * n if key is None else list(jax.random.split(key, n))
 
 
 def check_batch(name, x, input_shape):
@@ -69,17 +86,17 @@ def serial(*layers):
             all_params.append(params)
         return input_shape, tuple(all_params)
 
-    def apply(params, x):
+    def apply(params, x, key=None):
         _check_params(params, len(layers))
-        for layer, p in zip(layers, params):
-            x = layer.apply(p, x)
+        for layer, p, k in zip(layers, params, split_key(key, len(layers))):
+            x = layer.apply(p, x, key=k)
         return x
 
-    def forward(params, x):
+    def forward(params, x, key=None):
         _check_params(params, len(layers))
         residuals = []
-        for layer, p in zip(layers, params):
-            x, r = layer.forward(p, x)
+        for layer, p, k in zip(layers, params, split_key(key, len(layers))):
+            x, r = layer.forward(p, x, key=k)
             residuals.append(r)
         return x, tuple(residuals)
 
@@ -97,3 +114,29 @@ def _check_params(params, n):
     if not isinstance(params, (tuple, list)) or len(params) != n:
         got = f"a {type(params).__name__}" + (f" of length {len(params)}" if hasattr(params, "__len__") else "")
         raise ValueError(f"serial: expected params as a tuple of {n} entries (one per layer), got {got}")
+
+
+def Residual(inner):
+    """y = x + f(x) for a Layer f whose output has the input's shape. params: f's params.
+
+    Backward adds the two paths: dL/dx = dy (the identity path) + f.backward(dy)'s dx.
+    """
+    if not isinstance(inner, Layer):
+        raise TypeError(f"Residual: expected a jaxnn Layer, got {type(inner).__name__}")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        out_shape, params = inner.init(key, input_shape, dtype=dtype)
+        if tuple(out_shape) != tuple(input_shape):
+            raise ValueError(f"Residual: {inner.name} maps {tuple(input_shape)} to {tuple(out_shape)}; "
+                             "y = x + f(x) needs the same shape")
+        return tuple(input_shape), params
+
+    def forward(params, x, key=None):
+        y, residuals = inner.forward(params, x, key=key)
+        return x + y, residuals
+
+    def backward(residuals, dy):
+        dparams, dx = inner.backward(residuals, dy)
+        return dparams, dy + dx
+
+    return make_layer(f"Residual({inner.name})", init, forward, backward)

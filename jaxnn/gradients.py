@@ -33,15 +33,15 @@ def value_and_grad(model, loss, mode="manual", with_outputs=False):
     if not is_loss(loss):
         raise TypeError(f"value_and_grad: loss must be a jaxnn Loss, got {type(loss).__name__}")
 
-    def manual(params, x, labels):
-        out, residuals = model.forward(params, x)
+    def manual(params, x, labels, key=None):
+        out, residuals = model.forward(params, x, key=key)
         value, loss_residuals = loss.forward(out, labels)
         dout = loss.backward(loss_residuals, 1.0)
         grads, _ = model.backward(residuals, dout)
         return ((value, out) if with_outputs else value), grads
 
-    def objective(params, x, labels):
-        out = model.apply(params, x)
+    def objective(params, x, labels, key=None):
+        out = model.apply(params, x, key=key)
         value = loss(out, labels)
         return (value, out) if with_outputs else value
 
@@ -57,17 +57,17 @@ def with_hand_rules(model):
     Note: custom_vjp functions support reverse mode only (no `jax.jvp` / `jax.jacfwd`).
     """
 
-    @jax.custom_vjp
-    def apply(params, x):
-        return model.forward(params, x)[0]
+    def apply(params, x, key=None):
+        @jax.custom_vjp
+        def f(params, x):
+            return model.forward(params, x, key=key)[0]
 
-    def fwd(params, x):
-        return model.forward(params, x)
+        def fwd(params, x):
+            return model.forward(params, x, key=key)
 
-    def bwd(residuals, dy):
-        return model.backward(residuals, dy)
+        f.defvjp(fwd, model.backward)
+        return f(params, x)
 
-    apply.defvjp(fwd, bwd)
     return model._replace(apply=apply, name=f"with_hand_rules({model.name})")
 
 

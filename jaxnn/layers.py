@@ -112,22 +112,31 @@ def _check_image(name, x, channels=None):
         raise ValueError(f"{name}: expected {channels} input channels, got {x.shape[-1]} (shape {jnp.shape(x)})")
 
 
-def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=lecun_normal):
+def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=lecun_normal, backward="auto"):
     """2-D convolution (cross-correlation, as in every framework), NHWC.
 
     params {"w": (kh, kw, c_in, features), "b": (features,)}; x: (batch, H, W, c_in).
     With x padded by (lo, hi) and stride s:   y[n, p, q, o] = sum_{i, j, c} x[n, s p + i, s q + j, c] w[i, j, c, o] + b[o]
 
-    Backward, both as convolutions (no loop over pixels):
+    Backward (dy: (batch, P, Q, features)):
       dL/db = sum_{n,p,q} dy
-      dL/dw[i, j, c, o] = sum_{n,p,q} x[n, s p + i, s q + j, c] dy[n, p, q, o]:  x correlated with dy,
-              dy dilated by s (batch and feature axes swapped, so the sum runs over n)
-      dL/dx = dy dilated by s, correlated with w flipped in space, in/out channels swapped
-              (the transposed convolution)
+      dL/dw[i, j, c, o] = sum_{n,p,q} x[n, s p + i, s q + j, c] dy[n, p, q, o]
+      dL/dx[n, s p + i, s q + j, c] += sum_o dy[n, p, q, o] w[i, j, c, o]     (then drop the padding)
+
+    Two exact formulations of these sums, chosen by `backward`:
+      "conv": as convolutions: dw is x correlated with dy dilated by s (batch and feature axes
+              swapped so the sum runs over n); dx is the transposed convolution (dy dilated by s,
+              correlated with w flipped in space, in/out channels swapped). Best on accelerators.
+      "taps": one matmul per kernel tap (i, j) on the strided view x[:, i::s, j::s]: kh*kw matmuls,
+              no loop over pixels. XLA's CPU backend runs the swapped-axes convolution of "conv"
+              about 50x slower inside a `lax.scan` (our whole-epoch loop); these matmuls do not suffer.
+      "auto" (default): "taps" on the CPU, "conv" elsewhere.
     """
     kernel_size, stride = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
     if padding not in ("SAME", "VALID"):
         raise ValueError(f"Conv2D: padding must be 'SAME' or 'VALID', got {padding!r}")
+    if backward not in ("auto", "conv", "taps"):
+        raise ValueError(f"Conv2D: backward must be 'auto', 'conv' or 'taps', got {backward!r}")
 
     def pads(spatial):
         return jax.lax.padtype_to_pads(spatial, kernel_size, stride, padding)
@@ -150,8 +159,7 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         y = jax.lax.conv_general_dilated(x, w, stride, pads(x.shape[1:3]), dimension_numbers=_CONV_DIMS)
         return y + params["b"], (x, w)
 
-    def backward(residuals, dy):
-        x, w = residuals
+    def backward_conv(x, w, dy):
         (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
         # trim the high padding so that the weight gradient comes out exactly kernel-sized
         hi_h -= (x.shape[1] + lo_h + hi_h - kernel_size[0]) % stride[0]
@@ -169,20 +177,44 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
             dy, jnp.flip(w, (0, 1)), (1, 1), dx_pads, lhs_dilation=stride,
             dimension_numbers=("NHWC", "HWOI", "NHWC"),
         )
+        return dw, dx
+
+    def backward_taps(x, w, dy):
+        (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
+        x_pad = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+        dx_pad = jnp.zeros_like(x_pad)
+        dw = [[None] * kernel_size[1] for _ in range(kernel_size[0])]
+        for (i, j), index, view in _taps(x_pad, kernel_size, stride, dy.shape[1:3]):
+            dw[i][j] = jnp.einsum("npqc,npqo->co", view, dy)
+            dx_pad = dx_pad.at[index].add(jnp.einsum("npqo,co->npqc", dy, w[i, j]))
+        dx = dx_pad[:, lo_h : lo_h + x.shape[1], lo_w : lo_w + x.shape[2]]
+        return jnp.stack([jnp.stack(row) for row in dw]), dx
+
+    def backward_rule(residuals, dy):
+        x, w = residuals
+        use_taps = backward == "taps" or (backward == "auto" and jax.default_backend() == "cpu")
+        dw, dx = (backward_taps if use_taps else backward_conv)(x, w, dy)
         return {"w": dw, "b": jnp.sum(dy, axis=(0, 1, 2))}, dx
 
-    return make_layer(f"Conv2D({features}, {kernel_size}, {stride}, {padding})", init, forward, backward)
+    name = f"Conv2D({features}, {kernel_size}, {stride}, {padding})"
+    return make_layer(name, init, forward, backward_rule)
+
+
+def _taps(x, window, stride, out_size):
+    """For each window offset (i, j): ((i, j), index, x[index]) with x[index] the strided view
+    x[:, i::s, j::s] cut to the output size out_size = (P, Q)."""
+    for i in range(window[0]):
+        for j in range(window[1]):
+            index = (slice(None), slice(i, i + stride[0] * (out_size[0] - 1) + 1, stride[0]),
+                     slice(j, j + stride[1] * (out_size[1] - 1) + 1, stride[1]))
+            yield (i, j), index, x[index]
 
 
 def _windows(x, window, stride):
-    """The window offsets (i, j) and, for each, the strided view x[:, i::s, j::s] cut to the output size."""
-    out_h = (x.shape[1] - window[0]) // stride[0] + 1
-    out_w = (x.shape[2] - window[1]) // stride[1] + 1
-    for i in range(window[0]):
-        for j in range(window[1]):
-            index = (slice(None), slice(i, i + stride[0] * (out_h - 1) + 1, stride[0]),
-                     slice(j, j + stride[1] * (out_w - 1) + 1, stride[1]))
-            yield index, x[index]
+    """Pooling windows as taps: (index, view) per window offset (VALID: the output size follows)."""
+    out_size = ((x.shape[1] - window[0]) // stride[0] + 1, (x.shape[2] - window[1]) // stride[1] + 1)
+    for _, index, view in _taps(x, window, stride, out_size):
+        yield index, view
 
 
 def _pool(kind, window, stride):
@@ -235,3 +267,62 @@ def AvgPool(window=(2, 2), stride=None):
     """Average pooling (VALID), NHWC. y = mean over each window; dL/dx = dy / (kh kw) to every
     input of the window; overlapping windows add up. Params: ()."""
     return _pool("AvgPool", window, stride)
+
+
+# --- regularisation and normalisation ------------------------------------------------------------------
+
+def Dropout(rate):
+    """Inverted dropout: with a key, y = x * m / (1 - rate), m ~ Bernoulli(1 - rate) per element;
+    without a key (evaluation), y = x. Backward: dx = dy * m / (1 - rate). Params: ()."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        return tuple(input_shape), ()
+
+    def forward(params, x, key=None):
+        if key is None or rate == 0:
+            return x, None
+        scale = jax.random.bernoulli(key, 1 - rate, x.shape).astype(x.dtype) / (1 - rate)
+        return x * scale, scale
+
+    def backward(scale, dy):
+        return (), dy if scale is None else dy * scale
+
+    return make_layer(f"Dropout({rate})", init, forward, backward)
+
+
+def LayerNorm(eps=1e-5):
+    """Layer normalisation over the last axis, with a learned scale g and bias b.
+    params {"scale": (d,), "bias": (d,)}.
+
+        mu, var = mean and variance of x over the last axis;  xhat = (x - mu) / sqrt(var + eps)
+        y = g xhat + b
+
+    Backward, with the means over the last axis (d entries):
+        dL/dg = sum over the other axes of dy xhat        dL/db = sum of dy
+        dxhat = dy g
+        dL/dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(var + eps)
+    """
+
+    def init(key, input_shape, dtype=jnp.float32):
+        d = input_shape[-1]
+        return tuple(input_shape), {"scale": jnp.ones((d,), dtype), "bias": jnp.zeros((d,), dtype)}
+
+    def forward(params, x):
+        if x.shape[-1] != params["scale"].shape[0]:
+            raise ValueError(f"LayerNorm: expected {params['scale'].shape[0]} features on the last axis, got {x.shape}")
+        mu = jnp.mean(x, axis=-1, keepdims=True)
+        centred = x - mu
+        inv_std = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)
+        xhat = centred * inv_std
+        return xhat * params["scale"] + params["bias"], (xhat, inv_std, params["scale"])
+
+    def backward(residuals, dy):
+        xhat, inv_std, scale = residuals
+        axes = tuple(range(dy.ndim - 1))
+        dxhat = dy * scale
+        dx = inv_std * (dxhat - jnp.mean(dxhat, -1, keepdims=True) - xhat * jnp.mean(dxhat * xhat, -1, keepdims=True))
+        return {"scale": jnp.sum(dy * xhat, axis=axes), "bias": jnp.sum(dy, axis=axes)}, dx
+
+    return make_layer("LayerNorm", init, forward, backward)

@@ -94,7 +94,8 @@ def make_step(model, loss, opt, grad="manual", input_shape=None):
 
     def step(state, images, labels):
         x = images if input_shape is None else to_inputs(images, input_shape)
-        (value, out), grads = f(state.params, x, labels)
+        key = jax.random.fold_in(state.key, state.step)  # for Dropout; ignored by other layers
+        (value, out), grads = f(state.params, x, labels, key)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = TrainState(params, opt_state, state.step + 1, state.key)

@@ -173,3 +173,22 @@ def test_recurrent_bad_shapes():
         layer.apply(params, jnp.zeros((5, 3)))
     with pytest.raises(ValueError, match="length 0"):
         nn.GRU(2).init(KEY, (0, 3))
+
+
+def test_dropout_is_identity_without_a_key_and_masks_with_one():
+    layer = nn.Dropout(0.5)
+    x = jnp.ones((4, 1000))
+    np.testing.assert_array_equal(layer.apply((), x), x)
+    y = layer.apply((), x, key=jax.random.PRNGKey(0))
+    assert set(np.unique(np.asarray(y))) == {0.0, 2.0}
+    assert abs(float(jnp.mean(y)) - 1.0) < 0.05
+    model = nn.serial(nn.Dense(3), nn.Dropout(0.5))
+    _, params = model.init(KEY, (2,))
+    a = model.apply(params, jnp.ones((2, 2)), key=jax.random.PRNGKey(1))
+    b = model.apply(params, jnp.ones((2, 2)), key=jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(a, b)  # keys are passed, never stored: same key, same mask
+
+
+def test_residual_needs_matching_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        nn.Residual(nn.Dense(3)).init(KEY, (4,))

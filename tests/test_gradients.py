@@ -42,6 +42,13 @@ LAYERS = {name: _activation_case(name) for name in nn.activations.NAMES}
 ELEMENTWISE = set(LAYERS) | {"elu(alpha=0.7)", "leaky_relu(0.2)", "prelu(alpha=-0.5)"}
 
 
+def _activation_like(layer, width=None):
+    def make(shape):
+        return layer, (width,) if width else shape
+
+    return make
+
+
 def _image(layer, channels=2):
     def make(shape):  # odd and even sizes: (w + 2) x (w + 3)
         return layer, (shape[-1] + 2, shape[-1] + 3, channels)
@@ -56,11 +63,31 @@ def _sequence(layer, features=3):
     return make
 
 
+def _with_key(layer, seed=7):
+    """Dropout's training mode: the same fixed key in forward and apply, so the mask is shared."""
+    fixed = jax.random.PRNGKey(seed)
+    return layer._replace(forward=lambda p, x, key=None: layer.forward(p, x, key=fixed),
+                          apply=lambda p, x, key=None: layer.apply(p, x, key=fixed))
+
+
 LAYERS.update({
+    "Dropout(0.3) training": _activation_like(_with_key(nn.Dropout(0.3))),
+    "Dropout(0.3) evaluation": _activation_like(nn.Dropout(0.3)),
+    # widths >= 5: dL/dx is dy projected off the 2-D span of (1, xhat), so with few features it can
+    # be nearly 0 by chance (exactly 0 for 1 or 2), and a relative error of rounding noise means nothing
+    "LayerNorm": lambda shape: (nn.LayerNorm(), (shape[-1] + 4,)),
+    "LayerNorm on images": _image(nn.LayerNorm(), channels=3),
+    "Residual(Dense, tanh)": _activation_like(nn.Residual(nn.serial(nn.Dense(4), nn.activation("tanh"), nn.Dense(4))), 4),
+    "small ResNet": _image(nn.serial(nn.Conv2D(4, (3, 3)), nn.Residual(nn.serial(
+        nn.Conv2D(4, (3, 3)), nn.LayerNorm(), nn.activation("relu"), nn.Conv2D(4, (3, 3)))), nn.AvgPool(),
+        nn.Flatten(), nn.Dense(2))),
     "Conv2D 3x3 SAME": _image(nn.Conv2D(3, (3, 3))),
     "Conv2D 3x2 stride 2 VALID": _image(nn.Conv2D(2, (3, 2), stride=2, padding="VALID")),
     "Conv2D 1x1 stride (2,1) SAME": _image(nn.Conv2D(4, (1, 1), stride=(2, 1), padding="SAME"), channels=3),
     "Conv2D 3x3 stride 2 SAME": _image(nn.Conv2D(2, (3, 3), stride=2, padding="SAME")),
+    "Conv2D 3x3 SAME, conv backward": _image(nn.Conv2D(3, (3, 3), backward="conv")),
+    "Conv2D 3x2 stride 2 VALID, conv backward": _image(nn.Conv2D(2, (3, 2), stride=2, padding="VALID", backward="conv")),
+    "Conv2D 5x5 stride (2,3) SAME, conv backward": _image(nn.Conv2D(2, (5, 5), stride=(2, 3), backward="conv")),
     "MaxPool 2x2": _image(nn.MaxPool()),
     "MaxPool 3x3 stride 2 (overlapping)": _image(nn.MaxPool((3, 3), stride=2)),
     "AvgPool 2x3 stride 1": _image(nn.AvgPool((2, 3), stride=1)),
@@ -103,7 +130,9 @@ def test_layer_vs_jax_grad_and_finite_differences(name, dims, seed):
     batch, width = dims
     with jax.enable_x64(True):
         layer, params, x = _build(name, (width,), batch, seed, away_from_kinks=True)
-        gradcheck.check_layer(layer, params, x, key=jax.random.PRNGKey(seed)).assert_close(AUTODIFF_TOL, FD_TOL)
+        # a key independent of the one that drew x: dy must not be a copy of x
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+        gradcheck.check_layer(layer, params, x, key=key).assert_close(AUTODIFF_TOL, FD_TOL)
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
