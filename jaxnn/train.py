@@ -104,12 +104,10 @@ def make_step(model, loss, opt, grad="manual", input_shape=None):
     return step
 
 
-def make_epoch(model, loss, opt, batch_size, input_shape, grad="manual"):
-    """A jitted epoch: one `lax.scan` over a fresh permutation of the whole (on-device) dataset.
-
-    Returns epoch(state, images, labels) -> (state, step_losses, step_accuracies). The last
-    len(images) % batch_size examples of each permutation are left out of that epoch.
-    """
+def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual"):
+    """epoch(state, images, labels) -> (state, step_losses, step_accuracies), not yet jitted:
+    one `lax.scan` over a fresh permutation of the whole (on-device) dataset. The last
+    len(images) % batch_size examples of each permutation are left out of that epoch."""
     step = make_step(model, loss, opt, grad, input_shape)
 
     def epoch(state, images, labels):
@@ -126,7 +124,25 @@ def make_epoch(model, loss, opt, batch_size, input_shape, grad="manual"):
         state, (losses, accs) = jax.lax.scan(body, state._replace(key=key), order)
         return state, losses, accs
 
-    return jax.jit(epoch, donate_argnums=0)
+    return epoch
+
+
+def make_epoch(model, loss, opt, batch_size, input_shape, grad="manual"):
+    """The jitted epoch (see `epoch_function`); the state's buffers are donated and reused."""
+    return jax.jit(epoch_function(model, loss, opt, batch_size, input_shape, grad), donate_argnums=0)
+
+
+def make_ensemble_epoch(model, loss, opt, batch_size, input_shape, grad="manual"):
+    """K models in one compiled program: the epoch vmapped over a leading axis of K stacked
+    TrainStates (different seeds, and learning rates via optax.inject_hyperparams). Each member
+    draws its own permutation from its own key; the data are shared."""
+    epoch = epoch_function(model, loss, opt, batch_size, input_shape, grad)
+    return jax.jit(jax.vmap(epoch, in_axes=(0, None, None)), donate_argnums=0)
+
+
+def init_ensemble(model, opt, keys, input_shape):
+    """K stacked TrainStates, one per key (vmap of init_state)."""
+    return jax.vmap(lambda k: init_state(model, opt, k, input_shape))(keys)
 
 
 def make_evaluate(model, loss, input_shape, batch_size=1000):
