@@ -45,11 +45,14 @@ def _mlp(classes, image_shape, args):
 
 
 def _cnn(classes, image_shape, args):
-    """Two conv blocks (32, 64 channels, 3x3, ReLU, 2x2 max pool), then Dense 128 -> classes."""
+    """Two conv blocks (32, 64 channels, 3x3, ReLU, 2x2 max pool), then Dense 128 -> classes,
+    with Dropout before each Dense when args.dropout > 0."""
+    rate = getattr(args, "dropout", 0.0) or 0.0
+    drop = [nn.Dropout(rate)] if rate > 0 else []
     model = nn.serial(
         nn.Conv2D(32, (3, 3)), nn.activation("relu"), nn.MaxPool(),
         nn.Conv2D(64, (3, 3)), nn.activation("relu"), nn.MaxPool(),
-        nn.Flatten(), nn.Dense(128), nn.activation("relu"), nn.Dense(classes),
+        nn.Flatten(), *drop, nn.Dense(128), nn.activation("relu"), *drop, nn.Dense(classes),
     )
     return model, tuple(image_shape)
 

@@ -16,7 +16,7 @@ import time
 import jax
 
 import jaxnn as nn
-from jaxnn import data, plots, train
+from jaxnn import data, parallel, plots, train
 
 from common import MODELS, out_dir, write_metrics
 
@@ -33,8 +33,10 @@ def parse_args(argv=None):
     p.add_argument("--schedule", default=None, choices=train.SCHEDULES)
     p.add_argument("--width", type=int, default=None, help="hidden width of the MLP")
     p.add_argument("--activation", default="relu", help=f"one of {', '.join(nn.activations.names())}")
+    p.add_argument("--dropout", type=float, default=None, help="dropout rate before the CNN's Dense layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grad", default="manual", choices=nn.gradients.MODES)
+    p.add_argument("--devices", type=int, default=1, help="data parallelism over this many devices")
     p.add_argument("--out", default=None, help="output folder (default results/<run name>)")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.npz")
     p.add_argument("--no-progress", action="store_true")
@@ -56,6 +58,9 @@ def main(argv=None):
         ds = data.load(args.dataset, data_dir=args.data_dir, dtype="uint8")
     except data.DataError as e:
         sys.exit(f"error: {e}")
+    if args.devices > len(jax.devices()):
+        sys.exit(f"error: --devices {args.devices} but {len(jax.devices())} available; on a CPU set "
+                 f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}")
     model, input_shape = builder(ds.classes, ds.x_train.shape[1:], args)
     steps = args.epochs * (len(ds.x_train) // args.batch_size)
     opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps)
@@ -68,7 +73,7 @@ def main(argv=None):
             model, nn.losses.softmax_cross_entropy, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
             epochs=args.epochs, batch_size=args.batch_size, opt=opt, key=jax.random.PRNGKey(args.seed),
             input_shape=input_shape, grad=args.grad, checkpoint_path=ckpt, resume=args.resume,
-            progress=not args.no_progress,
+            progress=not args.no_progress, mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
         )
     except train.TrainingDiverged as e:
         sys.exit(f"error: {e}")

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, parallel
 from .gradients import value_and_grad
 from .losses import accuracy
 
@@ -88,12 +88,17 @@ def to_inputs(images, input_shape):
     return x.reshape((images.shape[0],) + tuple(input_shape))
 
 
-def make_step(model, loss, opt, grad="manual", input_shape=None):
-    """step(state, images, labels) -> (state, (loss, accuracy)); jit it or scan it."""
+def make_step(model, loss, opt, grad="manual", input_shape=None, mesh=None):
+    """step(state, images, labels) -> (state, (loss, accuracy)); jit it or scan it.
+
+    With a mesh (see `parallel.data_mesh`), each batch is split over the mesh's "data" axis.
+    """
     f = value_and_grad(model, loss, grad, with_outputs=True)
 
     def step(state, images, labels):
         x = images if input_shape is None else to_inputs(images, input_shape)
+        if mesh is not None:
+            x, labels = parallel.shard_batch(x, mesh), parallel.shard_batch(labels, mesh)
         key = jax.random.fold_in(state.key, state.step)  # for Dropout; ignored by other layers
         (value, out), grads = f(state.params, x, labels, key)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
@@ -104,11 +109,11 @@ def make_step(model, loss, opt, grad="manual", input_shape=None):
     return step
 
 
-def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual"):
+def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual", mesh=None):
     """epoch(state, images, labels) -> (state, step_losses, step_accuracies), not yet jitted:
     one `lax.scan` over a fresh permutation of the whole (on-device) dataset. The last
     len(images) % batch_size examples of each permutation are left out of that epoch."""
-    step = make_step(model, loss, opt, grad, input_shape)
+    step = make_step(model, loss, opt, grad, input_shape, mesh)
 
     def epoch(state, images, labels):
         n = images.shape[0]
@@ -127,9 +132,9 @@ def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual"):
     return epoch
 
 
-def make_epoch(model, loss, opt, batch_size, input_shape, grad="manual"):
+def make_epoch(model, loss, opt, batch_size, input_shape, grad="manual", mesh=None):
     """The jitted epoch (see `epoch_function`); the state's buffers are donated and reused."""
-    return jax.jit(epoch_function(model, loss, opt, batch_size, input_shape, grad), donate_argnums=0)
+    return jax.jit(epoch_function(model, loss, opt, batch_size, input_shape, grad, mesh), donate_argnums=0)
 
 
 def make_ensemble_epoch(model, loss, opt, batch_size, input_shape, grad="manual"):
@@ -175,21 +180,29 @@ def make_evaluate(model, loss, input_shape, batch_size=1000):
 
 
 def fit(model, loss, data, *, epochs, batch_size, opt, key, input_shape, grad="manual",
-        checkpoint_path=None, resume=False, progress=True, eval_every_epoch=True, log=print):
+        checkpoint_path=None, resume=False, progress=True, eval_every_epoch=True, log=print, mesh=None):
     """Train for `epochs` whole epochs; return (state, history).
 
     data: (x_train, y_train, x_test, y_test) numpy arrays (images uint8 or float).
     history: one dict per epoch (train/test loss and accuracy, seconds) and `step_losses`.
     train_seconds counts training only (compilation included; evaluation and loading excluded).
     A NaN/inf loss raises TrainingDiverged; the checkpoint of the last good epoch stays.
+    mesh: data parallelism over its devices (batch_size must divide evenly among them).
     """
-    x_train, y_train, x_test, y_test = (jax.device_put(a) for a in data)
-    epoch_fn = make_epoch(model, loss, opt, batch_size, input_shape, grad)
+    if mesh is not None and batch_size % mesh.size:
+        raise ValueError(f"batch size {batch_size} does not split evenly over {mesh.size} devices")
+    place = jax.device_put if mesh is None else (lambda a: parallel.replicate(a, mesh))
+    x_train, y_train, x_test, y_test = (place(a) for a in data)
+    epoch_fn = make_epoch(model, loss, opt, batch_size, input_shape, grad, mesh)
     evaluate = make_evaluate(model, loss, input_shape)
     state = init_state(model, opt, key, input_shape)
+    if mesh is not None:
+        state = parallel.replicate(state, mesh)
     history, start_epoch = {"epochs": [], "step_losses": [], "train_seconds": 0.0}, 0
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         state, meta = checkpoint.restore(checkpoint_path, like=state)
+        if mesh is not None:
+            state = parallel.replicate(state, mesh)
         history, start_epoch = meta["history"], meta["epoch"]
         log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
 

@@ -1,0 +1,53 @@
+"""What a CNN learns: the first layer's 3x3 filters and its feature maps for one test digit.
+
+    python experiments/cnn_figures.py --data-dir ../shared/data/mnist [--epochs 2] [--out DIR]
+
+Trains the `--model cnn` of experiments/train.py for --epochs, then writes filters.png,
+feature_maps.png (the ReLU outputs of the first conv layer) and metrics.json.
+"""
+import argparse
+import os
+
+import jax
+import numpy as np
+
+import jaxnn as nn
+from jaxnn import data, plots, train
+
+from common import MODELS, out_dir, write_metrics
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--index", type=int, default=0, help="which test image to show")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    folder = out_dir(args.out, "cnn_figures")
+    ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
+    builder, recipe = MODELS["cnn"]
+    model, shape = builder(10, (28, 28, 1), argparse.Namespace(dropout=recipe.get("dropout", 0.0)))
+    opt = train.optimizer("adam", recipe["lr"], recipe["schedule"], args.epochs * (60000 // 128))
+    state, history = train.fit(model, nn.losses.softmax_cross_entropy, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+                               epochs=args.epochs, batch_size=128, opt=opt, key=jax.random.PRNGKey(args.seed),
+                               input_shape=shape)
+    filters = np.moveaxis(np.asarray(state.params[0]["w"])[:, :, 0, :], -1, 0)  # (32, 3, 3)
+    plots.image_grid(filters, os.path.join(folder, "filters.png"), cols=8, cmap="bwr", symmetric=True,
+                     title="first conv layer: 32 learned 3x3 filters (red +, blue -)")
+    digit = ds.x_test[args.index : args.index + 1].astype(np.float32) / 255
+    first = nn.serial(nn.Conv2D(32, (3, 3)), nn.activation("relu"))
+    maps = np.asarray(first.apply(state.params[:2], digit))[0]  # (28, 28, 32)
+    plots.image_grid(np.concatenate([digit[0, None, :, :, 0], np.moveaxis(maps, -1, 0)]),
+                     os.path.join(folder, "feature_maps.png"), cols=11, cmap="viridis",
+                     titles=[f"digit ({ds.y_test[args.index]})"] + [f"map {i}" for i in range(32)],
+                     title="first conv layer + ReLU: feature maps of one test digit")
+    last = history["epochs"][-1]
+    write_metrics(folder, {"test_accuracy": last["test_accuracy"], "train_seconds": history["train_seconds"],
+                           "epochs": args.epochs, "config": vars(args)})
+    print(f"CNN after {args.epochs} epochs: {last['test_accuracy']:.4f} -> {folder}")
+
+
+if __name__ == "__main__":
+    main()
