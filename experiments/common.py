@@ -69,7 +69,7 @@ def _recurrent(cell):
 MODELS = {
     "linear": (_linear, dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle")),
     "mlp": (_mlp, dict(epochs=4, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=256)),
-    "cnn": (_cnn, dict(epochs=6, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle")),
+    "cnn": (_cnn, dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", dropout=0.3)),
     "lstm": (_recurrent(nn.LSTM), dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle",
                                        width=128)),
     "gru": (_recurrent(nn.GRU), dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle",
