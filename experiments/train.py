@@ -80,14 +80,15 @@ def main(argv=None):
     last = history["epochs"][-1]
     metrics = {
         "test_accuracy": last["test_accuracy"], "test_loss": last["test_loss"],
-        "train_seconds": history["train_seconds"], "epochs": args.epochs,
+        "train_seconds": history["train_seconds"], "compile_seconds": history["compile_seconds"],
+        "epochs": args.epochs,
         "config": {k: v for k, v in vars(args).items()}, "model": model.name,
         "history": history["epochs"],
     }
     write_metrics(folder, metrics)
     plots.training_curves(history, os.path.join(folder, "curves.png"), title=run_name)
     print(f"test accuracy {last['test_accuracy']:.4f}, training {history['train_seconds']:.2f} s "
-          f"(compilation included) -> {folder}")
+          f"(of which compilation {history['compile_seconds']:.2f} s) -> {folder}")
     return metrics
 
 

@@ -28,6 +28,7 @@ class Layer(NamedTuple):
     forward: Callable[..., Any]
     backward: Callable[..., Any]
     name: str = "layer"
+    stochastic: bool = False  # does forward use a PRNG key (Dropout)? Others skip the key splitting.
 
     def __repr__(self):
         return f"Layer({self.name})"
@@ -47,7 +48,7 @@ def make_layer(name, init, forward, backward):
     def apply(params, x, key=None, **options):
         return forward_(params, x, key=key, **options)[0]
 
-    return Layer(init, apply, forward_, backward, name)
+    return Layer(init, apply, forward_, backward, name, stochastic=takes_key)
 
 
 def split_key(key, n):
@@ -86,16 +87,21 @@ def serial(*layers):
             all_params.append(params)
         return input_shape, tuple(all_params)
 
+    stochastic = any(layer.stochastic for layer in layers)
+
+    def keys(key):
+        return split_key(key if stochastic else None, len(layers))
+
     def apply(params, x, key=None):
         _check_params(params, len(layers))
-        for layer, p, k in zip(layers, params, split_key(key, len(layers))):
+        for layer, p, k in zip(layers, params, keys(key)):
             x = layer.apply(p, x, key=k)
         return x
 
     def forward(params, x, key=None):
         _check_params(params, len(layers))
         residuals = []
-        for layer, p, k in zip(layers, params, split_key(key, len(layers))):
+        for layer, p, k in zip(layers, params, keys(key)):
             x, r = layer.forward(p, x, key=k)
             residuals.append(r)
         return x, tuple(residuals)
@@ -107,7 +113,7 @@ def serial(*layers):
         return tuple(grads), dy
 
     name = "serial(" + ", ".join(layer.name for layer in layers) + ")"
-    return Layer(init, apply, forward, backward, name)
+    return Layer(init, apply, forward, backward, name, stochastic)
 
 
 def _check_params(params, n):
@@ -139,4 +145,4 @@ def Residual(inner):
         dparams, dx = inner.backward(residuals, dy)
         return dparams, dy + dx
 
-    return make_layer(f"Residual({inner.name})", init, forward, backward)
+    return make_layer(f"Residual({inner.name})", init, forward, backward)._replace(stochastic=inner.stochastic)

@@ -1,5 +1,7 @@
 """Recurrent layers over `lax.scan`, with backpropagation through time written by hand as a
-reverse `lax.scan`. x: (batch, time, features) -> (batch, time, hidden); zero initial state.
+reverse `lax.scan`. x: (batch, time, features) -> (batch, time, hidden); zero initial state, or pass one:
+`layer.apply(params, x, initial_state=h0)` (LSTM: `(h0, c0)`), each (batch, hidden). The hand
+backward treats a given initial state as a constant (it returns no gradient for it).
 
 The input projection x_t wx of every step is one large matmul before the scan, and the weight
 gradients are one large matmul after the backward scan: only the h-recurrence is sequential.
@@ -42,6 +44,18 @@ def _recurrent_init(name, hidden, gates):
     return init
 
 
+def _initial(name, x, hidden, given, parts):
+    """The zero state, or the given one checked: parts arrays of shape (batch, hidden)."""
+    zeros = jnp.zeros((x.shape[0], hidden), x.dtype)
+    if given is None:
+        return zeros if parts == 1 else (zeros,) * parts
+    arrays = (given,) if parts == 1 else tuple(given)
+    if len(arrays) != parts or any(jnp.shape(a) != zeros.shape for a in arrays):
+        raise ValueError(f"{name}: initial_state must be {parts} array(s) of shape {zeros.shape}, got "
+                         f"{[jnp.shape(a) for a in arrays]}")
+    return given
+
+
 def _time_major(a):
     return jnp.swapaxes(a, 0, 1)
 
@@ -63,7 +77,7 @@ def RNN(hidden, activation="tanh"):
     if activation != "tanh":
         raise ValueError(f"RNN: only activation='tanh' is implemented, got {activation!r}")
 
-    def forward(params, x):
+    def forward(params, x, initial_state=None):
         wx, wh, b = params["wx"], params["wh"], params["b"]
         _check_sequence("RNN", x, wx.shape[0])
         xs = _time_major(x)
@@ -73,7 +87,7 @@ def RNN(hidden, activation="tanh"):
             h_new = jnp.tanh(zx_t + h @ wh)
             return h_new, (h, h_new)
 
-        h0 = jnp.zeros((x.shape[0], wh.shape[0]), x.dtype)
+        h0 = _initial("RNN", x, wh.shape[0], initial_state, 1)
         _, (h_prev, hs) = jax.lax.scan(step, h0, zx)
         return _time_major(hs), (xs, h_prev, hs, wx, wh)
 
@@ -104,7 +118,7 @@ def LSTM(hidden):
         dz = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]
     """
 
-    def forward(params, x):
+    def forward(params, x, initial_state=None):
         wx, wh, b = params["wx"], params["wh"], params["b"]
         _check_sequence("LSTM", x, wx.shape[0])
         n = wh.shape[0]
@@ -121,8 +135,7 @@ def LSTM(hidden):
             h_new = o * tc
             return (h_new, c_new), (h, c, i, f, g, o, tc, h_new)
 
-        zeros = jnp.zeros((x.shape[0], n), x.dtype)
-        _, saved = jax.lax.scan(step, (zeros, zeros), zx)
+        _, saved = jax.lax.scan(step, tuple(_initial("LSTM", x, n, initial_state, 2)), zx)
         return _time_major(saved[-1]), (xs, saved[:-1], wx, wh)
 
     def backward(residuals, dy):
@@ -163,7 +176,7 @@ def GRU(hidden):
         to step t-1 also: [du_r du_z du_n] wh^T;  dwx from da, dwh from du
     """
 
-    def forward(params, x):
+    def forward(params, x, initial_state=None):
         wx, wh, b = params["wx"], params["wh"], params["b"]
         _check_sequence("GRU", x, wx.shape[0])
         n = wh.shape[0]
@@ -178,7 +191,7 @@ def GRU(hidden):
             h_new = (1 - z) * cand + z * h
             return h_new, (h, r, z, cand, u[:, 2 * n :], h_new)
 
-        _, saved = jax.lax.scan(step, jnp.zeros((x.shape[0], n), x.dtype), ax)
+        _, saved = jax.lax.scan(step, _initial("GRU", x, n, initial_state, 1), ax)
         return _time_major(saved[-1]), (xs, saved[:-1], wx, wh)
 
     def backward(residuals, dy):

@@ -192,3 +192,27 @@ def test_dropout_is_identity_without_a_key_and_masks_with_one():
 def test_residual_needs_matching_shapes():
     with pytest.raises(ValueError, match="same shape"):
         nn.Residual(nn.Dense(3)).init(KEY, (4,))
+
+
+@pytest.mark.parametrize("cell,parts", [(nn.RNN, 1), (nn.LSTM, 2), (nn.GRU, 1)])
+def test_recurrent_initial_state(cell, parts, x64):
+    layer = cell(3)
+    _, params = layer.init(KEY, (4, 2), dtype=jnp.float64)
+    x = jax.random.normal(KEY, (2, 4, 2), jnp.float64)
+    zeros = jnp.zeros((2, 3))
+    given = zeros if parts == 1 else (zeros, zeros)
+    np.testing.assert_allclose(layer.apply(params, x, initial_state=given), layer.apply(params, x))
+    h0 = jnp.ones((2, 3)) * 0.5
+    state = h0 if parts == 1 else (h0, h0)
+    y = layer.apply(params, x, initial_state=state)
+    assert not np.allclose(y, layer.apply(params, x))
+    # the hand gradients for params and x with a given initial state still match jax.grad
+    f = lambda p, v: jnp.sum(layer.apply(p, v, initial_state=state) ** 2)
+    out, residuals = layer.forward(params, x, initial_state=state)
+    dparams, dx = layer.backward(residuals, 2 * out)
+    auto_p, auto_x = jax.grad(f, argnums=(0, 1))(params, x)
+    np.testing.assert_allclose(dx, auto_x, rtol=1e-10)
+    for k in params:
+        np.testing.assert_allclose(dparams[k], auto_p[k], rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="initial_state"):
+        layer.apply(params, x, initial_state=jnp.zeros((5, 3)) if parts == 1 else (zeros,))
