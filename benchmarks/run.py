@@ -4,7 +4,8 @@ PyTorch eager and torch.compile (the peers only where installed: pip install -e 
     python benchmarks/run.py --out DIR [--models mlp cnn] [--batch-sizes 32 128 1024 8192] [--steps 20]
 
 Same model, optimizer (Adam 1e-3) and random data for every implementation. Per (model, batch,
-implementation): samples/s (median of --repeats timings of --steps steps), compile time, peak
+implementation): samples/s (median of --repeats timings of --steps steps, the implementations
+timed alternately so that machine noise hits all alike), compile time, peak
 temporary memory (JAX: compiled.memory_analysis()), and the step's GFLOP/s as a fraction of a large
 matmul measured in the same run. Writes DIR/bench.json and DIR/throughput.png.
 """
@@ -53,8 +54,8 @@ def timeit(run, steps, repeats):
     return float(np.median(times)) / steps
 
 
-def bench_jax_step(step, state, x, y, steps, repeats):
-    """step(state, x, y) -> (state, aux), jitted here; returns (sec/step, compile s, temp bytes)."""
+def prepare_jax_step(step, state, x, y):
+    """step(state, x, y) -> (state, aux), jitted here; returns (run(n), compile s, temp bytes)."""
     jitted = jax.jit(step, donate_argnums=0)
     t0 = time.perf_counter()
     compiled = jitted.lower(state, x, y).compile()
@@ -71,14 +72,14 @@ def bench_jax_step(step, state, x, y, steps, repeats):
         holder["state"] = s
 
     run(2)
-    return timeit(run, steps, repeats), compile_s, temp
+    return run, compile_s, temp
 
 
 def jaxnn_impl(name, grad):
-    def make(batch, key):
+    def make(batch, key, dtype):
         model, shape = jaxnn_model(name)
         opt = optax.adam(1e-3)
-        state = train.init_state(model, opt, key, shape)
+        state = train.init_state(model, opt, key, shape, dtype=dtype)
         return train.make_step(model, nn.losses.softmax_cross_entropy, opt, grad), state, shape
 
     return make
@@ -87,9 +88,9 @@ def jaxnn_impl(name, grad):
 def plain_jax_impl(name):
     """The reference: plain JAX + optax, jax.value_and_grad of a hand-written forward."""
 
-    def make(batch, key):
+    def make(batch, key, dtype):
         model, shape = jaxnn_model(name)
-        _, params = model.init(key, shape)
+        _, params = model.init(key, shape, dtype=dtype)
         opt = optax.adam(1e-3)
 
         def predict(params, x):
@@ -120,24 +121,30 @@ def flax_impl(name):
     import flax.linen as fnn
 
     class MLP(fnn.Module):
+        dtype: object = jnp.float32
+
         @fnn.compact
         def __call__(self, x):
+            kw = {"dtype": self.dtype, "param_dtype": self.dtype}
             for width in MLP_SIZES[1:-1]:
-                x = fnn.relu(fnn.Dense(width)(x))
-            return fnn.Dense(10)(x)
+                x = fnn.relu(fnn.Dense(width, **kw)(x))
+            return fnn.Dense(10, **kw)(x)
 
     class CNN(fnn.Module):
+        dtype: object = jnp.float32
+
         @fnn.compact
         def __call__(self, x):
+            kw = {"dtype": self.dtype, "param_dtype": self.dtype}
             for features in (32, 64):
-                x = fnn.max_pool(fnn.relu(fnn.Conv(features, (3, 3))(x)), (2, 2), (2, 2))
-            x = fnn.relu(fnn.Dense(128)(x.reshape(x.shape[0], -1)))
-            return fnn.Dense(10)(x)
+                x = fnn.max_pool(fnn.relu(fnn.Conv(features, (3, 3), **kw)(x)), (2, 2), (2, 2))
+            x = fnn.relu(fnn.Dense(128, **kw)(x.reshape(x.shape[0], -1)))
+            return fnn.Dense(10, **kw)(x)
 
-    def make(batch, key):
-        module = MLP() if name == "mlp" else CNN()
+    def make(batch, key, dtype):
+        module = MLP(dtype) if name == "mlp" else CNN(dtype)
         shape = (784,) if name == "mlp" else (28, 28, 1)
-        params = module.init(key, jnp.zeros((1,) + shape))
+        params = module.init(key, jnp.zeros((1,) + shape, dtype))
         opt = optax.adam(1e-3)
 
         def step(state, x, y):
@@ -152,7 +159,7 @@ def flax_impl(name):
     return make
 
 
-def torch_bench(name, batch, steps, repeats, compiled):
+def prepare_torch(name, batch, compiled, dtype="float32"):
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -166,7 +173,9 @@ def torch_bench(name, batch, steps, repeats, compiled):
             torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
             torch.nn.Flatten(), torch.nn.Linear(64 * 7 * 7, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
         x = torch.rand(batch, 1, 28, 28, device=device)
-    model = model.to(device)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    model = model.to(device=device, dtype=torch_dtype)
+    x = x.to(torch_dtype)
     y = torch.randint(0, 10, (batch,), device=device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -193,7 +202,7 @@ def torch_bench(name, batch, steps, repeats, compiled):
             torch.cuda.synchronize()
 
     run(2)
-    return timeit(run, steps, repeats), compile_s, None
+    return run, compile_s, None
 
 
 def matmul_peak(dtype=jnp.float32):
@@ -220,6 +229,13 @@ def machine():
         info["jaxlib"] = jaxlib.__version__
     except Exception:
         pass
+    try:  # the CPU's marketing name, on Linux
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        info["cpu"] = names[0] if names else info["cpu"]
+    except OSError:
+        pass
+    info["gpu"] = jax.devices()[0].device_kind if jax.default_backend() == "gpu" else None
     return info
 
 
@@ -230,37 +246,54 @@ def main():
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 1024, 8192])
     p.add_argument("--impls", nargs="+",
                    default=["jaxnn-manual", "jaxnn-autodiff", "jax-optax", "flax", "torch-eager", "torch-compile"])
+    p.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "bfloat16"],
+                   help="default: float32, plus bfloat16 on an accelerator")
     p.add_argument("--compile-batches", type=int, nargs="*", default=None,
                    help="batch sizes for torch-compile (default: all; its compilation is slow)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    result = {"machine": machine(), "matmul_gflops": matmul_peak(), "rows": [], "config": vars(args)}
-    print(json.dumps(result["machine"]), f"matmul peak {result['matmul_gflops']:.0f} GFLOP/s", flush=True)
+    if args.dtypes is None:
+        args.dtypes = ["float32"] + (["bfloat16"] if jax.default_backend() != "cpu" else [])
+    peaks = {d: matmul_peak(jnp.dtype(d)) for d in args.dtypes}
+    result = {"machine": machine(), "matmul_gflops": peaks, "rows": [], "config": vars(args)}
+    print(json.dumps(result["machine"]), "matmul peak GFLOP/s", json.dumps(peaks), flush=True)
     for model in args.models:
         makers = {"jaxnn-manual": jaxnn_impl(model, "manual"), "jaxnn-autodiff": jaxnn_impl(model, "autodiff"),
                   "jax-optax": plain_jax_impl(model)}
-        for batch in args.batch_sizes:
+        for dtype, batch in [(d, b) for d in args.dtypes for b in args.batch_sizes]:
             key = jax.random.PRNGKey(0)
+            runners, rows = {}, []
             for impl in args.impls:
-                row = {"model": model, "batch": batch, "impl": impl}
                 if impl == "torch-compile" and args.compile_batches is not None and batch not in args.compile_batches:
                     continue
+                row = {"model": model, "batch": batch, "impl": impl, "dtype": dtype}
                 try:
                     if impl.startswith("torch"):
-                        sec, comp, temp = torch_bench(model, batch, args.steps, args.repeats, impl == "torch-compile")
+                        run, comp, temp = prepare_torch(model, batch, impl == "torch-compile", dtype)
                     else:
                         make = flax_impl(model) if impl == "flax" else makers[impl]
-                        step, state, shape = make(batch, key)
-                        x = jax.random.uniform(key, (batch,) + shape)
+                        step, state, shape = make(batch, key, jnp.dtype(dtype))
+                        x = jax.random.uniform(key, (batch,) + shape).astype(dtype)
                         y = jax.random.randint(key, (batch,), 0, 10)
-                        sec, comp, temp = bench_jax_step(step, state, x, y, args.steps, args.repeats)
-                    gflops = step_flops(model, batch) / sec / 1e9
-                    row.update(samples_per_s=batch / sec, ms_per_step=1e3 * sec, compile_s=comp, temp_bytes=temp,
-                               gflops=gflops, fraction_of_matmul_peak=gflops / result["matmul_gflops"])
+                        run, comp, temp = prepare_jax_step(step, state, x, y)
+                    runners[impl] = run
+                    row.update(compile_s=comp, temp_bytes=temp)
                 except Exception as e:  # a peer not installed, or failing on this machine: say so
                     row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                rows.append(row)
+            # time the implementations alternately, round after round: machine noise hits all alike
+            times = {impl: [] for impl in runners}
+            for _ in range(args.repeats):
+                for impl, run in runners.items():
+                    times[impl].append(timeit(run, args.steps, 1))
+            for row in rows:
+                if row["impl"] in times:
+                    sec = float(np.median(times[row["impl"]]))
+                    gflops = step_flops(model, batch) / sec / 1e9
+                    row.update(samples_per_s=batch / sec, ms_per_step=1e3 * sec, gflops=gflops,
+                               fraction_of_matmul_peak=gflops / peaks[dtype])
                 result["rows"].append(row)
                 print(json.dumps(row), flush=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
@@ -278,10 +311,12 @@ def plot(result, path):
     models = sorted({r["model"] for r in result["rows"]})
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for ax, model in zip(axes.flat, models):
-        for impl in dict.fromkeys(r["impl"] for r in result["rows"]):
-            rows = [r for r in result["rows"] if r["model"] == model and r["impl"] == impl and "samples_per_s" in r]
+        for impl, dtype in dict.fromkeys((r["impl"], r.get("dtype", "float32")) for r in result["rows"]):
+            rows = [r for r in result["rows"] if r["model"] == model and r["impl"] == impl
+                    and r.get("dtype", "float32") == dtype and "samples_per_s" in r]
             if rows:
-                ax.plot([r["batch"] for r in rows], [r["samples_per_s"] for r in rows], "o-", label=impl)
+                style = "o-" if dtype == "float32" else "s--"
+                ax.plot([r["batch"] for r in rows], [r["samples_per_s"] for r in rows], style, label=f"{impl} {dtype}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size")

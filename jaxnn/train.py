@@ -73,10 +73,10 @@ def optimizer(name="adam", learning_rate=1e-3, schedule_kind="constant", total_s
     raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
-def init_state(model, opt, key, input_shape):
-    """Initial TrainState: params from model.init, the optimizer's state, step 0, a data key."""
+def init_state(model, opt, key, input_shape, dtype=jnp.float32):
+    """Initial TrainState: params from model.init (in dtype), the optimizer's state, step 0, a data key."""
     init_key, data_key = jax.random.split(key)
-    _, params = model.init(init_key, tuple(input_shape))
+    _, params = model.init(init_key, tuple(input_shape), dtype=dtype)
     return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), data_key)
 
 

@@ -1,0 +1,19 @@
+"""The benchmark suite runs end to end (a tiny configuration) and writes its JSON and plot."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def test_benchmark_suite_smoke(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--out", str(tmp_path), "--models", "mlp",
+           "--batch-sizes", "8", "--steps", "1", "--repeats", "1", "--impls", "jaxnn-manual", "jax-optax", "no-such-impl"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads((tmp_path / "bench.json").read_text())
+    rows = {r["impl"]: r for r in result["rows"]}
+    assert rows["jaxnn-manual"]["samples_per_s"] > 0 and rows["jax-optax"]["samples_per_s"] > 0
+    assert rows["jaxnn-manual"]["temp_bytes"] is not None and "error" in rows["no-such-impl"]
+    assert result["machine"]["jax"] and result["matmul_gflops"]["float32"] > 0
+    assert (tmp_path / "throughput.png").stat().st_size > 1000
