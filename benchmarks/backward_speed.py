@@ -8,7 +8,6 @@ For the CNN the hand rule is timed with both Conv2D backward formulations ("taps
 """
 import argparse
 import json
-import os
 import time
 
 import jax
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
+from bench_io import write_json
 
 
 def cnn(backward):
@@ -74,10 +74,7 @@ def main():
         ratios = {f"{label} / autodiff": ms[label] / ms["autodiff"] for label in ms if label != "autodiff"}
         result["models"][name] = {"ms_per_value_and_grad": ms, "ratios": ratios}
         print(name, json.dumps(ms), json.dumps(ratios), flush=True)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

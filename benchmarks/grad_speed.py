@@ -7,14 +7,13 @@ so machine noise hits both alike; the ratio autodiff_time / manual_time is >= 1 
 """
 import argparse
 import json
-import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
+from bench_io import write_json
 
 
 def timed(f, args, calls):
@@ -56,10 +55,7 @@ def main():
         result[f"{mode}_ms"] = 1e3 * float(np.median(times[mode]))
     result["speed_ratio_autodiff_over_manual"] = result["autodiff_ms"] / result["manual_ms"]
     print(json.dumps(result, indent=2))
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 import jaxnn as nn
+from bench_io import write_json
 from jaxnn import data, train
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
@@ -96,10 +97,7 @@ def main():
     result["jaxnn"] = jaxnn_default(ds, args.seed)
     result["time_ratio_jaxnn_over_reference"] = result["jaxnn"]["train_seconds"] / result["reference"]["train_seconds"]
     print(json.dumps(result, indent=2))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

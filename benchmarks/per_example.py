@@ -4,13 +4,13 @@
 """
 import argparse
 import json
-import os
 import time
 
 import jax
 import numpy as np
 
 import jaxnn as nn
+from bench_io import write_json
 
 
 def main():
@@ -46,10 +46,7 @@ def main():
     result = {"device": jax.devices()[0].device_kind, "batch": args.batch, "ms": ms,
               "speedup_vmap_over_loop": ms["loop"] / ms["vmap"]}
     print(json.dumps(result))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -264,30 +264,38 @@ def main():
                   "jax-optax": plain_jax_impl(model)}
         for dtype, batch in [(d, b) for d in args.dtypes for b in args.batch_sizes]:
             key = jax.random.PRNGKey(0)
-            runners, rows = {}, []
-            for impl in args.impls:
-                if impl == "torch-compile" and args.compile_batches is not None and batch not in args.compile_batches:
-                    continue
-                row = {"model": model, "batch": batch, "impl": impl, "dtype": dtype}
-                try:
-                    if impl.startswith("torch"):
-                        run, comp, temp = prepare_torch(model, batch, impl == "torch-compile", dtype)
-                    else:
-                        make = flax_impl(model) if impl == "flax" else makers[impl]
-                        step, state, shape = make(batch, key, jnp.dtype(dtype))
-                        x = jax.random.uniform(key, (batch,) + shape).astype(dtype)
-                        y = jax.random.randint(key, (batch,), 0, 10)
-                        run, comp, temp = prepare_jax_step(step, state, x, y)
-                    runners[impl] = run
-                    row.update(compile_s=comp, temp_bytes=temp)
-                except Exception as e:  # a peer not installed, or failing on this machine: say so
-                    row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                rows.append(row)
-            # time the implementations alternately, round after round: machine noise hits all alike
-            times = {impl: [] for impl in runners}
-            for _ in range(args.repeats):
-                for impl, run in runners.items():
-                    times[impl].append(timeit(run, args.steps, 1))
+            rows, times = [], {}
+            # JAX implementations first, timed alternately; then PyTorch's, alike. PyTorch's CPU
+            # threads spin on after each call and slow whatever runs next in the process, so the
+            # two groups are never interleaved, and a pause follows the PyTorch group.
+            jax_impls = [i for i in args.impls if not i.startswith("torch")]
+            torch_impls = [i for i in args.impls if i.startswith("torch")]
+            for group in (jax_impls, torch_impls):
+                runners = {}
+                for impl in group:
+                    if impl == "torch-compile" and args.compile_batches is not None and batch not in args.compile_batches:
+                        continue
+                    row = {"model": model, "batch": batch, "impl": impl, "dtype": dtype}
+                    try:
+                        if impl.startswith("torch"):
+                            run, comp, temp = prepare_torch(model, batch, impl == "torch-compile", dtype)
+                        else:
+                            make = flax_impl(model) if impl == "flax" else makers[impl]
+                            step, state, shape = make(batch, key, jnp.dtype(dtype))
+                            x = jax.random.uniform(key, (batch,) + shape).astype(dtype)
+                            y = jax.random.randint(key, (batch,), 0, 10)
+                            run, comp, temp = prepare_jax_step(step, state, x, y)
+                        runners[impl] = run
+                        row.update(compile_s=comp, temp_bytes=temp)
+                    except Exception as e:  # a peer not installed, or failing on this machine: say so
+                        row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                    rows.append(row)
+                order = list(runners)
+                for round_ in range(args.repeats):  # the order rotates each round
+                    for impl in order[round_ % max(1, len(order)):] + order[: round_ % max(1, len(order))]:
+                        times.setdefault(impl, []).append(timeit(runners[impl], args.steps, 1))
+                if group is torch_impls and runners:
+                    time.sleep(1.0)
             for row in rows:
                 if row["impl"] in times:
                     sec = float(np.median(times[row["impl"]]))

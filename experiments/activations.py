@@ -7,7 +7,6 @@ Writes activations.png, metrics.json and results.md (test accuracy and time per 
 Binary step has derivative 0 everywhere, so no gradient reaches the hidden layers: only the last
 Dense layer learns, on random binary features. The table shows it honestly.
 """
-import argparse
 import os
 
 import jax
@@ -17,7 +16,7 @@ import numpy as np
 import jaxnn as nn
 from jaxnn import data, plots, train
 
-from common import out_dir, write_metrics
+from common import out_dir, parser, write_metrics
 
 
 def derivative_table():
@@ -35,11 +34,7 @@ def derivative_table():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
+    p = parser(__doc__, epochs=4)
     args = p.parse_args()
     folder = out_dir(args.out, "activations")
     plots.function_table(derivative_table(), os.path.join(folder, "activations.png"))

@@ -14,16 +14,12 @@ import numpy as np
 import jaxnn as nn
 from jaxnn import data, plots, train
 
-from common import MODELS, out_dir, write_metrics
+from common import MODELS, out_dir, parser, write_metrics
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=2)
+    p = parser(__doc__, epochs=2)
     p.add_argument("--index", type=int, default=0, help="which test image to show")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
     args = p.parse_args()
     folder = out_dir(args.out, "cnn_figures")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")

@@ -1,4 +1,5 @@
 """Shared by the experiment scripts: output folders, metrics.json, the model zoo of train.py."""
+import argparse
 import json
 import os
 import platform
@@ -7,6 +8,17 @@ import time
 import jax
 
 import jaxnn as nn
+
+
+def parser(doc, epochs=None):
+    """The options every experiment shares: --data-dir, --seed, --out (and --epochs with a default)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="folder with the IDX files (default: download and cache)")
+    if epochs is not None:
+        p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default results/<experiment>)")
+    return p
 
 
 def out_dir(path, default_name):

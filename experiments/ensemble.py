@@ -5,8 +5,6 @@ times compare training alone; compile times are reported beside them).
 
     python experiments/ensemble.py --data-dir ../shared/data/mnist [--k 8] [--epochs 4] [--out DIR]
 """
-import argparse
-import os
 import time
 
 import jax
@@ -17,17 +15,13 @@ import optax
 import jaxnn as nn
 from jaxnn import data, train
 
-from common import out_dir, write_metrics
+from common import out_dir, parser, write_metrics
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
+    p = parser(__doc__, epochs=4)
     p.add_argument("--k", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--width", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
     args = p.parse_args()
     folder = out_dir(args.out, "ensemble")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")

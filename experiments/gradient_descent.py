@@ -5,7 +5,6 @@ clear message and the checkpoint of its last good epoch is kept.
 
     python experiments/gradient_descent.py --data-dir ../shared/data/mnist [--out DIR]
 """
-import argparse
 import os
 
 import jax
@@ -14,16 +13,12 @@ import optax
 import jaxnn as nn
 from jaxnn import data, plots, train
 
-from common import out_dir, write_metrics
+from common import out_dir, parser, write_metrics
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=3)
+    p = parser(__doc__, epochs=3)
     p.add_argument("--lrs", type=float, nargs="+", default=[0.001, 0.01, 0.1, 0.5, 5000.0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
     args = p.parse_args()
     folder = out_dir(args.out, "gradient_descent")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")

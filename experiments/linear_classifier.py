@@ -5,7 +5,6 @@
 Writes metrics.json, curves.png and weights.png (each class's 784 weights shown as a 28x28 image:
 red where ink raises that class's score, blue where it lowers it).
 """
-import argparse
 import os
 
 import jax
@@ -14,15 +13,11 @@ import numpy as np
 import jaxnn as nn
 from jaxnn import data, plots, train
 
-from common import out_dir, write_metrics
+from common import out_dir, parser, write_metrics
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
+    p = parser(__doc__, epochs=10)
     args = p.parse_args()
     folder = out_dir(args.out, "linear_classifier")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")

@@ -3,7 +3,6 @@ The curves agree to float32 rounding; the times are printed side by side.
 
     python experiments/manual_vs_autodiff.py --data-dir ../shared/data/mnist [--epochs 4] [--out DIR]
 """
-import argparse
 import os
 
 import jax
@@ -12,15 +11,11 @@ import numpy as np
 import jaxnn as nn
 from jaxnn import data, plots, train
 
-from common import out_dir, write_metrics
+from common import out_dir, parser, write_metrics
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
+    p = parser(__doc__, epochs=4)
     args = p.parse_args()
     folder = out_dir(args.out, "manual_vs_autodiff")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")

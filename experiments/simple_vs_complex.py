@@ -10,7 +10,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxnn as nn
 from jaxnn import data, plots, train

@@ -11,7 +11,6 @@ results/<run name>/): metrics.json, curves.png and checkpoint.npz.
 import argparse
 import os
 import sys
-import time
 
 import jax
 
