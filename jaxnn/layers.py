@@ -241,8 +241,33 @@ def _pool(kind, window, stride):
             y = sum(views) / len(views)
         return y, (x, y)
 
+    def backward_tiled(x, y, dy):
+        """Windows that tile the input (stride == window): one reshape puts each window on its own
+        axes, and dx is formed in one pass, without a scatter per window offset."""
+        (kh, kw), (n, oh, ow, c) = window, y.shape
+        tiles = x[:, : oh * kh, : ow * kw].reshape(n, oh, kh, ow, kw, c)
+        if kind == "MaxPool":  # the first maximum of each window takes dy (XLA fuses this loop)
+            taken = jnp.zeros(y.shape, bool)
+            rows = []
+            for i in range(kh):
+                row = []
+                for j in range(kw):
+                    route = (tiles[:, :, i, :, j] == y) & ~taken
+                    taken = taken | route
+                    row.append(jnp.where(route, dy, 0))
+                rows.append(jnp.stack(row, axis=3))  # (n, oh, ow, kw, c)
+            d_tiles = jnp.stack(rows, axis=2)  # (n, oh, kh, ow, kw, c)
+        else:
+            d_tiles = jnp.broadcast_to(dy[:, :, None, :, None] / (kh * kw), tiles.shape)
+        dx = d_tiles.reshape(n, oh * kh, ow * kw, c)
+        if dx.shape != x.shape:  # rows or columns the windows did not reach get no gradient
+            dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - oh * kh), (0, x.shape[2] - ow * kw), (0, 0)))
+        return dx
+
     def backward(residuals, dy):
         x, y = residuals
+        if stride == window:
+            return (), backward_tiled(x, y, dy)
         dx = jnp.zeros_like(x)
         taken = jnp.zeros(y.shape, bool)
         for index, view in _windows(x, window, stride):
@@ -259,7 +284,9 @@ def _pool(kind, window, stride):
 
 def MaxPool(window=(2, 2), stride=None):
     """Max pooling (VALID), NHWC. y = max over each window; dL/dx = dy at the window's maximum
-    (the first one if tied), 0 elsewhere; overlapping windows add up. Params: ()."""
+    (the first one if tied), 0 elsewhere; overlapping windows add up. Params: ().
+    Windows that tile the input (stride == window, the default) take a reshape; overlapping ones
+    a pass per window offset."""
     return _pool("MaxPool", window, stride)
 
 
