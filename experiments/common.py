@@ -1,6 +1,7 @@
 """Shared by the experiment scripts: output folders, metrics.json, the model zoo of train.py."""
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -43,16 +44,12 @@ def write_metrics(folder, metrics):
 
 # name -> (builder(classes, image_shape, args) -> (model, input_shape), default recipe)
 def _linear(classes, image_shape, args):
-    n = 1
-    for d in image_shape:
-        n *= d
+    n = math.prod(image_shape)
     return nn.Dense(classes), (n,)
 
 
 def _mlp(classes, image_shape, args):
-    n = 1
-    for d in image_shape:
-        n *= d
+    n = math.prod(image_shape)
     return nn.mlp([n, args.width, args.width, classes], activation=args.activation), (n,)
 
 

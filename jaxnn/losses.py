@@ -70,13 +70,18 @@ def _one_hot(labels, classes, dtype):
     return jnp.where(valid[:, None], onehot, jnp.nan)
 
 
+def _shifted_logsumexp(logits):
+    """z = logits minus each row's max, and logsumexp(z) per row (keepdims): never overflows."""
+    z = logits - jnp.max(logits, axis=1, keepdims=True)
+    return z, jnp.log(jnp.sum(jnp.exp(z), axis=1, keepdims=True))
+
+
 # --- softmax cross-entropy ------------------------------------------------------------------
 
 def _sce_forward(logits, labels):
     """L = (1/N) sum_i [ logsumexp(z_i) - z_i[y_i] ],  z = logits with the row max subtracted."""
     _check_class_labels("softmax_cross_entropy", logits, labels)
-    z = logits - jnp.max(logits, axis=1, keepdims=True)
-    lse = jnp.log(jnp.sum(jnp.exp(z), axis=1, keepdims=True))
+    z, lse = _shifted_logsumexp(logits)
     log_p = z - lse
     onehot = _one_hot(labels, logits.shape[1], logits.dtype)
     value = -jnp.sum(onehot * log_p) / logits.shape[0]
@@ -104,8 +109,7 @@ def _lecture_forward(logits, labels):
     """
     _check_class_labels("softmax_binary_cross_entropy", logits, labels)
     n, classes = logits.shape
-    z = logits - jnp.max(logits, axis=1, keepdims=True)
-    lse = jnp.log(jnp.sum(jnp.exp(z), axis=1, keepdims=True))
+    z, lse = _shifted_logsumexp(logits)
     log_p = z - lse
     others = jnp.where(jnp.eye(classes, dtype=bool), -jnp.inf, z[:, None, :])  # (n, c, j): z_j, j != c
     others_max = jnp.max(others, axis=2, keepdims=True)

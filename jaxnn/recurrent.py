@@ -60,10 +60,13 @@ def _time_major(a):
     return jnp.swapaxes(a, 0, 1)
 
 
-def _weight_grads(x, h_prev, dz, wx):
-    """Given dz (time, batch, gates*h) of z_t = x_t wx + h_{t-1} wh + b: the gradients of wx, wh, b, x."""
+def _weight_grads(x, h_prev, dz, wx, dz_h=None):
+    """Given dz (time, batch, gates*h) of the input path z_t = x_t wx + b and dz_h of the recurrent
+    path h_{t-1} wh (the same dz where both are summed before the gates, as in RNN and LSTM):
+    the gradients of wx, wh, b and x."""
+    dz_h = dz if dz_h is None else dz_h
     dwx = jnp.einsum("tbi,tbg->ig", x, dz)
-    dwh = jnp.einsum("tbh,tbg->hg", h_prev, dz)
+    dwh = jnp.einsum("tbh,tbg->hg", h_prev, dz_h)
     dx = jnp.einsum("tbg,ig->tbi", dz, wx)
     return {"wx": dwx, "wh": dwh, "b": jnp.sum(dz, axis=(0, 1))}, _time_major(dx)
 
@@ -209,10 +212,7 @@ def GRU(hidden):
 
         _, (da, du) = jax.lax.scan(step, jnp.zeros_like(cand[0]), (_time_major(dy), h_prev, r, z, cand, un),
                                    reverse=True)
-        dwx = jnp.einsum("tbi,tbg->ig", xs, da)
-        dwh = jnp.einsum("tbh,tbg->hg", h_prev, du)
-        dx = jnp.einsum("tbg,ig->tbi", da, wx)
-        return {"wx": dwx, "wh": dwh, "b": jnp.sum(da, axis=(0, 1))}, _time_major(dx)
+        return _weight_grads(xs, h_prev, da, wx, dz_h=du)
 
     return make_layer(f"GRU({hidden})", _recurrent_init("GRU", hidden, 3), forward, backward)
 

@@ -151,29 +151,32 @@ def init_ensemble(model, opt, keys, input_shape):
 
 
 def make_evaluate(model, loss, input_shape, batch_size=1000):
-    """evaluate(params, images, labels) -> (mean loss, accuracy), in batches under one `lax.scan`.
+    """evaluate(params, images, labels) -> (mean loss, accuracy) over the whole set.
 
-    The data are padded to a whole number of batches and the padding is masked out.
+    Whole batches run under one `lax.scan`; a last, partial batch runs once after it. Each batch's
+    mean loss is weighted by its size, so the result is the mean over all examples.
     """
+
+    def totals(params, images, labels):
+        out = model.apply(params, to_inputs(images, input_shape))
+        return loss(out, labels) * labels.shape[0], jnp.sum(jnp.argmax(out, 1) == labels)
 
     def evaluate(params, images, labels):
         n = images.shape[0]
-        steps = -(-n // batch_size)
-        pad = steps * batch_size - n
-        images = jnp.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1))
-        labels = jnp.pad(labels, (0, pad))
-        mask = jnp.arange(steps * batch_size) < n
+        whole = n // batch_size
 
-        def body(totals, i):
+        def body(acc, i):
             sl = jax.lax.dynamic_slice_in_dim
-            x = to_inputs(sl(images, i * batch_size, batch_size), input_shape)
-            y, m = sl(labels, i * batch_size, batch_size), sl(mask, i * batch_size, batch_size)
-            out = model.apply(params, x)
-            log_p = jax.nn.log_softmax(out)
-            nll = -jnp.take_along_axis(log_p, y[:, None], axis=1)[:, 0]
-            return (totals[0] + jnp.sum(nll * m), totals[1] + jnp.sum((jnp.argmax(out, 1) == y) * m)), None
+            batch_loss, batch_correct = totals(params, sl(images, i * batch_size, batch_size),
+                                               sl(labels, i * batch_size, batch_size))
+            return (acc[0] + batch_loss, acc[1] + batch_correct), None
 
-        (total_loss, correct), _ = jax.lax.scan(body, (0.0, 0), jnp.arange(steps))
+        total_loss, correct = 0.0, 0
+        if whole:
+            (total_loss, correct), _ = jax.lax.scan(body, (0.0, 0), jnp.arange(whole))
+        if n % batch_size:
+            rest_loss, rest_correct = totals(params, images[whole * batch_size :], labels[whole * batch_size :])
+            total_loss, correct = total_loss + rest_loss, correct + rest_correct
         return total_loss / n, correct / n
 
     return jax.jit(evaluate)

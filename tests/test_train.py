@@ -79,7 +79,7 @@ def test_uint8_images_are_scaled_inside_the_step():
     np.testing.assert_allclose(train.to_inputs(images, (2,)), [[0, 1], [0.2, 0.4]], rtol=1e-6)
 
 
-def test_evaluate_masks_the_padding():
+def test_evaluate_counts_a_partial_last_batch():
     model = nn.Dense(2)
     _, params = model.init(jax.random.PRNGKey(0), (2,))
     x = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
@@ -118,3 +118,18 @@ def test_main_job_writes_metrics(request, tmp_path):
     assert metrics["epochs"] == 1 and 0.85 < metrics["test_accuracy"] <= 1.0
     assert metrics["train_seconds"] > 0 and metrics["config"]["model"] == "linear"
     assert (out / "curves.png").stat().st_size > 1000 and (out / "checkpoint.npz").exists()
+
+
+def test_ensemble_epoch_trains_each_member_like_a_single_run():
+    ds, _ = _blobs()
+    model, opt = nn.mlp([2, 16, 3]), train.optimizer("momentum", 0.05)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    states = train.init_ensemble(model, opt, keys, (2,))
+    states, losses, _ = train.make_ensemble_epoch(model, LOSS, opt, 32, (2,))(states, ds.x_train, ds.y_train)
+    assert losses.shape == (3, 480 // 32)
+    single = train.make_epoch(model, LOSS, opt, 32, (2,))
+    for i in range(3):
+        alone, alone_losses, _ = single(train.init_state(model, opt, keys[i], (2,)), ds.x_train, ds.y_train)
+        np.testing.assert_allclose(losses[i], alone_losses, rtol=1e-5, atol=1e-6)
+        for u, v in zip(jax.tree_util.tree_leaves(alone.params), jax.tree_util.tree_leaves(states.params)):
+            np.testing.assert_allclose(v[i], u, rtol=1e-5, atol=1e-6)
