@@ -5,16 +5,21 @@
     out_shape, params = model.init(jax.random.PRNGKey(0), (784,))
     value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params, x, labels)
 """
-from . import activations, gradcheck, losses
+
+from . import activations, gradcheck, losses, models
 from .activations import activation, prelu, softmax
-from .core import Layer, Residual, serial
+from .core import Layer, Residual, make_layer, output_shape, serial
 from .gradients import loss_with_hand_rules, per_example_grads, value_and_grad, with_hand_rules
-from .layers import AvgPool, Conv2D, Dense, Dropout, Flatten, LayerNorm, MaxPool, mlp
+from .layers import AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, GroupNorm, LayerNorm, MaxPool, Pool
+from .models import mlp
 from .recurrent import GRU, LSTM, RNN, LastStep
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "Layer", "serial", "Residual", "Dropout", "LayerNorm", "Dense", "Flatten", "mlp", "Conv2D", "MaxPool", "AvgPool", "RNN", "LSTM", "GRU", "LastStep", "activation", "prelu", "softmax",
-    "value_and_grad", "per_example_grads", "with_hand_rules", "loss_with_hand_rules", "losses", "activations", "gradcheck",
+    "Layer", "make_layer", "output_shape", "serial", "Residual", "Dense", "Flatten", "mlp",
+    "Conv2D", "Pool", "MaxPool", "AvgPool", "Dropout", "LayerNorm", "BatchNorm", "GroupNorm",
+    "RNN", "LSTM", "GRU", "LastStep", "activation", "prelu", "softmax",
+    "value_and_grad", "per_example_grads", "with_hand_rules", "loss_with_hand_rules",
+    "losses", "activations", "gradcheck", "models",
 ]

@@ -8,11 +8,21 @@ plus a hand-derived backward pass in the shape of `jax.custom_vjp`'s fwd/bwd pai
     y, residuals = layer.forward(params, x)           # same y + what backward needs
     dparams, dx = layer.backward(residuals, dy)       # dparams has the structure of params
 
-apply and forward also take `key=None`: a PRNG key for layers with randomness (Dropout). With
-no key a layer runs in evaluation mode; `serial` splits the key among its layers.
+State (BatchNorm's running statistics: what a layer updates but does not train) is an explicit
+pytree, passed in and returned, never mutated:
 
-`core` knows nothing of training or datasets.
+    state = layer.init_state(input_shape)             # () without state; serial: one entry per layer
+    y, new_state = layer.apply(params, x, state=state, train=True)
+    y, residuals, new_state = layer.forward(params, x, state=state, train=True)
+
+`train=True` switches on every training behaviour (batch statistics, Dropout, which then needs
+`key=`); `train=False` is evaluation; without `train`, BatchNorm evaluates and Dropout is on
+exactly when it is given a key. `serial` splits the key among its layers.
+
+Write your own layer with `make_layer(name, init, forward, backward)`; `core` knows nothing of
+training or datasets.
 """
+
 import inspect
 from typing import Any, Callable, NamedTuple
 
@@ -20,8 +30,13 @@ import jax
 import jax.numpy as jnp
 
 
+def no_state(input_shape, dtype=jnp.float32):
+    """The state of a layer without state: the empty pytree ()."""
+    return ()
+
+
 class Layer(NamedTuple):
-    """A layer or a whole model: init / apply / forward / backward, all pure."""
+    """A layer or a whole model: init / apply / forward / backward (+ init_state), all pure."""
 
     init: Callable[..., Any]
     apply: Callable[..., Any]
@@ -29,26 +44,79 @@ class Layer(NamedTuple):
     backward: Callable[..., Any]
     name: str = "layer"
     stochastic: bool = False  # does forward use a PRNG key (Dropout)? Others skip the key splitting.
+    init_state: Callable[..., Any] = no_state  # init_state(input_shape, dtype=float32) -> state pytree
+    stateful: bool = False  # must apply/forward be given state=? (True for BatchNorm and models holding one)
 
     def __repr__(self):
         return f"Layer({self.name})"
 
 
-def make_layer(name, init, forward, backward):
-    """Build a Layer whose `apply` is `forward` without the residuals.
+def make_layer(name, init, forward, backward, init_state=None, stateful=None):
+    """Build a Layer from `init`, `forward` and `backward`; `apply` is `forward` without residuals.
 
-    `forward(params, x)` may also take `key` (and other keyword options, e.g. an initial state);
-    a forward without a `key` parameter simply never sees one.
+    **Arguments:**
+    - init(key, input_shape, dtype=jnp.float32) -> (output_shape, params); shapes of ONE example.
+    - forward(params, x) -> (y, residuals). It may also name `key` (a PRNG key or None), `train`
+      (True, False or None) and other keyword options; it sees only the ones it names.
+    - backward(residuals, dy) -> (dparams, dx), dparams shaped like params.
+    - init_state(input_shape, dtype=jnp.float32) -> state: give it for a layer with state; forward then takes
+      `state` and returns (y, residuals, new_state).
+    - stateful: must callers pass state? Default: whether init_state is given. (`serial` threads
+      state through its layers but needs it only if one of them does.)
+
+    Example, y = 2x:
+
+        double = make_layer("double", lambda key, shape, dtype=jnp.float32: (shape, ()),
+                            lambda params, x: (2 * x, None), lambda residuals, dy: ((), 2 * dy))
     """
-    takes_key = "key" in inspect.signature(forward).parameters
+    accepts = inspect.signature(forward).parameters
+    takes_key, takes_train = "key" in accepts, "train" in accepts
+    threads_state = init_state is not None
+    stateful = threads_state if stateful is None else stateful
 
-    def forward_(params, x, key=None, **options):
-        return forward(params, x, key=key, **options) if takes_key else forward(params, x, **options)
+    def forward_(params, x, key=None, state=None, train=None, **options):
+        if state is None and stateful:
+            raise ValueError(
+                f"{name} has state (running statistics): pass state=model.init_state(input_shape) "
+                "(one example's shape); apply then returns (y, new_state)"
+            )
+        if takes_key:
+            options["key"] = key
+        if takes_train:
+            options["train"] = train
+        if threads_state:
+            y, residuals, new_state = forward(params, x, state=state, **options)
+        else:
+            (y, residuals), new_state = forward(params, x, **options), ()
+        return (y, residuals) if state is None else (y, residuals, new_state)
 
-    def apply(params, x, key=None, **options):
-        return forward_(params, x, key=key, **options)[0]
+    def apply(params, x, key=None, state=None, train=None, **options):
+        out = forward_(params, x, key=key, state=state, train=train, **options)
+        return out[0] if state is None else (out[0], out[2])
 
-    return Layer(init, apply, forward_, backward, name, stochastic=takes_key)
+    return Layer(init, apply, forward_, backward, name, stochastic=takes_key,
+                 init_state=init_state or no_state, stateful=stateful)
+
+
+def call_forward(layer, params, x, key, state, train):
+    """layer.forward as a triple (y, residuals, new_state) whether or not state is given (None)."""
+    if state is None:
+        y, residuals = layer.forward(params, x, key=key, train=train)
+        return y, residuals, None
+    return layer.forward(params, x, key=key, state=state, train=train)
+
+
+def output_shape(layer, input_shape):
+    """The shape of one example after `layer`, found by tracing init (no arrays are made)."""
+    found = []
+
+    def init(key):
+        out_shape, params = layer.init(key, tuple(input_shape))
+        found.append(tuple(out_shape))
+        return params
+
+    jax.eval_shape(init, jax.random.PRNGKey(0))
+    return found[0]
 
 
 def split_key(key, n):
@@ -70,7 +138,7 @@ def check_batch(name, x, input_shape):
 def serial(*layers):
     """Compose layers: y = f_n(...f_2(f_1(x))).
 
-    params: a tuple, one entry per layer (() for a layer without params).
+    params: a tuple, one entry per layer (() for a layer without params); state likewise.
     backward is the chain rule run in reverse: each layer turns dL/dy into dL/dx,
     which is the dL/dy of the layer before it.
     """
@@ -79,51 +147,57 @@ def serial(*layers):
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise TypeError(f"serial: argument {i} is a {type(layer).__name__}, expected a jaxnn Layer")
+    n = len(layers)
+    name = "serial(" + ", ".join(layer.name for layer in layers) + ")"
 
     def init(key, input_shape, dtype=jnp.float32):
         all_params = []
-        for layer, layer_key in zip(layers, jax.random.split(key, len(layers))):
+        for layer, layer_key in zip(layers, jax.random.split(key, n)):
             input_shape, params = layer.init(layer_key, input_shape, dtype=dtype)
             all_params.append(params)
         return input_shape, tuple(all_params)
 
+    def init_state(input_shape, dtype=jnp.float32):
+        states = []
+        for layer in layers:
+            states.append(layer.init_state(tuple(input_shape), dtype=dtype))
+            input_shape = output_shape(layer, input_shape)
+        return tuple(states)
+
     stochastic = any(layer.stochastic for layer in layers)
 
-    def keys(key):
-        return split_key(key if stochastic else None, len(layers))
-
-    def apply(params, x, key=None):
-        _check_params(params, len(layers))
-        for layer, p, k in zip(layers, params, keys(key)):
-            x = layer.apply(p, x, key=k)
-        return x
-
-    def forward(params, x, key=None):
-        _check_params(params, len(layers))
-        residuals = []
-        for layer, p, k in zip(layers, params, keys(key)):
-            x, r = layer.forward(p, x, key=k)
+    def forward(params, x, key=None, state=None, train=None):
+        _check_tuple("params", params, n)
+        if state is not None:
+            _check_tuple("state", state, n)
+        states = [None] * n if state is None else state
+        keys = split_key(key if stochastic else None, n)
+        residuals, new_states = [], []
+        for layer, p, k, s in zip(layers, params, keys, states):
+            x, r, s = call_forward(layer, p, x, k, s, train)
             residuals.append(r)
-        return x, tuple(residuals)
+            new_states.append(s)
+        return x, tuple(residuals), tuple(new_states)
 
     def backward(residuals, dy):
-        grads = [None] * len(layers)
-        for i in reversed(range(len(layers))):
+        grads = [None] * n
+        for i in reversed(range(n)):
             grads[i], dy = layers[i].backward(residuals[i], dy)
         return tuple(grads), dy
 
-    name = "serial(" + ", ".join(layer.name for layer in layers) + ")"
-    return Layer(init, apply, forward, backward, name, stochastic)
+    layer = make_layer(name, init, forward, backward, init_state,
+                       stateful=any(layer.stateful for layer in layers))
+    return layer._replace(stochastic=stochastic)
 
 
-def _check_params(params, n):
-    if not isinstance(params, (tuple, list)) or len(params) != n:
-        got = f"a {type(params).__name__}" + (f" of length {len(params)}" if hasattr(params, "__len__") else "")
-        raise ValueError(f"serial: expected params as a tuple of {n} entries (one per layer), got {got}")
+def _check_tuple(what, tree, n):
+    if not isinstance(tree, (tuple, list)) or len(tree) != n:
+        got = f"a {type(tree).__name__}" + (f" of length {len(tree)}" if hasattr(tree, "__len__") else "")
+        raise ValueError(f"serial: expected {what} as a tuple of {n} entries (one per layer), got {got}")
 
 
 def Residual(inner):
-    """y = x + f(x) for a Layer f whose output has the input's shape. params: f's params.
+    """y = x + f(x) for a Layer f whose output has the input's shape. params (and state): f's.
 
     Backward adds the two paths: dL/dx = dy (the identity path) + f.backward(dy)'s dx.
     """
@@ -137,12 +211,14 @@ def Residual(inner):
                              "y = x + f(x) needs the same shape")
         return tuple(input_shape), params
 
-    def forward(params, x, key=None):
-        y, residuals = inner.forward(params, x, key=key)
-        return x + y, residuals
+    def forward(params, x, key=None, state=None, train=None):
+        y, residuals, new_state = call_forward(inner, params, x, key, state, train)
+        return x + y, residuals, new_state
 
     def backward(residuals, dy):
         dparams, dx = inner.backward(residuals, dy)
         return dparams, dy + dx
 
-    return make_layer(f"Residual({inner.name})", init, forward, backward)._replace(stochastic=inner.stochastic)
+    layer = make_layer(f"Residual({inner.name})", init, forward, backward, inner.init_state,
+                       stateful=inner.stateful)
+    return layer._replace(stochastic=inner.stochastic)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .core import call_forward
 from .gradients import value_and_grad
 
 
@@ -69,38 +70,47 @@ def compare(scalar_fn, args, hand_grads, *, names=None, key=None, eps=1e-6, dire
     scalar_fn = jax.jit(scalar_fn)  # compiled once, evaluated 2 * directions times per leaf
     auto = jax.grad(scalar_fn, argnums=diff_argnums)(*args)
     vs_auto, vs_fd = {}, {}
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
     for argnum, auto_tree in zip(diff_argnums, auto):
         paths, hand_leaves = _leaves(hand_grads[argnum], names[argnum])
         auto_leaves = jax.tree_util.tree_leaves(auto_tree)
         arg_leaves, treedef = jax.tree_util.tree_flatten(args[argnum])
         if not (len(hand_leaves) == len(auto_leaves) == len(arg_leaves)):
             raise AssertionError(f"{names[argnum]}: hand gradient tree does not match the argument's tree")
+        central = _central_difference(scalar_fn, args, argnum, treedef)
         for i, (path, hand, auto_leaf) in enumerate(zip(paths, hand_leaves, auto_leaves)):
             if jnp.shape(hand) != jnp.shape(arg_leaves[i]):
-                raise AssertionError(f"{path}: gradient shape {jnp.shape(hand)} != argument shape {jnp.shape(arg_leaves[i])}")
+                raise AssertionError(
+                    f"{path}: gradient shape {jnp.shape(hand)} != argument shape {jnp.shape(arg_leaves[i])}"
+                )
             vs_auto[path] = relative_error(hand, auto_leaf)
             if finite_diff:
-                key, sub = jax.random.split(key)
-                vs_fd[path] = _finite_diff_error(scalar_fn, args, argnum, i, treedef, hand, sub, eps, directions)
+                predicted, measured = [], []
+                for _ in range(directions):
+                    v = [np.zeros(np.shape(a), jnp.result_type(a)) for a in arg_leaves]
+                    v[i] = rng.standard_normal(np.shape(arg_leaves[i])).astype(jnp.result_type(arg_leaves[i]))
+                    measured.append(float(central(args, v, eps)))
+                    predicted.append(float(np.vdot(np.asarray(hand), v[i])))
+                vs_fd[path] = relative_error(predicted, measured)
     return Report(vs_auto, vs_fd)
 
 
-def _finite_diff_error(scalar_fn, args, argnum, leaf_index, treedef, hand, key, eps, directions):
-    leaves = jax.tree_util.tree_leaves(args[argnum])
-    leaf = leaves[leaf_index]
-    predicted, measured = [], []
-    for v in jax.random.normal(key, (directions,) + jnp.shape(leaf), jnp.result_type(leaf)):
+def _central_difference(scalar_fn, args, argnum, treedef):
+    """(f(x + h v) - f(x - h v)) / 2h for directions v over the leaves of args[argnum]. The shifted
+    f is jitted once and runs as the same program for +h and -h, so a direction that f does not
+    depend on gives exactly 0 (binary step), not rounding noise."""
 
-        def at(step):
-            moved = list(leaves)
-            moved[leaf_index] = leaf + step * v
-            new_args = list(args)
-            new_args[argnum] = jax.tree_util.tree_unflatten(treedef, moved)
-            return float(scalar_fn(*new_args))
+    @jax.jit
+    def shifted(args, direction, step):
+        moved = [a + step * d for a, d in zip(jax.tree_util.tree_leaves(args[argnum]), direction)]
+        new_args = list(args)
+        new_args[argnum] = jax.tree_util.tree_unflatten(treedef, moved)
+        return scalar_fn(*new_args)
 
-        measured.append((at(eps) - at(-eps)) / (2 * eps))
-        predicted.append(float(jnp.vdot(hand, v)))
-    return relative_error(predicted, measured)
+    def central(args, direction, h):
+        return (float(shifted(args, direction, h)) - float(shifted(args, direction, -h))) / (2 * h)
+
+    return central
 
 
 def _leaves(tree, prefix):
@@ -108,20 +118,21 @@ def _leaves(tree, prefix):
     return [prefix + jax.tree_util.keystr(p) for p, _ in with_paths], [leaf for _, leaf in with_paths]
 
 
-def check_layer(layer, params, x, *, key=None, **kwargs):
+def check_layer(layer, params, x, *, key=None, state=None, train=None, **kwargs):
     """Check layer.backward against jax.grad of layer.apply and finite differences.
 
     The scalar checked is sum(apply(params, x) * dy) for a random dy, whose gradient is exactly
-    what backward(residuals, dy) returns.
+    what backward(residuals, dy) returns. For a layer with state, pass `state=` (and `train=`):
+    the state is held constant, as the hand rules treat it.
     """
     key = jax.random.PRNGKey(0) if key is None else key
     key, sub = jax.random.split(key)
-    y, residuals = layer.forward(params, x)
+    y, residuals = call_forward(layer, params, x, None, state, train)[:2]
     dy = jax.random.normal(sub, jnp.shape(y), jnp.result_type(y))
     dparams, dx = layer.backward(residuals, dy)
 
     def scalar(p, inputs):
-        return jnp.sum(layer.apply(p, inputs) * dy)
+        return jnp.sum(call_forward(layer, p, inputs, None, state, train)[0] * dy)
 
     return compare(scalar, (params, x), (dparams, dx), names=["params", "x"], key=key, **kwargs)
 

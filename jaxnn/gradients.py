@@ -10,21 +10,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .core import Layer
+from .core import Layer, call_forward
 from .losses import is_loss
 
 MODES = ("manual", "autodiff")
 
 
 def value_and_grad(model, loss, mode="manual", with_outputs=False):
-    """Return f(params, x, labels) -> (value, grads) for the loss of model's output.
+    """Return f(params, x, labels, key=None, *, state=None, train=None) -> (value, grads) for the
+    loss of model's output.
 
     **Arguments:**
     - model: a Layer (e.g. from `serial` or `mlp`).
     - loss: a Loss (e.g. `losses.softmax_cross_entropy`).
     - mode: "manual" runs the hand-derived backward passes and nothing else (no jax.grad, vjp or
       linearize on that path); "autodiff" is `jax.value_and_grad` of `loss(model.apply(...))`.
-    - with_outputs: if True, f returns ((value, model_output), grads), handy for accuracy.
+    - with_outputs: if True, f also returns the model's output, handy for accuracy.
+
+    What f returns: `value, grads`; with_outputs: `(value, out), grads`. Given `state=` (a model
+    with BatchNorm needs it; use `train=True` to train on batch statistics), the new state comes
+    last in the first part: `(value, new_state), grads` or `(value, out, new_state), grads`.
     """
     if mode not in MODES:
         raise ValueError(f"value_and_grad: mode must be one of {MODES}, got {mode!r}")
@@ -33,40 +38,54 @@ def value_and_grad(model, loss, mode="manual", with_outputs=False):
     if not is_loss(loss):
         raise TypeError(f"value_and_grad: loss must be a jaxnn Loss, got {type(loss).__name__}")
 
-    def manual(params, x, labels, key=None):
-        out, residuals = model.forward(params, x, key=key)
+    def pack(value, out, new_state, has_state):
+        parts = (value,) + ((out,) if with_outputs else ()) + ((new_state,) if has_state else ())
+        return parts[0] if len(parts) == 1 else parts
+
+    def manual(params, x, labels, key=None, *, state=None, train=None):
+        out, residuals, new_state = call_forward(model, params, x, key, state, train)
         value, loss_residuals = loss.forward(out, labels)
-        dout = loss.backward(loss_residuals, 1.0)
-        grads, _ = model.backward(residuals, dout)
-        return ((value, out) if with_outputs else value), grads
+        grads, _ = model.backward(residuals, loss.backward(loss_residuals, 1.0))
+        return pack(value, out, new_state, state is not None), grads
 
-    def objective(params, x, labels, key=None):
-        out = model.apply(params, x, key=key)
-        value = loss(out, labels)
-        return (value, out) if with_outputs else value
+    def autodiff(params, x, labels, key=None, *, state=None, train=None):
+        def objective(p):
+            out = model.apply(p, x, key=key, state=state, train=train)
+            out, new_state = (out, None) if state is None else out
+            return loss(out, labels), (out, new_state)
 
-    if mode == "manual":
-        return manual
-    return jax.value_and_grad(objective, has_aux=with_outputs)  # ((value, out), grads) with aux
+        (value, (out, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return pack(value, out, new_state, state is not None), grads
+
+    return manual if mode == "manual" else autodiff
 
 
 def with_hand_rules(model):
     """The same Layer, with `apply` wrapped in `jax.custom_vjp` so that `jax.grad`, `jax.vjp`,
     `jit` and `vmap` over any user code differentiate it with the hand-derived backward pass.
+    With `state=`, apply returns (y, new_state) as usual; the state gets a zero gradient.
 
     Note: custom_vjp functions support reverse mode only (no `jax.jvp` / `jax.jacfwd`).
     """
 
-    def apply(params, x, key=None):
+    def apply(params, x, key=None, state=None, train=None):
         @jax.custom_vjp
-        def f(params, x):
-            return model.forward(params, x, key=key)[0]
+        def f(params, x, state):
+            y, _, new_state = call_forward(model, params, x, key, state, train)
+            return y, new_state
 
-        def fwd(params, x):
-            return model.forward(params, x, key=key)
+        def fwd(params, x, state):
+            y, residuals, new_state = call_forward(model, params, x, key, state, train)
+            return (y, new_state), (residuals, state)
 
-        f.defvjp(fwd, model.backward)
-        return f(params, x)
+        def bwd(saved, cotangents):
+            residuals, state = saved
+            dparams, dx = model.backward(residuals, cotangents[0])
+            return dparams, dx, jax.tree_util.tree_map(jnp.zeros_like, state)
+
+        f.defvjp(fwd, bwd)
+        y, new_state = f(params, x, state)
+        return y if state is None else (y, new_state)
 
     return model._replace(apply=apply, name=f"with_hand_rules({model.name})")
 

@@ -1,14 +1,15 @@
-"""Layers with parameters or shape changes: Dense, Flatten, mlp.
+"""Layers: Dense, Flatten, Conv2D, pooling, Dropout and the normalisations (Layer, Batch, Group).
 
 Each forward is followed by its hand-derived backward.
 """
+import functools
 import math
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from .activations import activation
-from .core import Layer, check_batch, make_layer, serial
+from .core import check_batch, make_layer
 
 
 def lecun_normal(key, shape, dtype=jnp.float32):
@@ -66,36 +67,14 @@ def Flatten():
     return make_layer("Flatten", init, forward, backward)
 
 
-def mlp(sizes, activation="relu", **options):
-    """A feed-forward net: Dense/activation pairs, no activation after the last Dense.
-
-    sizes include the input width: mlp([784, 512, 512, 10]) maps (batch, 784) -> (batch, 10).
-    `activation` is a name from the table (with `options`) or a Layer.
-    """
-    sizes = list(sizes)
-    if len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
-        raise ValueError(f"mlp: sizes must be at least two positive ints (input width first), got {sizes}")
-    layers = []
-    for width in sizes[1:-1]:
-        layers += [Dense(width), _activation_layer(activation, options)]
-    layers.append(Dense(sizes[-1]))
-    model = serial(*layers)
-
-    def init(key, input_shape=(sizes[0],), dtype=jnp.float32):
-        if tuple(input_shape) != (sizes[0],):
-            raise ValueError(f"mlp: built for inputs of shape ({sizes[0]},), got input_shape {tuple(input_shape)}")
-        return model.init(key, input_shape, dtype=dtype)
-
-    return model._replace(init=init, name=f"mlp({sizes}, {getattr(activation, 'name', activation)})")
-
-
-def _activation_layer(act, options):
-    return act if isinstance(act, Layer) else activation(act, **options)
-
-
 # --- convolution and pooling (NHWC) ------------------------------------------------------------------
 
 _CONV_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+class ConvResiduals(NamedTuple):
+    x: Any  # the input (batch, H, W, c_in)
+    w: Any  # the kernel (kh, kw, c_in, features)
 
 
 def _pair(v, what):
@@ -157,7 +136,7 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         w = params["w"]
         _check_image("Conv2D", x, w.shape[2])
         y = jax.lax.conv_general_dilated(x, w, stride, pads(x.shape[1:3]), dimension_numbers=_CONV_DIMS)
-        return y + params["b"], (x, w)
+        return y + params["b"], ConvResiduals(x, w)
 
     def backward_conv(x, w, dy):
         (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
@@ -217,10 +196,50 @@ def _windows(x, window, stride):
         yield index, view
 
 
-def _pool(kind, window, stride):
+class Reduction(NamedTuple):
+    """How a pooling window is reduced, and how its dy is shared back among the window's inputs.
+
+    reduce(views) -> (y, aux): views are the strided views of x, one per window offset k;
+    share(k, aux, dy, size) -> the gradient reaching offset k's view (size: inputs per window).
+    """
+
+    name: str
+    reduce: Callable
+    share: Callable
+
+
+def _max_reduce(views):
+    """y = the max over the window; aux = the offset of its first maximum (int8, y's shape), found
+    in the forward pass: the backward never compares floats that XLA might recompute differently."""
+    y, first = views[0], jnp.zeros(views[0].shape, jnp.int8)
+    for k, view in enumerate(views[1:], start=1):
+        first = jnp.where(view > y, jnp.int8(k), first)
+        y = jnp.maximum(y, view)
+    return y, first
+
+
+MAX = Reduction("MaxPool", _max_reduce, lambda k, first, dy, size: jnp.where(first == k, dy, 0))
+MEAN = Reduction("AvgPool", lambda views: (sum(views) / len(views), None), lambda k, aux, dy, size: dy / size)
+
+
+class PoolResiduals(NamedTuple):
+    x: Any  # the input (batch, H, W, C): its shape, and the rows and columns the windows miss
+    aux: Any  # what the reduction keeps (max: the offset of each window's first maximum)
+
+
+def Pool(reduction, window=(2, 2), stride=None):
+    """Pooling (VALID, NHWC) by a Reduction (MAX or MEAN), over windows of `window` every `stride`
+    (default: the window, so windows tile the input). Params: ().
+
+    Tiling windows take one reshape in the backward pass; overlapping ones a pass per window offset,
+    each adding its share into dx.
+    """
     window = _pair(window, "window")
     stride = window if stride is None else _pair(stride, "stride")
-    name = f"{kind}({window}, {stride})"
+    size = window[0] * window[1]
+    kind = reduction.name
+    if size > 127:
+        raise ValueError(f"{kind}: windows of at most 127 inputs are supported, got {window}")
 
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 3:
@@ -232,83 +251,66 @@ def _pool(kind, window, stride):
 
     def forward(params, x):
         _check_image(kind, x)
-        views = [view for _, view in _windows(x, window, stride)]
-        if kind == "MaxPool":
-            y = views[0]
-            for view in views[1:]:
-                y = jnp.maximum(y, view)
-        else:
-            y = sum(views) / len(views)
-        return y, (x, y)
+        y, aux = reduction.reduce([view for _, view in _windows(x, window, stride)])
+        return y, PoolResiduals(x, aux)
 
-    def backward_tiled(x, y, dy):
+    def backward_tiled(x, aux, dy):
         """Windows that tile the input (stride == window): one reshape puts each window on its own
         axes, and dx is formed in one pass, without a scatter per window offset."""
-        (kh, kw), (n, oh, ow, c) = window, y.shape
-        tiles = x[:, : oh * kh, : ow * kw].reshape(n, oh, kh, ow, kw, c)
-        if kind == "MaxPool":  # the first maximum of each window takes dy (XLA fuses this loop)
-            taken = jnp.zeros(y.shape, bool)
-            rows = []
-            for i in range(kh):
-                row = []
-                for j in range(kw):
-                    route = (tiles[:, :, i, :, j] == y) & ~taken
-                    taken = taken | route
-                    row.append(jnp.where(route, dy, 0))
-                rows.append(jnp.stack(row, axis=3))  # (n, oh, ow, kw, c)
-            d_tiles = jnp.stack(rows, axis=2)  # (n, oh, kh, ow, kw, c)
-        else:
-            d_tiles = jnp.broadcast_to(dy[:, :, None, :, None] / (kh * kw), tiles.shape)
-        dx = d_tiles.reshape(n, oh * kh, ow * kw, c)
+        (kh, kw), (n, oh, ow, c) = window, dy.shape
+        rows = [jnp.stack([jnp.broadcast_to(reduction.share(i * kw + j, aux, dy, size), dy.shape)
+                           for j in range(kw)], axis=3) for i in range(kh)]  # each (n, oh, ow, kw, c)
+        dx = jnp.stack(rows, axis=2).reshape(n, oh * kh, ow * kw, c)
         if dx.shape != x.shape:  # rows or columns the windows did not reach get no gradient
             dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - oh * kh), (0, x.shape[2] - ow * kw), (0, 0)))
         return dx
 
     def backward(residuals, dy):
-        x, y = residuals
+        x, aux = residuals
         if stride == window:
-            return (), backward_tiled(x, y, dy)
+            return (), backward_tiled(x, aux, dy)
         dx = jnp.zeros_like(x)
-        taken = jnp.zeros(y.shape, bool)
-        for index, view in _windows(x, window, stride):
-            if kind == "MaxPool":  # the gradient goes to the (first) maximum of each window
-                route = (view == y) & ~taken
-                taken = taken | route
-                dx = dx.at[index].add(jnp.where(route, dy, 0))
-            else:  # every input of a window gets an equal share
-                dx = dx.at[index].add(dy / (window[0] * window[1]))
+        for k, (index, _) in enumerate(_windows(x, window, stride)):
+            dx = dx.at[index].add(reduction.share(k, aux, dy, size))
         return (), dx
 
-    return make_layer(name, init, forward, backward)
+    return make_layer(f"{kind}({window}, {stride})", init, forward, backward)
 
 
 def MaxPool(window=(2, 2), stride=None):
     """Max pooling (VALID), NHWC. y = max over each window; dL/dx = dy at the window's maximum
-    (the first one if tied), 0 elsewhere; overlapping windows add up. Params: ().
-    Windows that tile the input (stride == window, the default) take a reshape; overlapping ones
-    a pass per window offset."""
-    return _pool("MaxPool", window, stride)
+    (the first one if tied), 0 elsewhere; overlapping windows add up. Params: ()."""
+    return Pool(MAX, window, stride)
 
 
 def AvgPool(window=(2, 2), stride=None):
     """Average pooling (VALID), NHWC. y = mean over each window; dL/dx = dy / (kh kw) to every
     input of the window; overlapping windows add up. Params: ()."""
-    return _pool("AvgPool", window, stride)
+    return Pool(MEAN, window, stride)
 
 
 # --- regularisation and normalisation ------------------------------------------------------------------
 
+
 def Dropout(rate):
-    """Inverted dropout: with a key, y = x * m / (1 - rate), m ~ Bernoulli(1 - rate) per element;
-    without a key (evaluation), y = x. Backward: dx = dy * m / (1 - rate). Params: ()."""
+    """Inverted dropout: y = x * m / (1 - rate), m ~ Bernoulli(1 - rate) per element, when on;
+    y = x when off. Backward: dx = dy * m / (1 - rate). Params: ().
+
+    On with train=True (which needs key=), off with train=False; without `train`, on exactly when
+    given a key (the rule of DESIGN.md section 2).
+    """
     if not 0 <= rate < 1:
         raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
 
     def init(key, input_shape, dtype=jnp.float32):
         return tuple(input_shape), ()
 
-    def forward(params, x, key=None):
-        if key is None or rate == 0:
+    def forward(params, x, key=None, train=None):
+        if train and key is None:
+            raise ValueError("Dropout: train=True needs key=... (a PRNG key for the masks); "
+                             "pass train=False to evaluate")
+        on = key is not None if train is None else train
+        if not on or rate == 0:
             return x, None
         scale = jax.random.bernoulli(key, 1 - rate, x.shape).astype(x.dtype) / (1 - rate)
         return x * scale, scale
@@ -317,6 +319,56 @@ def Dropout(rate):
         return (), dy if scale is None else dy * scale
 
     return make_layer(f"Dropout({rate})", init, forward, backward)
+
+
+def _normalize(x, axes, eps):
+    """xhat = (x - mu) / sqrt(var + eps), mu and var (biased) over `axes`; returns xhat, the
+    1 / sqrt(var + eps), mu and var (kept dims)."""
+    mu = jnp.mean(x, axis=axes, keepdims=True)
+    centred = x - mu
+    var = jnp.mean(centred * centred, axis=axes, keepdims=True)
+    inv_std = jax.lax.rsqrt(var + eps)
+    return centred * inv_std, inv_std, mu, var
+
+
+def _normalize_backward(xhat, inv_std, dxhat, axes):
+    """dL/dx for xhat = (x - mu) / sqrt(var + eps) when mu and var are statistics of x over `axes`
+    (means below over the same axes, m entries each). From d mu/dx = 1/m and d var/dx = 2 (x - mu)/m:
+
+        dL/dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(var + eps)
+    """
+    mean = lambda a: jnp.mean(a, axis=axes, keepdims=True)  # noqa: E731
+    return inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+
+
+class NormResiduals(NamedTuple):
+    xhat: Any  # the normalised input, x's shape
+    inv_std: Any  # 1 / sqrt(var + eps), broadcastable to x
+    scale: Any  # the learned scale g
+
+
+class FixedStatsResiduals(NamedTuple):
+    """BatchNorm in evaluation: the statistics are constants, not functions of x."""
+
+    xhat: Any
+    inv_std: Any
+    scale: Any
+
+
+def _scale_and_bias(features, dtype):
+    return {"scale": jnp.ones((features,), dtype), "bias": jnp.zeros((features,), dtype)}
+
+
+def _affine_grads(dy, xhat):
+    """dL/dscale and dL/dbias of y = scale xhat + bias (per feature, the last axis)."""
+    axes = tuple(range(dy.ndim - 1))
+    return {"scale": jnp.sum(dy * xhat, axis=axes), "bias": jnp.sum(dy, axis=axes)}
+
+
+def _check_features(name, x, params):
+    if jnp.ndim(x) < 2 or x.shape[-1] != params["scale"].shape[0]:
+        raise ValueError(f"{name}: expected (batch, ..., {params['scale'].shape[0]}) with the features "
+                         f"last, got shape {jnp.shape(x)}")
 
 
 def LayerNorm(eps=1e-5):
@@ -333,23 +385,112 @@ def LayerNorm(eps=1e-5):
     """
 
     def init(key, input_shape, dtype=jnp.float32):
-        d = input_shape[-1]
-        return tuple(input_shape), {"scale": jnp.ones((d,), dtype), "bias": jnp.zeros((d,), dtype)}
+        return tuple(input_shape), _scale_and_bias(input_shape[-1], dtype)
 
     def forward(params, x):
-        if x.shape[-1] != params["scale"].shape[0]:
-            raise ValueError(f"LayerNorm: expected {params['scale'].shape[0]} features on the last axis, got {x.shape}")
-        mu = jnp.mean(x, axis=-1, keepdims=True)
-        centred = x - mu
-        inv_std = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)
-        xhat = centred * inv_std
-        return xhat * params["scale"] + params["bias"], (xhat, inv_std, params["scale"])
+        _check_features("LayerNorm", x, params)
+        xhat, inv_std, _, _ = _normalize(x, -1, eps)
+        return xhat * params["scale"] + params["bias"], NormResiduals(xhat, inv_std, params["scale"])
+
+    def backward(residuals, dy):
+        xhat, inv_std, scale = residuals
+        return _affine_grads(dy, xhat), _normalize_backward(xhat, inv_std, dy * scale, -1)
+
+    return make_layer("LayerNorm", init, forward, backward)
+
+
+def BatchNorm(momentum=0.9, eps=1e-5):
+    """Batch normalisation over every axis but the last (the C features or channels).
+    params {"scale": (C,), "bias": (C,)} (1 and 0); state {"mean": (C,), "var": (C,)} (0 and 1).
+
+    train=True:  m, v = the batch's mean and biased variance per channel (over n = batch * H * W
+                 values);  xhat = (x - m) / sqrt(v + eps);  y = scale xhat + bias;
+                 new mean = momentum mean + (1 - momentum) m;
+                 new var  = momentum var  + (1 - momentum) v n / (n - 1)  (the unbiased variance)
+    otherwise:   the same y with the running mean and var: xhat = (x - mean) / sqrt(var + eps).
+
+    Backward (dxhat = dy scale; sums and means over all axes but the last):
+        dL/dscale = sum dy xhat        dL/dbias = sum dy
+        train:  dL/dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(v + eps)
+                (m and v depend on x: the two mean terms are their contributions)
+        eval:   dL/dx = dxhat / sqrt(var + eps)     (the running statistics are constants)
+    The state gets no gradient: it is not trained.
+    """
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"BatchNorm: momentum must be in [0, 1], got {momentum}")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        return tuple(input_shape), _scale_and_bias(input_shape[-1], dtype)
+
+    def init_state(input_shape, dtype=jnp.float32):
+        c = input_shape[-1]
+        return {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
+
+    def forward(params, x, state, train=None):
+        _check_features("BatchNorm", x, params)
+        axes = tuple(range(x.ndim - 1))
+        if train:
+            n = x.size // x.shape[-1]
+            if n < 2:
+                raise ValueError(f"BatchNorm: training needs more than one value per channel to take "
+                                 f"batch statistics, got input of shape {x.shape}")
+            xhat, inv_std, m, v = _normalize(x, axes, eps)
+            new_state = {
+                "mean": momentum * state["mean"] + (1 - momentum) * m.reshape(-1),
+                "var": momentum * state["var"] + (1 - momentum) * v.reshape(-1) * (n / (n - 1)),
+            }
+            new_state = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), new_state, state)
+            residuals = NormResiduals(xhat, inv_std, params["scale"])
+        else:
+            inv_std = jax.lax.rsqrt(state["var"] + eps).astype(x.dtype)
+            xhat = (x - state["mean"].astype(x.dtype)) * inv_std
+            new_state, residuals = state, FixedStatsResiduals(xhat, inv_std, params["scale"])
+        return xhat * params["scale"] + params["bias"], residuals, new_state
 
     def backward(residuals, dy):
         xhat, inv_std, scale = residuals
         axes = tuple(range(dy.ndim - 1))
-        dxhat = dy * scale
-        dx = inv_std * (dxhat - jnp.mean(dxhat, -1, keepdims=True) - xhat * jnp.mean(dxhat * xhat, -1, keepdims=True))
-        return {"scale": jnp.sum(dy * xhat, axis=axes), "bias": jnp.sum(dy, axis=axes)}, dx
+        if isinstance(residuals, FixedStatsResiduals):
+            dx = dy * scale * inv_std
+        else:
+            dx = _normalize_backward(xhat, inv_std, dy * scale, axes)
+        return _affine_grads(dy, xhat), dx
 
-    return make_layer("LayerNorm", init, forward, backward)
+    return make_layer(f"BatchNorm({momentum})", init, forward, backward, init_state)
+
+
+def GroupNorm(groups, eps=1e-5):
+    """Group normalisation: per example, over the spatial axes and the C/groups channels of each
+    group (groups are contiguous blocks of channels). x: (batch, ..., C); params {"scale": (C,),
+    "bias": (C,)}. No state: the statistics are the example's own, in training and evaluation.
+
+    With x viewed as (batch, S, groups, C/groups), S the spatial positions, and the means over
+    S and C/groups (m = S C/groups entries):
+        xhat = (x - mu) / sqrt(var + eps);  y = scale xhat + bias
+    Backward (dxhat = dy scale):
+        dL/dscale = sum dy xhat   dL/dbias = sum dy   (over batch and spatial axes)
+        dL/dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(var + eps)   per group
+    """
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"GroupNorm: groups must be a positive int, got {groups!r}")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        if input_shape[-1] % groups:
+            raise ValueError(f"GroupNorm: {input_shape[-1]} channels do not split into {groups} groups")
+        return tuple(input_shape), _scale_and_bias(input_shape[-1], dtype)
+
+    def grouped(a):  # (batch, ..., C) -> (batch, S, groups, C / groups)
+        return a.reshape(a.shape[0], -1, groups, a.shape[-1] // groups)
+
+    def forward(params, x):
+        _check_features("GroupNorm", x, params)
+        xhat, inv_std, _, _ = _normalize(grouped(x), (1, 3), eps)
+        xhat = xhat.reshape(x.shape)
+        return xhat * params["scale"] + params["bias"], NormResiduals(xhat, inv_std, params["scale"])
+
+    def backward(residuals, dy):
+        xhat, inv_std, scale = residuals
+        dx = _normalize_backward(grouped(xhat), inv_std, grouped(dy * scale), (1, 3))
+        return _affine_grads(dy, xhat), dx.reshape(dy.shape)
+
+    return make_layer(f"GroupNorm({groups})", init, forward, backward)

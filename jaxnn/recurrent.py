@@ -7,6 +7,7 @@ The input projection x_t wx of every step is one large matmul before the scan, a
 gradients are one large matmul after the backward scan: only the h-recurrence is sequential.
 """
 import math
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ def _check_sequence(name, x, features):
         raise ValueError(f"{name}: expected {features} features per step, got shape {jnp.shape(x)}")
 
 
-def _recurrent_init(name, hidden, gates):
+def _recurrent_init(name, hidden, gates, forget_bias=0.0):
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 2:
             raise ValueError(f"{name}: expected one example of shape (time, features), got {tuple(input_shape)}")
@@ -37,8 +38,8 @@ def _recurrent_init(name, hidden, gates):
             "wh": jax.random.uniform(kh, (hidden, gates * hidden), dtype, -scale, scale),
             "b": jnp.zeros((gates * hidden,), dtype),
         }
-        if name == "LSTM":  # forget-gate bias 1: remember by default (Jozefowicz et al. 2015)
-            params["b"] = params["b"].at[hidden : 2 * hidden].set(1.0)
+        if forget_bias:  # LSTM: forget-gate bias 1, remember by default (Jozefowicz et al. 2015)
+            params["b"] = params["b"].at[hidden : 2 * hidden].set(forget_bias)
         return (input_shape[0], hidden), params
 
     return init
@@ -64,11 +65,75 @@ def _weight_grads(x, h_prev, dz, wx, dz_h=None):
     """Given dz (time, batch, gates*h) of the input path z_t = x_t wx + b and dz_h of the recurrent
     path h_{t-1} wh (the same dz where both are summed before the gates, as in RNN and LSTM):
     the gradients of wx, wh, b and x."""
-    dz_h = dz if dz_h is None else dz_h
+    dz_h = dz if dz_h is None else dz_h  # None: the same dz
     dwx = jnp.einsum("tbi,tbg->ig", x, dz)
     dwh = jnp.einsum("tbh,tbg->hg", h_prev, dz_h)
     dx = jnp.einsum("tbg,ig->tbi", dz, wx)
     return {"wx": dwx, "wh": dwh, "b": jnp.sum(dz, axis=(0, 1))}, _time_major(dx)
+
+
+class Cell(NamedTuple):
+    """One step of a recurrent cell and its hand-derived reverse, for the shared scans of `recurrent`.
+
+    step(wh, carry, zx_t) -> (carry, (h_prev, h_t, saved_t)), with zx_t = x_t wx + b, carry the
+        state (h, or (h, c) for LSTM) and saved_t what back needs;
+    back(wh, dcarry, dy_t, h_prev, h_t, saved_t) -> (dcarry for step t-1, (dz_t, du_t)), with dz_t
+        the gradient of zx_t and du_t that of h_{t-1} wh (None where it is dz_t).
+    """
+
+    name: str
+    gates: int  # columns of wx and wh per hidden unit
+    parts: int  # arrays in the carried state
+    step: Callable
+    back: Callable
+    forget_bias: float = 0.0
+
+
+class RecurrentResiduals(NamedTuple):
+    xs: Any  # inputs, time-major (time, batch, features)
+    h_prev: Any  # h_{t-1} for every step (time, batch, hidden)
+    hs: Any  # h_t for every step
+    saved: Any  # the cell's own per-step values
+    wx: Any
+    wh: Any
+
+
+def recurrent(cell, hidden):
+    """A recurrent Layer from a Cell: the forward scan over time and the backward scan in reverse
+    (BPTT), both shared by every cell. The input projection x_t wx + b of all steps is one matmul
+    before the scan; the weight gradients are one matmul each after the reverse scan."""
+
+    def forward(params, x, initial_state=None):
+        wx, wh, b = params["wx"], params["wh"], params["b"]
+        _check_sequence(cell.name, x, wx.shape[0])
+        xs = _time_major(x)
+        carry = _initial(cell.name, x, wh.shape[0], initial_state, cell.parts)
+        _, (h_prev, hs, saved) = jax.lax.scan(lambda c, zx_t: cell.step(wh, c, zx_t), carry, xs @ wx + b)
+        return _time_major(hs), RecurrentResiduals(xs, h_prev, hs, saved, wx, wh)
+
+    def backward(residuals, dy):
+        xs, h_prev, hs, saved, wx, wh = residuals
+        zeros = jnp.zeros_like(hs[0])
+        dcarry = zeros if cell.parts == 1 else (zeros,) * cell.parts
+
+        def step(d, inputs):
+            return cell.back(wh, d, *inputs)
+
+        _, (dz, du) = jax.lax.scan(step, dcarry, (_time_major(dy), h_prev, hs, saved), reverse=True)
+        return _weight_grads(xs, h_prev, dz, wx, dz_h=du)
+
+    init = _recurrent_init(cell.name, hidden, cell.gates, cell.forget_bias)
+    return make_layer(f"{cell.name}({hidden})", init, forward, backward)
+
+
+def _rnn_step(wh, h, zx_t):
+    h_new = jnp.tanh(zx_t + h @ wh)
+    return h_new, (h, h_new, ())
+
+
+def _rnn_back(wh, dh_next, dy_t, h_prev, h_t, saved):
+    dz = (dy_t + dh_next) * (1 - h_t * h_t)
+    return dz @ wh.T, (dz, None)
 
 
 def RNN(hidden, activation="tanh"):
@@ -79,33 +144,30 @@ def RNN(hidden, activation="tanh"):
     """
     if activation != "tanh":
         raise ValueError(f"RNN: only activation='tanh' is implemented, got {activation!r}")
+    return recurrent(Cell("RNN", 1, 1, _rnn_step, _rnn_back), hidden)
 
-    def forward(params, x, initial_state=None):
-        wx, wh, b = params["wx"], params["wh"], params["b"]
-        _check_sequence("RNN", x, wx.shape[0])
-        xs = _time_major(x)
-        zx = xs @ wx + b
 
-        def step(h, zx_t):
-            h_new = jnp.tanh(zx_t + h @ wh)
-            return h_new, (h, h_new)
+def _lstm_step(wh, carry, zx_t):
+    h, c = carry
+    n = h.shape[-1]
+    z = zx_t + h @ wh
+    i, f, o = (jax.nn.sigmoid(z[:, k * n : (k + 1) * n]) for k in (0, 1, 3))
+    g = jnp.tanh(z[:, 2 * n : 3 * n])
+    c_new = f * c + i * g
+    tc = jnp.tanh(c_new)
+    h_new = o * tc
+    return (h_new, c_new), (h, h_new, (c, i, f, g, o, tc))
 
-        h0 = _initial("RNN", x, wh.shape[0], initial_state, 1)
-        _, (h_prev, hs) = jax.lax.scan(step, h0, zx)
-        return _time_major(hs), (xs, h_prev, hs, wx, wh)
 
-    def backward(residuals, dy):
-        xs, h_prev, hs, wx, wh = residuals
-
-        def step(dh_next, inputs):
-            dy_t, h_t = inputs
-            dz = (dy_t + dh_next) * (1 - h_t * h_t)
-            return dz @ wh.T, dz
-
-        _, dz = jax.lax.scan(step, jnp.zeros_like(hs[0]), (_time_major(dy), hs), reverse=True)
-        return _weight_grads(xs, h_prev, dz, wx)
-
-    return make_layer(f"RNN({hidden})", _recurrent_init("RNN", hidden, 1), forward, backward)
+def _lstm_back(wh, dcarry, dy_t, h_prev, h_t, saved):
+    dh_next, dc_next = dcarry
+    c_prev, i, f, g, o, tc = saved
+    dh = dy_t + dh_next
+    do = dh * tc
+    dc = dc_next + dh * o * (1 - tc * tc)
+    dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                          do * o * (1 - o)], axis=-1)
+    return (dz @ wh.T, dc * f), (dz, None)
 
 
 def LSTM(hidden):
@@ -120,49 +182,28 @@ def LSTM(hidden):
         di = dc g   dg = dc i   df = dc c_{t-1}        to step t-1: dc f and dz wh^T
         dz = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]
     """
+    return recurrent(Cell("LSTM", 4, 2, _lstm_step, _lstm_back, forget_bias=1.0), hidden)
 
-    def forward(params, x, initial_state=None):
-        wx, wh, b = params["wx"], params["wh"], params["b"]
-        _check_sequence("LSTM", x, wx.shape[0])
-        n = wh.shape[0]
-        xs = _time_major(x)
-        zx = xs @ wx + b
 
-        def step(carry, zx_t):
-            h, c = carry
-            z = zx_t + h @ wh
-            i, f, o = (jax.nn.sigmoid(z[:, k * n : (k + 1) * n]) for k in (0, 1, 3))
-            g = jnp.tanh(z[:, 2 * n : 3 * n])
-            c_new = f * c + i * g
-            tc = jnp.tanh(c_new)
-            h_new = o * tc
-            return (h_new, c_new), (h, c, i, f, g, o, tc, h_new)
+def _gru_step(wh, h, a):
+    n = h.shape[-1]
+    u = h @ wh
+    r = jax.nn.sigmoid(a[:, :n] + u[:, :n])
+    z = jax.nn.sigmoid(a[:, n : 2 * n] + u[:, n : 2 * n])
+    cand = jnp.tanh(a[:, 2 * n :] + r * u[:, 2 * n :])
+    h_new = (1 - z) * cand + z * h
+    return h_new, (h, h_new, (r, z, cand, u[:, 2 * n :]))
 
-        _, saved = jax.lax.scan(step, tuple(_initial("LSTM", x, n, initial_state, 2)), zx)
-        return _time_major(saved[-1]), (xs, saved[:-1], wx, wh)
 
-    def backward(residuals, dy):
-        xs, (h_prev, c_prev, i, f, g, o, tc), wx, wh = residuals
-
-        def step(carry, inputs):
-            dh_next, dc_next = carry
-            dy_t, c_prev_t, i_t, f_t, g_t, o_t, tc_t = inputs
-            dh = dy_t + dh_next
-            do = dh * tc_t
-            dc = dc_next + dh * o_t * (1 - tc_t * tc_t)
-            dz = jnp.concatenate([
-                dc * g_t * i_t * (1 - i_t),
-                dc * c_prev_t * f_t * (1 - f_t),
-                dc * i_t * (1 - g_t * g_t),
-                do * o_t * (1 - o_t),
-            ], axis=-1)
-            return (dz @ wh.T, dc * f_t), dz
-
-        zeros = jnp.zeros_like(tc[0])
-        _, dz = jax.lax.scan(step, (zeros, zeros), (_time_major(dy), c_prev, i, f, g, o, tc), reverse=True)
-        return _weight_grads(xs, h_prev, dz, wx)
-
-    return make_layer(f"LSTM({hidden})", _recurrent_init("LSTM", hidden, 4), forward, backward)
+def _gru_back(wh, dh_next, dy_t, h_prev, h_t, saved):
+    r, z, cand, un = saved
+    dh = dy_t + dh_next
+    da_n = dh * (1 - z) * (1 - cand * cand)
+    da_z = dh * (h_prev - cand) * z * (1 - z)
+    da_r = da_n * un * r * (1 - r)
+    du = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
+    da = jnp.concatenate([da_r, da_z, da_n], axis=-1)
+    return du @ wh.T + dh * z, (da, du)
 
 
 def GRU(hidden):
@@ -178,43 +219,7 @@ def GRU(hidden):
         da_r = du_r = dr r(1-r)   da_z = du_z = dz z(1-z)
         to step t-1 also: [du_r du_z du_n] wh^T;  dwx from da, dwh from du
     """
-
-    def forward(params, x, initial_state=None):
-        wx, wh, b = params["wx"], params["wh"], params["b"]
-        _check_sequence("GRU", x, wx.shape[0])
-        n = wh.shape[0]
-        xs = _time_major(x)
-        ax = xs @ wx + b
-
-        def step(h, a):
-            u = h @ wh
-            r = jax.nn.sigmoid(a[:, :n] + u[:, :n])
-            z = jax.nn.sigmoid(a[:, n : 2 * n] + u[:, n : 2 * n])
-            cand = jnp.tanh(a[:, 2 * n :] + r * u[:, 2 * n :])
-            h_new = (1 - z) * cand + z * h
-            return h_new, (h, r, z, cand, u[:, 2 * n :], h_new)
-
-        _, saved = jax.lax.scan(step, _initial("GRU", x, n, initial_state, 1), ax)
-        return _time_major(saved[-1]), (xs, saved[:-1], wx, wh)
-
-    def backward(residuals, dy):
-        xs, (h_prev, r, z, cand, un), wx, wh = residuals
-
-        def step(dh_next, inputs):
-            dy_t, h_t, r_t, z_t, n_t, un_t = inputs
-            dh = dy_t + dh_next
-            da_n = dh * (1 - z_t) * (1 - n_t * n_t)
-            da_z = dh * (h_t - n_t) * z_t * (1 - z_t)
-            da_r = da_n * un_t * r_t * (1 - r_t)
-            du = jnp.concatenate([da_r, da_z, da_n * r_t], axis=-1)
-            da = jnp.concatenate([da_r, da_z, da_n], axis=-1)
-            return du @ wh.T + dh * z_t, (da, du)
-
-        _, (da, du) = jax.lax.scan(step, jnp.zeros_like(cand[0]), (_time_major(dy), h_prev, r, z, cand, un),
-                                   reverse=True)
-        return _weight_grads(xs, h_prev, da, wx, dz_h=du)
-
-    return make_layer(f"GRU({hidden})", _recurrent_init("GRU", hidden, 3), forward, backward)
+    return recurrent(Cell("GRU", 3, 1, _gru_step, _gru_back), hidden)
 
 
 def LastStep():

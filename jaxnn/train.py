@@ -30,6 +30,7 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: Any  # int32 scalar
     key: Any  # PRNG key for permutations (and dropout)
+    model_state: Any = ()  # the model's state (BatchNorm's running statistics), updated every step
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,10 +75,12 @@ def optimizer(name="adam", learning_rate=1e-3, schedule_kind="constant", total_s
 
 
 def init_state(model, opt, key, input_shape, dtype=jnp.float32):
-    """Initial TrainState: params from model.init (in dtype), the optimizer's state, step 0, a data key."""
+    """Initial TrainState: params from model.init (in dtype), the optimizer's state, step 0, a data
+    key, and the model's own state (model.init_state: () for most, running statistics for BatchNorm)."""
     init_key, data_key = jax.random.split(key)
     _, params = model.init(init_key, tuple(input_shape), dtype=dtype)
-    return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), data_key)
+    model_state = model.init_state(tuple(input_shape), dtype=dtype)
+    return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), data_key, model_state)
 
 
 def to_inputs(images, input_shape):
@@ -100,10 +103,10 @@ def make_step(model, loss, opt, grad="manual", input_shape=None, mesh=None):
         if mesh is not None:
             x, labels = parallel.shard_batch(x, mesh), parallel.shard_batch(labels, mesh)
         key = jax.random.fold_in(state.key, state.step) if model.stochastic else None  # for Dropout
-        (value, out), grads = f(state.params, x, labels, key)
+        (value, out, model_state), grads = f(state.params, x, labels, key, state=state.model_state, train=True)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        new = TrainState(params, opt_state, state.step + 1, state.key)
+        new = state._replace(params=params, opt_state=opt_state, step=state.step + 1, model_state=model_state)
         return new, (value, accuracy(out, labels))
 
     return step
@@ -151,23 +154,25 @@ def init_ensemble(model, opt, keys, input_shape):
 
 
 def make_evaluate(model, loss, input_shape, batch_size=1000):
-    """evaluate(params, images, labels) -> (mean loss, accuracy) over the whole set.
+    """evaluate(params, images, labels, model_state=None) -> (mean loss, accuracy) over the whole set,
+    in evaluation mode (train=False: BatchNorm uses the running statistics of model_state).
 
     Whole batches run under one `lax.scan`; a last, partial batch runs once after it. Each batch's
     mean loss is weighted by its size, so the result is the mean over all examples.
     """
 
-    def totals(params, images, labels):
-        out = model.apply(params, to_inputs(images, input_shape))
+    def totals(params, model_state, images, labels):
+        out = model.apply(params, to_inputs(images, input_shape), state=model_state, train=False)
+        out = out if model_state is None else out[0]
         return loss(out, labels) * labels.shape[0], jnp.sum(jnp.argmax(out, 1) == labels)
 
-    def evaluate(params, images, labels):
+    def evaluate(params, images, labels, model_state=None):
         n = images.shape[0]
         whole = n // batch_size
 
         def body(acc, i):
             sl = jax.lax.dynamic_slice_in_dim
-            batch_loss, batch_correct = totals(params, sl(images, i * batch_size, batch_size),
+            batch_loss, batch_correct = totals(params, model_state, sl(images, i * batch_size, batch_size),
                                                sl(labels, i * batch_size, batch_size))
             return (acc[0] + batch_loss, acc[1] + batch_correct), None
 
@@ -175,7 +180,7 @@ def make_evaluate(model, loss, input_shape, batch_size=1000):
         if whole:
             (total_loss, correct), _ = jax.lax.scan(body, (0.0, 0), jnp.arange(whole))
         if n % batch_size:
-            rest_loss, rest_correct = totals(params, images[whole * batch_size :], labels[whole * batch_size :])
+            rest_loss, rest_correct = totals(params, model_state, images[whole * batch_size :], labels[whole * batch_size :])
             total_loss, correct = total_loss + rest_loss, correct + rest_correct
         return total_loss / n, correct / n
 
@@ -236,7 +241,7 @@ def fit(model, loss, data, *, epochs, batch_size, opt, key, input_shape, grad="m
         row = {"epoch": epoch + 1, "train_loss": float(losses.mean()), "train_accuracy": float(np.mean(accs)),
                "seconds": seconds, "samples_per_second": losses.size * batch_size / seconds}
         if eval_every_epoch or epoch + 1 == epochs:
-            test_loss, test_acc = evaluate(state.params, x_test, y_test)
+            test_loss, test_acc = evaluate(state.params, x_test, y_test, state.model_state)
             row.update(test_loss=float(test_loss), test_accuracy=float(test_acc))
         history["epochs"].append(row)
         history["step_losses"].extend(float(v) for v in losses)

@@ -1,6 +1,9 @@
 """One table drives the gradient checks: add an op to LAYERS or LOSSES and it is checked in
-float64 against jax.grad (rel. error <= 1e-10) and central finite differences (<= 1e-6), over
-random shapes and inputs drawn by hypothesis, kink points included for the jax.grad comparison.
+float64 against jax.grad (rel. error <= 1e-10) and central finite differences (<= 1e-6), and its
+hand rule is run under `jit` and under `vmap` against the eager result.
+
+The default run checks every op at one fixed shape; the `slow` run (`.ci/run`) adds random
+shapes and inputs drawn by hypothesis, kink points included for the jax.grad comparison.
 """
 import jax
 import jax.numpy as jnp
@@ -15,6 +18,7 @@ from jaxnn import gradcheck
 AUTODIFF_TOL = 1e-10
 FD_TOL = 1e-6
 SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
+FIXED_DIMS = (3, 4)  # (batch, width) of the default run's one example per op
 KINKED = {"relu", "prelu", "elu", "leaky_relu", "binary_step"}  # a kink (or jump) at x = 0
 
 
@@ -63,11 +67,26 @@ def _sequence(layer, features=3):
     return make
 
 
+def _with_state(layer, train):
+    """A stateful layer (BatchNorm) with its state bound: running statistics away from their
+    initial 0 and 1 so that evaluation mode is not the identity map; train picks the mode."""
+
+    def state_for(x):
+        state = layer.init_state(x.shape[1:], dtype=x.dtype)
+        return jax.tree_util.tree_map(lambda a: a + 0.5 + 0.25 * jnp.cos(jnp.arange(a.size, dtype=a.dtype)), state)
+
+    return layer._replace(
+        forward=lambda p, x, key=None, train=train: layer.forward(p, x, state=state_for(x), train=train)[:2],
+        apply=lambda p, x, key=None, train=train: layer.apply(p, x, state=state_for(x), train=train)[0],
+        stateful=False,
+    )
+
+
 def _with_key(layer, seed=7):
     """Dropout's training mode: the same fixed key in forward and apply, so the mask is shared."""
     fixed = jax.random.PRNGKey(seed)
-    return layer._replace(forward=lambda p, x, key=None: layer.forward(p, x, key=fixed),
-                          apply=lambda p, x, key=None: layer.apply(p, x, key=fixed))
+    return layer._replace(forward=lambda p, x, key=None, train=None: layer.forward(p, x, key=fixed),
+                          apply=lambda p, x, key=None, train=None: layer.apply(p, x, key=fixed))
 
 
 LAYERS.update({
@@ -95,6 +114,18 @@ LAYERS.update({
     "LSTM": _sequence(nn.LSTM(3)),
     "GRU": _sequence(nn.GRU(3)),
     "LastStep": _sequence(nn.LastStep()),
+    "BatchNorm training": _image(_with_state(nn.BatchNorm(), train=True), channels=3),
+    "BatchNorm evaluation": _image(_with_state(nn.BatchNorm(), train=False), channels=3),
+    "BatchNorm training on sequences": _sequence(_with_state(nn.BatchNorm(0.8), train=True), features=5),
+    "GroupNorm(2) on images": _image(nn.GroupNorm(2), channels=6),
+    "GroupNorm(1) on sequences": _sequence(nn.GroupNorm(1), features=5),
+    "GroupNorm(3) per channel": _image(nn.GroupNorm(3), channels=3),
+    "cnn with BatchNorm, training": _image(_with_state(nn.serial(
+        nn.Conv2D(3, (3, 3)), nn.BatchNorm(), nn.activation("relu"), nn.MaxPool(),
+        nn.Residual(nn.serial(nn.Conv2D(3, (3, 3)), nn.BatchNorm())), nn.Flatten(), nn.Dense(2)), train=True)),
+    "cnn with BatchNorm, evaluation": _image(_with_state(nn.serial(
+        nn.Conv2D(3, (3, 3)), nn.BatchNorm(), nn.activation("relu"), nn.MaxPool(),
+        nn.Residual(nn.serial(nn.Conv2D(3, (3, 3)), nn.BatchNorm())), nn.Flatten(), nn.Dense(2)), train=False)),
     "cnn": _image(nn.serial(nn.Conv2D(3, (3, 3)), nn.activation("relu"), nn.MaxPool(), nn.Flatten(), nn.Dense(2))),
     "lstm classifier": _sequence(nn.serial(nn.LSTM(3), nn.LastStep(), nn.Dense(2))),
     "elu(alpha=0.7)": _activation_case("elu", alpha=0.7),
@@ -112,8 +143,8 @@ def _build(name, shape, batch, seed, away_from_kinks):
     _, params = layer.init(k1, input_shape, dtype=jnp.float64)
     x = jax.random.normal(k2, (batch,) + tuple(input_shape), jnp.float64) * 2
     if name not in ELEMENTWISE:  # kinks only where an element-wise op has one; MaxPool's are ties
-        pass
-    elif away_from_kinks:  # finite differences are meaningless across a kink: keep |x| >= 0.1
+        return layer, params, x
+    if away_from_kinks:  # finite differences are meaningless across a kink: keep |x| >= 0.1
         x = jnp.where(jnp.abs(x) < 0.1, jnp.sign(x) * 0.1 + (x == 0) * 0.1, x)
     else:  # plant exact kink points for the comparison with jax.grad
         x = x.at[..., 0].set(0.0)
@@ -123,10 +154,7 @@ def _build(name, shape, batch, seed, away_from_kinks):
 shapes = st.tuples(st.integers(1, 5), st.integers(1, 6))  # (batch, width)
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
-@SETTINGS
-@given(dims=shapes, seed=st.integers(0, 2**16))
-def test_layer_vs_jax_grad_and_finite_differences(name, dims, seed):
+def _check(name, dims, seed):
     batch, width = dims
     with jax.enable_x64(True):
         layer, params, x = _build(name, (width,), batch, seed, away_from_kinks=True)
@@ -135,15 +163,63 @@ def test_layer_vs_jax_grad_and_finite_differences(name, dims, seed):
         gradcheck.check_layer(layer, params, x, key=key).assert_close(AUTODIFF_TOL, FD_TOL)
 
 
+def _hand_rule(layer):
+    def rule(params, x, dy):
+        _, residuals = layer.forward(params, x)
+        return layer.backward(residuals, dy)
+
+    return rule
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_vs_jax_grad_and_finite_differences(name):
+    _check(name, FIXED_DIMS, seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_hand_rule_under_jit_and_vmap(name):
+    """The eager hand rule, the jitted one, and the one vmapped over two independent problems
+    (a leading axis that the layer never sees) give the same gradients."""
+    with jax.enable_x64(True):
+        layer, params, x = _build(name, (FIXED_DIMS[1],), FIXED_DIMS[0], seed=3, away_from_kinks=True)
+        y, _ = layer.forward(params, x)
+        dys = jax.random.normal(jax.random.PRNGKey(4), (2,) + y.shape, y.dtype)
+        xs = jnp.stack([x, -0.5 * x + 0.25])
+        rule = _hand_rule(layer)
+        eager = [rule(params, xs[i], dys[i]) for i in range(2)]
+        _assert_trees_close(jax.jit(rule)(params, xs[0], dys[0]), eager[0], 1e-12)
+        batched = jax.vmap(rule, in_axes=(None, 0, 0))(params, xs, dys)
+        for i in range(2):
+            _assert_trees_close(jax.tree_util.tree_map(lambda t: t[i], batched), eager[i], 1e-12)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LAYERS))
 @SETTINGS
 @given(dims=shapes, seed=st.integers(0, 2**16))
+def test_layer_on_random_shapes(name, dims, seed):
+    _check(name, dims, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+@SETTINGS
+@given(dims=shapes, seed=st.integers(0, 2**16))
 def test_layer_at_kinks_matches_jax_grad(name, dims, seed):
+    """Exact kink points (x = 0) of the element-wise ops against jax.grad, on random shapes; the
+    rest of the table has no kink that _build can plant (MaxPool's are ties of measure zero)."""
     batch, width = dims
     with jax.enable_x64(True):
         layer, params, x = _build(name, (width,), batch, seed, away_from_kinks=False)
-        report = gradcheck.check_layer(layer, params, x, finite_diff=False)
-        report.assert_close(AUTODIFF_TOL)
+        gradcheck.check_layer(layer, params, x, finite_diff=False).assert_close(AUTODIFF_TOL)
+
+
+def test_kink_points_follow_the_lecture():
+    """Default run: every element-wise op at x = 0 exactly against jax.grad, in one batch."""
+    with jax.enable_x64(True):
+        for name in sorted(ELEMENTWISE):
+            layer, params, x = _build(name, (5,), 3, seed=1, away_from_kinks=False)
+            gradcheck.check_layer(layer, params, x, finite_diff=False).assert_close(AUTODIFF_TOL)
 
 
 def _class_case(loss):
@@ -179,13 +255,23 @@ def test_every_loss_is_in_the_table():
     assert set(LOSSES) == set(nn.losses.ALL)
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-@SETTINGS
-@given(batch=st.integers(1, 6), classes=st.integers(2, 7), seed=st.integers(0, 2**16))
-def test_loss_vs_jax_grad_and_finite_differences(name, batch, classes, seed):
+def _check_loss(name, batch, classes, seed):
     with jax.enable_x64(True):
         loss, pred, target = LOSSES[name](batch, classes, jax.random.PRNGKey(seed))
         gradcheck.check_loss(loss, pred, target).assert_close(AUTODIFF_TOL, FD_TOL)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_loss_vs_jax_grad_and_finite_differences(name):
+    _check_loss(name, batch=5, classes=4, seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@SETTINGS
+@given(batch=st.integers(1, 6), classes=st.integers(2, 7), seed=st.integers(0, 2**16))
+def test_loss_on_random_shapes(name, batch, classes, seed):
+    _check_loss(name, batch, classes, seed)
 
 
 @pytest.mark.parametrize("activation", sorted(nn.activations.NAMES))

@@ -1,0 +1,88 @@
+"""The model zoo: the networks the experiments and benchmarks train, each defined once here.
+
+    model = models.mlp([784, 256, 256, 10])
+    model, input_shape = models.build("cnn", classes=10, image_shape=(28, 28, 1), batchnorm=True)
+
+`build(name, classes, image_shape, **options)` returns the model and the shape of one input
+example (the MLP reads flat images, the recurrent readers read rows).
+"""
+
+import math
+
+import jax.numpy as jnp
+
+from .activations import activation as activation_layer
+from .core import Layer, serial
+from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool
+from .recurrent import GRU, LSTM, RNN, LastStep
+
+
+def mlp(sizes, activation="relu", **options):
+    """A feed-forward net: Dense/activation pairs, no activation after the last Dense.
+
+    sizes include the input width: mlp([784, 512, 512, 10]) maps (batch, 784) -> (batch, 10).
+    `activation` is a name from the table (with `options`) or a Layer.
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise ValueError(f"mlp: sizes must be at least two positive ints (input width first), got {sizes}")
+    act = activation if isinstance(activation, Layer) else None
+    layers = []
+    for width in sizes[1:-1]:
+        layers += [Dense(width), act or activation_layer(activation, **options)]
+    layers.append(Dense(sizes[-1]))
+    model = serial(*layers)
+
+    def init(key, input_shape=(sizes[0],), dtype=jnp.float32):
+        if tuple(input_shape) != (sizes[0],):
+            raise ValueError(f"mlp: built for inputs of shape ({sizes[0]},), got input_shape {tuple(input_shape)}")
+        return model.init(key, input_shape, dtype=dtype)
+
+    return model._replace(init=init, name=f"mlp({sizes}, {getattr(activation, 'name', activation)})")
+
+
+def linear(classes, image_shape):
+    """The lecture's linear classifier F(W, x, b) = Wx + b on flat images."""
+    return Dense(classes), (math.prod(image_shape),)
+
+
+def image_mlp(classes, image_shape, width=256, activation="relu"):
+    """mlp([pixels, width, width, classes]) on flat images."""
+    n = math.prod(image_shape)
+    return mlp([n, width, width, classes], activation=activation), (n,)
+
+
+def cnn(classes, image_shape, dropout=0.0, batchnorm=False, channels=(32, 64), dense=128):
+    """Conv blocks (3x3 convolution, [BatchNorm], ReLU, 2x2 max pool) with `channels`, then
+    Dense(dense), ReLU, Dense(classes); Dropout before each Dense when dropout > 0."""
+    drop = [Dropout(dropout)] if dropout > 0 else []
+    blocks = []
+    for c in channels:
+        blocks += [Conv2D(c, (3, 3)), *([BatchNorm()] if batchnorm else []), activation_layer("relu"), MaxPool()]
+    model = serial(*blocks, Flatten(), *drop, Dense(dense), activation_layer("relu"), *drop, Dense(classes))
+    return model, tuple(image_shape)
+
+
+def recurrent_reader(cell, classes, image_shape, width=128):
+    """Reads an image row by row (28 steps of 28 pixels for MNIST) with `cell` ("lstm", "gru",
+    "rnn" or a constructor), then Dense on the last hidden state."""
+    cell = {"lstm": LSTM, "gru": GRU, "rnn": RNN}.get(cell, cell)
+    rows, cols = image_shape[0], math.prod(image_shape[1:])
+    return serial(cell(width), LastStep(), Dense(classes)), (rows, cols)
+
+
+BUILDERS = {
+    "linear": linear,
+    "mlp": image_mlp,
+    "cnn": cnn,
+    "lstm": lambda classes, image_shape, **kw: recurrent_reader("lstm", classes, image_shape, **kw),
+    "gru": lambda classes, image_shape, **kw: recurrent_reader("gru", classes, image_shape, **kw),
+    "rnn": lambda classes, image_shape, **kw: recurrent_reader("rnn", classes, image_shape, **kw),
+}
+
+
+def build(name, classes, image_shape, **options):
+    """(model, input_shape) for the zoo's `name` (one of BUILDERS), with its keyword options."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(BUILDERS)}")
+    return BUILDERS[name](classes, tuple(image_shape), **options)
