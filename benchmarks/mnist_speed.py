@@ -23,7 +23,7 @@ from bench_io import write_json
 from jaxnn import data, train
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-from common import MODELS  # noqa: E402
+from common import MODELS, build_model  # noqa: E402
 
 
 def reference(ds, seed=0, epochs=10, batch=128):
@@ -72,9 +72,9 @@ def reference(ds, seed=0, epochs=10, batch=128):
 
 
 def jaxnn_default(ds, seed=0):
-    builder, recipe = MODELS["mlp"]
+    recipe = MODELS["mlp"]
     args = argparse.Namespace(width=recipe["width"], activation="relu")
-    model, input_shape = builder(10, (28, 28, 1), args)
+    model, input_shape = build_model("mlp", 10, (28, 28, 1), args)
     steps = recipe["epochs"] * (len(ds.x_train) // recipe["batch_size"])
     opt = train.optimizer(recipe["optimizer"], recipe["lr"], recipe["schedule"], steps)
     _, history = train.fit(model, nn.losses.softmax_cross_entropy, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),

@@ -29,11 +29,7 @@ MLP_SIZES = [784, 512, 512, 10]
 def jaxnn_model(name):
     if name == "mlp":
         return nn.mlp(MLP_SIZES), (784,)
-    return nn.serial(
-        nn.Conv2D(32, (3, 3)), nn.activation("relu"), nn.MaxPool(),
-        nn.Conv2D(64, (3, 3)), nn.activation("relu"), nn.MaxPool(),
-        nn.Flatten(), nn.Dense(128), nn.activation("relu"), nn.Dense(10),
-    ), (28, 28, 1)
+    return nn.models.cnn(10, (28, 28, 1))
 
 
 def step_flops(name, batch):

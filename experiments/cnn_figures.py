@@ -14,7 +14,7 @@ import numpy as np
 import jaxnn as nn
 from jaxnn import data, plots, train
 
-from common import MODELS, out_dir, parser, write_metrics
+from common import MODELS, build_model, out_dir, parser, write_metrics
 
 
 def main():
@@ -23,8 +23,8 @@ def main():
     args = p.parse_args()
     folder = out_dir(args.out, "cnn_figures")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
-    builder, recipe = MODELS["cnn"]
-    model, shape = builder(10, (28, 28, 1), argparse.Namespace(dropout=recipe.get("dropout", 0.0)))
+    recipe = MODELS["cnn"]
+    model, shape = build_model("cnn", 10, (28, 28, 1), argparse.Namespace(dropout=recipe["dropout"]))
     opt = train.optimizer("adam", recipe["lr"], recipe["schedule"], args.epochs * (60000 // 128))
     state, history = train.fit(model, nn.losses.softmax_cross_entropy, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
                                epochs=args.epochs, batch_size=128, opt=opt, key=jax.random.PRNGKey(args.seed),

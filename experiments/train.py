@@ -17,7 +17,7 @@ import jax
 import jaxnn as nn
 from jaxnn import data, parallel, plots, train
 
-from common import MODELS, out_dir, write_metrics
+from common import MODEL_OPTIONS, MODELS, build_model, out_dir, write_metrics
 
 
 def parse_args(argv=None):
@@ -33,6 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=None, help="hidden width of the MLP")
     p.add_argument("--activation", default="relu", help=f"one of {', '.join(nn.activations.names())}")
     p.add_argument("--dropout", type=float, default=None, help="dropout rate before the CNN's Dense layers")
+    p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each of the CNN's convolutions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grad", default="manual", choices=nn.gradients.MODES)
     p.add_argument("--devices", type=int, default=1, help="data parallelism over this many devices")
@@ -40,18 +41,21 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.npz")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    builder, recipe = MODELS[args.model]
+    if args.batchnorm and "batchnorm" not in MODEL_OPTIONS[args.model]:
+        p.error(f"--batchnorm applies to --model cnn, not {args.model}")
+    recipe = MODELS[args.model]
     for name, value in recipe.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     if args.width is None:
         args.width = 256
-    return args, builder
+    return args
 
 
 def main(argv=None):
-    args, builder = parse_args(argv)
-    run_name = f"{args.dataset.replace(':', '_')}-{args.model}-{args.grad}-seed{args.seed}"
+    args = parse_args(argv)
+    model_name = args.model + ("-bn" if args.batchnorm else "")
+    run_name = f"{args.dataset.replace(':', '_')}-{model_name}-{args.grad}-seed{args.seed}"
     folder = out_dir(args.out, run_name)
     try:
         ds = data.load(args.dataset, data_dir=args.data_dir, dtype="uint8")
@@ -60,7 +64,7 @@ def main(argv=None):
     if args.devices > len(jax.devices()):
         sys.exit(f"error: --devices {args.devices} but {len(jax.devices())} available; on a CPU set "
                  f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}")
-    model, input_shape = builder(ds.classes, ds.x_train.shape[1:], args)
+    model, input_shape = build_model(args.model, ds.classes, ds.x_train.shape[1:], args)
     steps = args.epochs * (len(ds.x_train) // args.batch_size)
     opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps)
     print(f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "

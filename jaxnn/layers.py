@@ -106,9 +106,10 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
       "conv": as convolutions: dw is x correlated with dy dilated by s (batch and feature axes
               swapped so the sum runs over n); dx is the transposed convolution (dy dilated by s,
               correlated with w flipped in space, in/out channels swapped). Best on accelerators.
-      "taps": one matmul per kernel tap (i, j) on the strided view x[:, i::s, j::s]: kh*kw matmuls,
-              no loop over pixels. XLA's CPU backend runs the swapped-axes convolution of "conv"
-              about 50x slower inside a `lax.scan` (our whole-epoch loop); these matmuls do not suffer.
+      "taps": one matmul per kernel tap (i, j) on the strided view x[:, i::s, j::s]: kh*kw matmuls in
+              a fori_loop (one view in memory at a time), no loop over pixels. XLA's CPU backend runs
+              the swapped-axes convolution of "conv" about 20x slower inside a `lax.scan` (our
+              whole-epoch loop); these matmuls do not suffer.
       "auto" (default): "taps" on the CPU, "conv" elsewhere.
     """
     kernel_size, stride = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
@@ -138,41 +139,77 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         y = jax.lax.conv_general_dilated(x, w, stride, pads(x.shape[1:3]), dimension_numbers=_CONV_DIMS)
         return y + params["b"], ConvResiduals(x, w)
 
-    def backward_conv(x, w, dy):
+    def trimmed_pads(x):
+        """The padding, its high side trimmed of rows and columns no window reaches."""
         (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
-        # trim the high padding so that the weight gradient comes out exactly kernel-sized
         hi_h -= (x.shape[1] + lo_h + hi_h - kernel_size[0]) % stride[0]
         hi_w -= (x.shape[2] + lo_w + hi_w - kernel_size[1]) % stride[1]
-        dw = jax.lax.conv_general_dilated(
-            x, dy, (1, 1), ((lo_h, hi_h), (lo_w, hi_w)), rhs_dilation=stride,
-            dimension_numbers=("CHWN", "IHWO", "HWNC"),
-        )
-        dilated = [(o - 1) * s + 1 for o, s in zip(dy.shape[1:3], stride)]
-        dx_pads = []
-        for size, k, lo, d in zip(x.shape[1:3], kernel_size, (lo_h, lo_w), dilated):
-            first = k - 1 - lo
-            dx_pads.append((first, size - 1 + k - d - first))
-        dx = jax.lax.conv_general_dilated(
-            dy, jnp.flip(w, (0, 1)), (1, 1), dx_pads, lhs_dilation=stride,
-            dimension_numbers=("NHWC", "HWOI", "NHWC"),
-        )
-        return dw, dx
+        return (lo_h, hi_h), (lo_w, hi_w)
 
-    def backward_taps(x, w, dy):
+    def weight_grad_conv(x, dy):
+        """dw as x correlated with dy dilated by the stride, batch and feature axes swapped."""
+        return jax.lax.conv_general_dilated(x, dy, (1, 1), trimmed_pads(x), rhs_dilation=stride,
+                                            dimension_numbers=("CHWN", "IHWO", "HWNC"))
+
+    def weight_grad_taps(x, dy):
+        """dw[i, j] = view_ij^T dy, one matmul per kernel tap (i, j), the view_ij = x_pad[:, i::s, j::s]
+        cut to dy's size; the taps run in a fori_loop, so one view is in memory at a time."""
         (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
         x_pad = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
-        dx_pad = jnp.zeros_like(x_pad)
-        dw = [[None] * kernel_size[1] for _ in range(kernel_size[0])]
-        for (i, j), index, view in _taps(x_pad, kernel_size, stride, dy.shape[1:3]):
-            dw[i][j] = jnp.einsum("npqc,npqo->co", view, dy)
+        (p, q), (kh, kw) = dy.shape[1:3], kernel_size
+        span = (x.shape[0], stride[0] * (p - 1) + 1, stride[1] * (q - 1) + 1, x.shape[3])
+
+        def tap(t, dw):
+            i, j = t // kw, t % kw
+            view = jax.lax.dynamic_slice(x_pad, (0, i, j, 0), span)[:, :: stride[0], :: stride[1]]
+            return dw.at[t].set(jnp.einsum("npqc,npqo->co", view, dy))
+
+        dw = jax.lax.fori_loop(0, kh * kw, tap, jnp.zeros((kh * kw, x.shape[3], dy.shape[3]), dy.dtype))
+        return dw.reshape(kh, kw, x.shape[3], dy.shape[3])
+
+    def input_grad_loop(x, w, dy):
+        """dx as input_grad_taps for stride 1, one tap at a time in a fori_loop (a slice update)."""
+        (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
+        kw = kernel_size[1]
+        dx_pad = jnp.zeros((x.shape[0], x.shape[1] + lo_h + hi_h, x.shape[2] + lo_w + hi_w, x.shape[3]), x.dtype)
+
+        def tap(t, dx_pad):
+            i, j = t // kw, t % kw
+            start = (0, i, j, 0)
+            part = jax.lax.dynamic_slice(dx_pad, start, dy.shape[:3] + (x.shape[3],))
+            return jax.lax.dynamic_update_slice(dx_pad, part + jnp.einsum("npqo,co->npqc", dy, w[i, j]), start)
+
+        dx_pad = jax.lax.fori_loop(0, kernel_size[0] * kw, tap, dx_pad)
+        return dx_pad[:, lo_h : lo_h + x.shape[1], lo_w : lo_w + x.shape[2]]
+
+    def input_grad_conv(x, w, dy):
+        """dx as the transposed convolution: dy dilated by the stride, correlated with w flipped
+        in space, input and output channels swapped."""
+        dilated = [(o - 1) * s + 1 for o, s in zip(dy.shape[1:3], stride)]
+        dx_pads = []
+        for size, k, (lo, _), d in zip(x.shape[1:3], kernel_size, trimmed_pads(x), dilated):
+            first = k - 1 - lo
+            dx_pads.append((first, size - 1 + k - d - first))
+        return jax.lax.conv_general_dilated(dy, jnp.flip(w, (0, 1)), (1, 1), dx_pads, lhs_dilation=stride,
+                                            dimension_numbers=("NHWC", "HWOI", "NHWC"))
+
+    def input_grad_taps(x, w, dy):
+        """dx: each tap's dy w[i, j]^T added into its strided view of the padded dx."""
+        if stride == (1, 1):
+            return input_grad_loop(x, w, dy)
+        (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
+        dx_pad = jnp.zeros((x.shape[0], x.shape[1] + lo_h + hi_h, x.shape[2] + lo_w + hi_w, x.shape[3]), x.dtype)
+        for (i, j), index, _ in _taps(dx_pad, kernel_size, stride, dy.shape[1:3]):
             dx_pad = dx_pad.at[index].add(jnp.einsum("npqo,co->npqc", dy, w[i, j]))
-        dx = dx_pad[:, lo_h : lo_h + x.shape[1], lo_w : lo_w + x.shape[2]]
-        return jnp.stack([jnp.stack(row) for row in dw]), dx
+        return dx_pad[:, lo_h : lo_h + x.shape[1], lo_w : lo_w + x.shape[2]]
 
     def backward_rule(residuals, dy):
         x, w = residuals
-        use_taps = backward == "taps" or (backward == "auto" and jax.default_backend() == "cpu")
-        dw, dx = (backward_taps if use_taps else backward_conv)(x, w, dy)
+        kind = backward if backward != "auto" else ("taps" if jax.default_backend() == "cpu" else "conv")
+        if kind == "taps":
+            dw, dx = weight_grad_taps(x, dy), input_grad_taps(x, w, dy)
+        else:
+            dw, dx = weight_grad_conv(x, dy), input_grad_conv(x, w, dy)
         return {"w": dw, "b": jnp.sum(dy, axis=(0, 1, 2))}, dx
 
     name = f"Conv2D({features}, {kernel_size}, {stride}, {padding})"

@@ -52,13 +52,15 @@ def image_mlp(classes, image_shape, width=256, activation="relu"):
     return mlp([n, width, width, classes], activation=activation), (n,)
 
 
-def cnn(classes, image_shape, dropout=0.0, batchnorm=False, channels=(32, 64), dense=128):
+def cnn(classes, image_shape, dropout=0.0, batchnorm=False, channels=(32, 64), dense=128, conv_backward="auto"):
     """Conv blocks (3x3 convolution, [BatchNorm], ReLU, 2x2 max pool) with `channels`, then
-    Dense(dense), ReLU, Dense(classes); Dropout before each Dense when dropout > 0."""
+    Dense(dense), ReLU, Dense(classes); Dropout before each Dense when dropout > 0.
+    conv_backward: Conv2D's backward formulation ("auto", "taps", "conv")."""
     drop = [Dropout(dropout)] if dropout > 0 else []
     blocks = []
     for c in channels:
-        blocks += [Conv2D(c, (3, 3)), *([BatchNorm()] if batchnorm else []), activation_layer("relu"), MaxPool()]
+        norm = [BatchNorm()] if batchnorm else []
+        blocks += [Conv2D(c, (3, 3), backward=conv_backward), *norm, activation_layer("relu"), MaxPool()]
     model = serial(*blocks, Flatten(), *drop, Dense(dense), activation_layer("relu"), *drop, Dense(classes))
     return model, tuple(image_shape)
 
