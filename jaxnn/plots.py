@@ -117,3 +117,32 @@ def function_table(rows, path, x=None):
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     return _save(fig, path)
+
+
+def compare_runs(panels, path, title=""):
+    """Training curves of several runs side by side: one column per panel (e.g. a dataset), the
+    per-epoch test accuracy on top and the smoothed per-step training loss below.
+
+    panels: {panel title: {run label: history from train.fit}}.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(2, len(panels), figsize=(5 * len(panels), 7), squeeze=False)
+    for col, (panel, runs) in enumerate(panels.items()):
+        ax_acc, ax_loss = axes[0, col], axes[1, col]
+        for label, history in runs.items():
+            epochs = [e for e in history["epochs"] if "test_accuracy" in e]
+            ax_acc.plot([e["epoch"] for e in epochs], [100 * e["test_accuracy"] for e in epochs], "o-", label=label)
+            losses = np.asarray(history["step_losses"])
+            k = max(1, len(losses) // 100)
+            smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+            ax_loss.plot(np.arange(k, len(losses) + 1), smooth, lw=1.2, label=label)
+        ax_acc.set_title(panel)
+        ax_acc.set_xlabel("epoch")
+        ax_acc.set_ylabel("test accuracy (%)")
+        ax_acc.legend()
+        ax_loss.set_yscale("log")
+        ax_loss.set_xlabel("step")
+        ax_loss.set_ylabel(f"training loss (mean of {k} steps)")
+        ax_loss.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
