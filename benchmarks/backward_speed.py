@@ -7,6 +7,7 @@ Prints, per model, the median ms per value_and_grad (with min and max over round
 manual / autodiff, and the compiled temporary memory of each. For the CNNs (with and without
 BatchNorm) the hand rule is timed with both Conv2D backward formulations ("taps", "conv").
 """
+
 import argparse
 import json
 import time
@@ -39,7 +40,10 @@ def scanned(f, steps, model_state):
         def body(carry, batch):
             total, state = carry
             (value, state), grads = f(params, *batch, state=state, train=True)
-            return (total + value + sum(jnp.sum(g) for g in jax.tree_util.tree_leaves(grads)) * 0, state), None
+            return (
+                total + value + sum(jnp.sum(g) for g in jax.tree_util.tree_leaves(grads)) * 0,
+                state,
+            ), None
 
         return jax.lax.scan(body, (0.0, model_state), (xs, ys))[0][0]
 
@@ -53,12 +57,25 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    result = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "batch": args.batch, "models": {}}
-    variants = {"cnn": [("manual/taps", cnn, "taps", "manual"), ("manual/conv", cnn, "conv", "manual"),
-                        ("autodiff", cnn, "conv", "autodiff")],
-                "cnn_batchnorm": [("manual/taps", cnn_bn, "taps", "manual"), ("manual/conv", cnn_bn, "conv", "manual"),
-                                  ("autodiff", cnn_bn, "conv", "autodiff")],
-                "lstm": [("manual", lstm, None, "manual"), ("autodiff", lstm, None, "autodiff")]}
+    result = {
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "batch": args.batch,
+        "models": {},
+    }
+    variants = {
+        "cnn": [
+            ("manual/taps", cnn, "taps", "manual"),
+            ("manual/conv", cnn, "conv", "manual"),
+            ("autodiff", cnn, "conv", "autodiff"),
+        ],
+        "cnn_batchnorm": [
+            ("manual/taps", cnn_bn, "taps", "manual"),
+            ("manual/conv", cnn_bn, "conv", "manual"),
+            ("autodiff", cnn_bn, "conv", "autodiff"),
+        ],
+        "lstm": [("manual", lstm, None, "manual"), ("autodiff", lstm, None, "autodiff")],
+    }
     for name, runs in variants.items():
         fns, memory = {}, {}
         for label, build, backward, mode in runs:
@@ -66,8 +83,11 @@ def main():
             _, params = model.init(jax.random.PRNGKey(0), shape)
             xs = jax.random.uniform(jax.random.PRNGKey(1), (args.steps, args.batch) + shape)
             ys = jax.random.randint(jax.random.PRNGKey(2), (args.steps, args.batch), 0, 10)
-            f = scanned(nn.value_and_grad(model, nn.losses.softmax_cross_entropy, mode), args.steps,
-                        model.init_state(shape))
+            f = scanned(
+                nn.value_and_grad(model, nn.losses.softmax_cross_entropy, mode),
+                args.steps,
+                model.init_state(shape),
+            )
             jax.block_until_ready(f(params, xs, ys))
             fns[label] = (f, (params, xs, ys))
             memory[label] = f.lower(params, xs, ys).compile().memory_analysis().temp_size_in_bytes
@@ -80,8 +100,12 @@ def main():
         ms = {label: 1e3 * float(np.median(t)) for label, t in times.items()}
         ratios = {f"{label} / autodiff": ms[label] / ms["autodiff"] for label in ms if label != "autodiff"}
         spread = {label: [1e3 * float(np.min(t)), 1e3 * float(np.max(t))] for label, t in times.items()}
-        result["models"][name] = {"ms_per_value_and_grad": ms, "ms_min_max": spread, "ratios": ratios,
-                                  "temp_bytes": memory}
+        result["models"][name] = {
+            "ms_per_value_and_grad": ms,
+            "ms_min_max": spread,
+            "ratios": ratios,
+            "temp_bytes": memory,
+        }
         print(name, json.dumps(ms), json.dumps(ratios), "temp bytes", json.dumps(memory), flush=True)
     write_json(args.out, result)
 

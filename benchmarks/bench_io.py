@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: write a result as JSON, creating the folder."""
+
 import json
 import os
 

@@ -5,6 +5,7 @@
 The two jitted functions are timed alternately in one process (each round times N calls of each),
 so machine noise hits both alike; the ratio autodiff_time / manual_time is >= 1 when manual is faster.
 """
+
 import argparse
 import json
 import time
@@ -25,7 +26,9 @@ def timed(f, args, calls):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--calls", type=int, default=20)

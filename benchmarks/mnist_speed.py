@@ -7,6 +7,7 @@ Reference (written here in plain JAX, no jaxnn): MLP 784-512-512-10 ReLU, Adam 1
 Both times are training wall time with compilation, excluding data loading and evaluation.
 The target: jaxnn reaches >= 98.0% in at most half the reference's time (ratio <= 0.5).
 """
+
 import argparse
 import json
 import os
@@ -30,8 +31,10 @@ def reference(ds, seed=0, epochs=10, batch=128):
     """Plain JAX + optax, as a researcher would write it."""
     sizes = [784, 512, 512, 10]
     keys = jax.random.split(jax.random.PRNGKey(seed), len(sizes))
-    params = [{"w": jax.random.normal(k, (m, n)) / np.sqrt(m), "b": jnp.zeros(n)}
-              for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+    params = [
+        {"w": jax.random.normal(k, (m, n)) / np.sqrt(m), "b": jnp.zeros(n)}
+        for k, m, n in zip(keys, sizes[:-1], sizes[1:])
+    ]
     opt = optax.adam(1e-3)
 
     def predict(params, x):
@@ -77,12 +80,23 @@ def jaxnn_default(ds, seed=0):
     model, input_shape = build_model("mlp", 10, (28, 28, 1), args)
     steps = recipe["epochs"] * (len(ds.x_train) // recipe["batch_size"])
     opt = train.optimizer(recipe["optimizer"], recipe["lr"], recipe["schedule"], steps)
-    _, history = train.fit(model, nn.losses.softmax_cross_entropy, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-                           epochs=recipe["epochs"], batch_size=recipe["batch_size"], opt=opt,
-                           key=jax.random.PRNGKey(seed), input_shape=input_shape, progress=False,
-                           eval_every_epoch=False)
-    return {"test_accuracy": history["epochs"][-1]["test_accuracy"], "train_seconds": history["train_seconds"],
-            "recipe": recipe}
+    _, history = train.fit(
+        model,
+        nn.losses.softmax_cross_entropy,
+        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        epochs=recipe["epochs"],
+        batch_size=recipe["batch_size"],
+        opt=opt,
+        key=jax.random.PRNGKey(seed),
+        input_shape=input_shape,
+        progress=False,
+        eval_every_epoch=False,
+    )
+    return {
+        "test_accuracy": history["epochs"][-1]["test_accuracy"],
+        "train_seconds": history["train_seconds"],
+        "recipe": recipe,
+    }
 
 
 def main():
@@ -95,7 +109,9 @@ def main():
     result = {"device": jax.devices()[0].device_kind, "jax": jax.__version__}
     result["reference"] = reference(ds, args.seed)
     result["jaxnn"] = jaxnn_default(ds, args.seed)
-    result["time_ratio_jaxnn_over_reference"] = result["jaxnn"]["train_seconds"] / result["reference"]["train_seconds"]
+    result["time_ratio_jaxnn_over_reference"] = (
+        result["jaxnn"]["train_seconds"] / result["reference"]["train_seconds"]
+    )
     print(json.dumps(result, indent=2))
     write_json(args.out, result)
 

@@ -1,7 +1,8 @@
 """Per-example gradients: one vmapped computation vs a Python loop of single-example gradients.
 
-    python benchmarks/per_example.py [--batch 128] [--out FILE]
+python benchmarks/per_example.py [--batch 128] [--out FILE]
 """
+
 import argparse
 import json
 import time
@@ -43,8 +44,12 @@ def main():
         loop()
         times["loop"].append(time.perf_counter() - t0)
     ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
-    result = {"device": jax.devices()[0].device_kind, "batch": args.batch, "ms": ms,
-              "speedup_vmap_over_loop": ms["loop"] / ms["vmap"]}
+    result = {
+        "device": jax.devices()[0].device_kind,
+        "batch": args.batch,
+        "ms": ms,
+        "speedup_vmap_over_loop": ms["loop"] / ms["vmap"],
+    }
     print(json.dumps(result))
     write_json(args.out, result)
 

@@ -9,6 +9,7 @@ timed alternately so that machine noise hits all alike), compile time, peak
 temporary memory (JAX: compiled.memory_analysis()), and the step's GFLOP/s as a fraction of a large
 matmul measured in the same run. Writes DIR/bench.json and DIR/throughput.png.
 """
+
 import argparse
 import json
 import os
@@ -95,16 +96,23 @@ def plain_jax_impl(name):
                     x = jax.nn.relu(x @ layer["w"] + layer["b"])
                 return x @ params[-1]["w"] + params[-1]["b"]
             for conv in (params[0], params[3]):
-                x = jax.lax.conv_general_dilated(x, conv["w"], (1, 1), "SAME",
-                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv["b"]
-                x = jax.lax.reduce_window(jax.nn.relu(x), -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+                x = (
+                    jax.lax.conv_general_dilated(
+                        x, conv["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+                    )
+                    + conv["b"]
+                )
+                x = jax.lax.reduce_window(
+                    jax.nn.relu(x), -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"
+                )
             x = jax.nn.relu(x.reshape(x.shape[0], -1) @ params[7]["w"] + params[7]["b"])
             return x @ params[9]["w"] + params[9]["b"]
 
         def step(state, x, y):
             params, opt_state = state
             loss, grads = jax.value_and_grad(
-                lambda p: optax.softmax_cross_entropy_with_integer_labels(predict(p, x), y).mean())(params)
+                lambda p: optax.softmax_cross_entropy_with_integer_labels(predict(p, x), y).mean()
+            )(params)
             updates, opt_state = opt.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -146,7 +154,8 @@ def flax_impl(name):
         def step(state, x, y):
             params, opt_state = state
             loss, grads = jax.value_and_grad(
-                lambda p: optax.softmax_cross_entropy_with_integer_labels(module.apply(p, x), y).mean())(params)
+                lambda p: optax.softmax_cross_entropy_with_integer_labels(module.apply(p, x), y).mean()
+            )(params)
             updates, opt_state = opt.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -160,14 +169,27 @@ def prepare_torch(name, batch, compiled, dtype="float32"):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "mlp":
-        model = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
-                                    torch.nn.ReLU(), torch.nn.Linear(512, 10))
+        model = torch.nn.Sequential(
+            torch.nn.Linear(784, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 10),
+        )
         x = torch.rand(batch, 784, device=device)
     else:
         model = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(64 * 7 * 7, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+            torch.nn.Conv2d(1, 32, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 64, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(64 * 7 * 7, 128),
+            torch.nn.ReLU(),
+            torch.nn.Linear(128, 10),
+        )
         x = torch.rand(batch, 1, 28, 28, device=device)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     model = model.to(device=device, dtype=torch_dtype)
@@ -215,10 +237,15 @@ def matmul_peak(dtype=jnp.float32):
 
 
 def machine():
-    info = {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-            "devices": jax.device_count(), "jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(
-                jax.lib, "__version__") else None, "cpu": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count()}
+    info = {
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "devices": jax.device_count(),
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
     try:
         import jaxlib
 
@@ -240,12 +267,25 @@ def main():
     p.add_argument("--out", default="results/bench")
     p.add_argument("--models", nargs="+", default=["mlp", "cnn"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 1024, 8192])
-    p.add_argument("--impls", nargs="+",
-                   default=["jaxnn-manual", "jaxnn-autodiff", "jax-optax", "flax", "torch-eager", "torch-compile"])
-    p.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "bfloat16"],
-                   help="default: float32, plus bfloat16 on an accelerator")
-    p.add_argument("--compile-batches", type=int, nargs="*", default=None,
-                   help="batch sizes for torch-compile (default: all; its compilation is slow)")
+    p.add_argument(
+        "--impls",
+        nargs="+",
+        default=["jaxnn-manual", "jaxnn-autodiff", "jax-optax", "flax", "torch-eager", "torch-compile"],
+    )
+    p.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=None,
+        choices=["float32", "bfloat16"],
+        help="default: float32, plus bfloat16 on an accelerator",
+    )
+    p.add_argument(
+        "--compile-batches",
+        type=int,
+        nargs="*",
+        default=None,
+        help="batch sizes for torch-compile (default: all; its compilation is slow)",
+    )
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
@@ -256,8 +296,11 @@ def main():
     result = {"machine": machine(), "matmul_gflops": peaks, "rows": [], "config": vars(args)}
     print(json.dumps(result["machine"]), "matmul peak GFLOP/s", json.dumps(peaks), flush=True)
     for model in args.models:
-        makers = {"jaxnn-manual": jaxnn_impl(model, "manual"), "jaxnn-autodiff": jaxnn_impl(model, "autodiff"),
-                  "jax-optax": plain_jax_impl(model)}
+        makers = {
+            "jaxnn-manual": jaxnn_impl(model, "manual"),
+            "jaxnn-autodiff": jaxnn_impl(model, "autodiff"),
+            "jax-optax": plain_jax_impl(model),
+        }
         for dtype, batch in [(d, b) for d in args.dtypes for b in args.batch_sizes]:
             key = jax.random.PRNGKey(0)
             rows, times = [], {}
@@ -269,7 +312,11 @@ def main():
             for group in (jax_impls, torch_impls):
                 runners = {}
                 for impl in group:
-                    if impl == "torch-compile" and args.compile_batches is not None and batch not in args.compile_batches:
+                    if (
+                        impl == "torch-compile"
+                        and args.compile_batches is not None
+                        and batch not in args.compile_batches
+                    ):
                         continue
                     row = {"model": model, "batch": batch, "impl": impl, "dtype": dtype}
                     try:
@@ -288,7 +335,7 @@ def main():
                     rows.append(row)
                 order = list(runners)
                 for round_ in range(args.repeats):  # the order rotates each round
-                    for impl in order[round_ % max(1, len(order)):] + order[: round_ % max(1, len(order))]:
+                    for impl in order[round_ % max(1, len(order)) :] + order[: round_ % max(1, len(order))]:
                         times.setdefault(impl, []).append(timeit(runners[impl], args.steps, 1))
                 if group is torch_impls and runners:
                     time.sleep(1.0)
@@ -296,8 +343,12 @@ def main():
                 if row["impl"] in times:
                     sec = float(np.median(times[row["impl"]]))
                     gflops = step_flops(model, batch) / sec / 1e9
-                    row.update(samples_per_s=batch / sec, ms_per_step=1e3 * sec, gflops=gflops,
-                               fraction_of_matmul_peak=gflops / peaks[dtype])
+                    row.update(
+                        samples_per_s=batch / sec,
+                        ms_per_step=1e3 * sec,
+                        gflops=gflops,
+                        fraction_of_matmul_peak=gflops / peaks[dtype],
+                    )
                 result["rows"].append(row)
                 print(json.dumps(row), flush=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
@@ -316,11 +367,22 @@ def plot(result, path):
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for ax, model in zip(axes.flat, models):
         for impl, dtype in dict.fromkeys((r["impl"], r.get("dtype", "float32")) for r in result["rows"]):
-            rows = [r for r in result["rows"] if r["model"] == model and r["impl"] == impl
-                    and r.get("dtype", "float32") == dtype and "samples_per_s" in r]
+            rows = [
+                r
+                for r in result["rows"]
+                if r["model"] == model
+                and r["impl"] == impl
+                and r.get("dtype", "float32") == dtype
+                and "samples_per_s" in r
+            ]
             if rows:
                 style = "o-" if dtype == "float32" else "s--"
-                ax.plot([r["batch"] for r in rows], [r["samples_per_s"] for r in rows], style, label=f"{impl} {dtype}")
+                ax.plot(
+                    [r["batch"] for r in rows],
+                    [r["samples_per_s"] for r in rows],
+                    style,
+                    label=f"{impl} {dtype}",
+                )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size")

@@ -7,6 +7,7 @@ Writes activations.png, metrics.json and results.md (test accuracy and time per 
 Binary step has derivative 0 everywhere, so no gradient reaches the hidden layers: only the last
 Dense layer learns, on random binary features. The table shows it honestly.
 """
+
 import os
 
 import jax
@@ -14,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from jaxnn import data, plots, train
-
 from common import out_dir, parser, write_metrics
+from jaxnn import data, plots, train
 
 
 def derivative_table():
@@ -44,15 +44,29 @@ def main():
     for name in [n for n in nn.activations.NAMES if n != "softmax"]:
         model = nn.mlp([784, 256, 256, 10], activation=name)
         opt = train.optimizer("adam", 3e-3, "onecycle", args.epochs * (60000 // 128))
-        _, history = train.fit(model, nn.losses.softmax_cross_entropy, arrays, epochs=args.epochs, batch_size=128,
-                               opt=opt, key=jax.random.PRNGKey(args.seed), input_shape=(784,), progress=False,
-                               eval_every_epoch=False)
+        _, history = train.fit(
+            model,
+            nn.losses.softmax_cross_entropy,
+            arrays,
+            epochs=args.epochs,
+            batch_size=128,
+            opt=opt,
+            key=jax.random.PRNGKey(args.seed),
+            input_shape=(784,),
+            progress=False,
+            eval_every_epoch=False,
+        )
         last = history["epochs"][-1]
-        results[name] = {"test_accuracy": last["test_accuracy"], "train_seconds": history["train_seconds"],
-                         "final_train_loss": last["train_loss"]}
+        results[name] = {
+            "test_accuracy": last["test_accuracy"],
+            "train_seconds": history["train_seconds"],
+            "final_train_loss": last["train_loss"],
+        }
         print(f"{name:12s} test accuracy {last['test_accuracy']:.4f}  {history['train_seconds']:.2f} s")
     lines = ["| activation | test accuracy | train seconds |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {100 * v['test_accuracy']:.2f}% | {v['train_seconds']:.2f} |" for k, v in results.items()]
+    lines += [
+        f"| {k} | {100 * v['test_accuracy']:.2f}% | {v['train_seconds']:.2f} |" for k, v in results.items()
+    ]
     with open(os.path.join(folder, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     write_metrics(folder, {"results": results, "config": vars(args), "epochs": args.epochs})

@@ -13,51 +13,75 @@ import os
 import jax
 
 import jaxnn as nn
-from jaxnn import data, plots, train
-
 from common import MODELS, out_dir, parser, write_metrics
+from jaxnn import data, plots, train
 
 
 def run(ds, batchnorm, epochs, seed):
     recipe = MODELS["cnn"]
-    model, input_shape = nn.models.cnn(ds.classes, ds.x_train.shape[1:], dropout=recipe["dropout"], batchnorm=batchnorm)
+    model, input_shape = nn.models.cnn(
+        ds.classes, ds.x_train.shape[1:], dropout=recipe["dropout"], batchnorm=batchnorm
+    )
     steps = epochs * (len(ds.x_train) // recipe["batch_size"])
     opt = train.optimizer(recipe["optimizer"], recipe["lr"], recipe["schedule"], steps)
-    _, history = train.fit(model, nn.losses.softmax_cross_entropy, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-                           epochs=epochs, batch_size=recipe["batch_size"], opt=opt, key=jax.random.PRNGKey(seed),
-                           input_shape=input_shape, progress=False)
+    _, history = train.fit(
+        model,
+        nn.losses.softmax_cross_entropy,
+        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        epochs=epochs,
+        batch_size=recipe["batch_size"],
+        opt=opt,
+        key=jax.random.PRNGKey(seed),
+        input_shape=input_shape,
+        progress=False,
+    )
     return model, history
 
 
 def main():
     p = parser(__doc__, epochs=MODELS["cnn"]["epochs"])
-    p.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist"], choices=["mnist", "fashion_mnist"])
+    p.add_argument(
+        "--datasets", nargs="+", default=["mnist", "fashion_mnist"], choices=["mnist", "fashion_mnist"]
+    )
     args = p.parse_args()
     folder = out_dir(args.out, "batchnorm")
     results, panels = {}, {}
     for name in args.datasets:
-        ds = data.load(name, data_dir=os.path.join(args.data_dir, name) if args.data_dir else None, dtype="uint8")
+        ds = data.load(
+            name, data_dir=os.path.join(args.data_dir, name) if args.data_dir else None, dtype="uint8"
+        )
         panels[name] = {}
         for batchnorm in (False, True):
             label = "CNN + BatchNorm" if batchnorm else "CNN"
             model, history = run(ds, batchnorm, args.epochs, args.seed)
             last = history["epochs"][-1]
             results[f"{name}/{label}"] = {
-                "test_accuracy": last["test_accuracy"], "train_seconds": history["train_seconds"],
-                "compile_seconds": history["compile_seconds"], "model": model.name, "history": history["epochs"],
+                "test_accuracy": last["test_accuracy"],
+                "train_seconds": history["train_seconds"],
+                "compile_seconds": history["compile_seconds"],
+                "model": model.name,
+                "history": history["epochs"],
             }
             panels[name][label] = history
-            print(f"{name:14s} {label:16s} test accuracy {last['test_accuracy']:.4f}  "
-                  f"{history['train_seconds']:.1f} s", flush=True)
-    plots.compare_runs(panels, os.path.join(folder, "curves.png"),
-                       title=f"CNN with and without BatchNorm ({args.epochs} epochs, same recipe)")
+            print(
+                f"{name:14s} {label:16s} test accuracy {last['test_accuracy']:.4f}  "
+                f"{history['train_seconds']:.1f} s",
+                flush=True,
+            )
+    plots.compare_runs(
+        panels,
+        os.path.join(folder, "curves.png"),
+        title=f"CNN with and without BatchNorm ({args.epochs} epochs, same recipe)",
+    )
     lines = ["| dataset | model | test accuracy | train s |", "| --- | --- | --- | --- |"]
     for key, r in results.items():
         dataset, label = key.split("/")
         lines.append(f"| {dataset} | {label} | {100 * r['test_accuracy']:.2f}% | {r['train_seconds']:.1f} |")
     with open(os.path.join(folder, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    write_metrics(folder, {"results": results, "config": vars(args), "epochs": args.epochs, "recipe": MODELS["cnn"]})
+    write_metrics(
+        folder, {"results": results, "config": vars(args), "epochs": args.epochs, "recipe": MODELS["cnn"]}
+    )
     print("\n".join(lines) + f"\n-> {folder}")
 
 

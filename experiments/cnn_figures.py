@@ -5,6 +5,7 @@
 Trains the `--model cnn` of experiments/train.py for --epochs, then writes filters.png,
 feature_maps.png (the ReLU outputs of the first conv layer) and metrics.json.
 """
+
 import argparse
 import os
 
@@ -12,9 +13,8 @@ import jax
 import numpy as np
 
 import jaxnn as nn
-from jaxnn import data, plots, train
-
 from common import MODELS, build_model, out_dir, parser, write_metrics
+from jaxnn import data, plots, train
 
 
 def main():
@@ -26,22 +26,46 @@ def main():
     recipe = MODELS["cnn"]
     model, shape = build_model("cnn", 10, (28, 28, 1), argparse.Namespace(dropout=recipe["dropout"]))
     opt = train.optimizer("adam", recipe["lr"], recipe["schedule"], args.epochs * (60000 // 128))
-    state, history = train.fit(model, nn.losses.softmax_cross_entropy, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-                               epochs=args.epochs, batch_size=128, opt=opt, key=jax.random.PRNGKey(args.seed),
-                               input_shape=shape)
+    state, history = train.fit(
+        model,
+        nn.losses.softmax_cross_entropy,
+        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        epochs=args.epochs,
+        batch_size=128,
+        opt=opt,
+        key=jax.random.PRNGKey(args.seed),
+        input_shape=shape,
+    )
     filters = np.moveaxis(np.asarray(state.params[0]["w"])[:, :, 0, :], -1, 0)  # (32, 3, 3)
-    plots.image_grid(filters, os.path.join(folder, "filters.png"), cols=8, cmap="bwr", symmetric=True,
-                     title="first conv layer: 32 learned 3x3 filters (red +, blue -)")
+    plots.image_grid(
+        filters,
+        os.path.join(folder, "filters.png"),
+        cols=8,
+        cmap="bwr",
+        symmetric=True,
+        title="first conv layer: 32 learned 3x3 filters (red +, blue -)",
+    )
     digit = ds.x_test[args.index : args.index + 1].astype(np.float32) / 255
     first = nn.serial(nn.Conv2D(32, (3, 3)), nn.activation("relu"))
     maps = np.asarray(first.apply(state.params[:2], digit))[0]  # (28, 28, 32)
-    plots.image_grid(np.concatenate([digit[0, None, :, :, 0], np.moveaxis(maps, -1, 0)]),
-                     os.path.join(folder, "feature_maps.png"), cols=11, cmap="viridis",
-                     titles=[f"digit ({ds.y_test[args.index]})"] + [f"map {i}" for i in range(32)],
-                     title="first conv layer + ReLU: feature maps of one test digit")
+    plots.image_grid(
+        np.concatenate([digit[0, None, :, :, 0], np.moveaxis(maps, -1, 0)]),
+        os.path.join(folder, "feature_maps.png"),
+        cols=11,
+        cmap="viridis",
+        titles=[f"digit ({ds.y_test[args.index]})"] + [f"map {i}" for i in range(32)],
+        title="first conv layer + ReLU: feature maps of one test digit",
+    )
     last = history["epochs"][-1]
-    write_metrics(folder, {"test_accuracy": last["test_accuracy"], "train_seconds": history["train_seconds"],
-                           "epochs": args.epochs, "config": vars(args)})
+    write_metrics(
+        folder,
+        {
+            "test_accuracy": last["test_accuracy"],
+            "train_seconds": history["train_seconds"],
+            "epochs": args.epochs,
+            "config": vars(args),
+        },
+    )
     print(f"CNN after {args.epochs} epochs: {last['test_accuracy']:.4f} -> {folder}")
 
 

@@ -1,4 +1,5 @@
 """Shared by the experiment scripts: output folders, metrics.json, the model zoo of train.py."""
+
 import argparse
 import json
 import os
@@ -30,11 +31,18 @@ def out_dir(path, default_name):
 def write_metrics(folder, metrics):
     """metrics.json with the machine named, so numbers are never read without their context."""
     metrics = dict(metrics)
-    metrics.setdefault("machine", {
-        "device": str(jax.devices()[0].device_kind), "devices": jax.device_count(),
-        "jax": jax.__version__, "python": platform.python_version(), "processor": platform.processor(),
-        "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    })
+    metrics.setdefault(
+        "machine",
+        {
+            "device": str(jax.devices()[0].device_kind),
+            "devices": jax.device_count(),
+            "jax": jax.__version__,
+            "python": platform.python_version(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
     path = os.path.join(folder, "metrics.json")
     with open(path, "w") as f:
         json.dump(metrics, f, indent=2)
@@ -53,8 +61,12 @@ MODELS = {
 
 # which command-line options each model of the zoo takes
 MODEL_OPTIONS = {
-    "linear": (), "mlp": ("width", "activation"), "cnn": ("dropout", "batchnorm"),
-    "lstm": ("width",), "gru": ("width",), "rnn": ("width",),
+    "linear": (),
+    "mlp": ("width", "activation"),
+    "cnn": ("dropout", "batchnorm"),
+    "lstm": ("width",),
+    "gru": ("width",),
+    "rnn": ("width",),
 }
 
 

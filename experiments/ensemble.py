@@ -5,6 +5,7 @@ times compare training alone; compile times are reported beside them).
 
     python experiments/ensemble.py --data-dir ../shared/data/mnist [--k 8] [--epochs 4] [--out DIR]
 """
+
 import time
 
 import jax
@@ -13,9 +14,8 @@ import numpy as np
 import optax
 
 import jaxnn as nn
-from jaxnn import data, train
-
 from common import out_dir, parser, write_metrics
+from jaxnn import data, train
 
 
 def main():
@@ -33,15 +33,19 @@ def main():
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.k)
     # Adam with a one-cycle schedule (peak 1) times each member's own peak rate, held in the state
     sched = optax.cosine_onecycle_schedule(steps, 1.0)
-    scheduled = optax.chain(optax.scale_by_adam(), optax.inject_hyperparams(optax.scale)(step_size=-1.0),
-                            optax.scale_by_schedule(sched))
+    scheduled = optax.chain(
+        optax.scale_by_adam(),
+        optax.inject_hyperparams(optax.scale)(step_size=-1.0),
+        optax.scale_by_schedule(sched),
+    )
 
     # --- K models in one compiled step ---
     states = train.init_ensemble(model, scheduled, keys, (784,))
     states = states._replace(opt_state=_set_rates(states.opt_state, -lrs))
     t0 = time.perf_counter()
-    ensemble_epoch = train.make_ensemble_epoch(model, loss, scheduled, 128, (784,)).lower(
-        states, images, labels).compile()
+    ensemble_epoch = (
+        train.make_ensemble_epoch(model, loss, scheduled, 128, (784,)).lower(states, images, labels).compile()
+    )
     vmapped_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(args.epochs):
@@ -51,10 +55,12 @@ def main():
 
     # --- the same K models one after another ---
     fresh = train.init_ensemble(model, scheduled, keys, (784,))
-    members = [jax.tree_util.tree_map(lambda a: a[i], fresh) for i in range(args.k)]
+    members = [jax.tree_util.tree_map(lambda a, i=i: a[i], fresh) for i in range(args.k)]
     members = [m._replace(opt_state=_set_rates(m.opt_state, -lr)) for m, lr in zip(members, lrs)]
     t0 = time.perf_counter()
-    single_epoch = train.make_epoch(model, loss, scheduled, 128, (784,)).lower(members[0], images, labels).compile()
+    single_epoch = (
+        train.make_epoch(model, loss, scheduled, 128, (784,)).lower(members[0], images, labels).compile()
+    )
     separate_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
     separate = []
@@ -72,21 +78,33 @@ def main():
     ensemble_acc = float(jnp.mean(jnp.argmax(probs, -1) == ds.y_test))
     # the separate runs do the same arithmetic in another order: after thousands of float32 Adam
     # steps the weights differ, so compare what matters, each member's accuracy both ways
-    separate_acc = [float(jnp.mean(jnp.argmax(model.apply(s.params, x_test), -1) == ds.y_test)) for s in separate]
+    separate_acc = [
+        float(jnp.mean(jnp.argmax(model.apply(s.params, x_test), -1) == ds.y_test)) for s in separate
+    ]
     result = {
-        "members": [{"peak_lr": float(lr), "test_accuracy": float(a), "test_accuracy_trained_separately": b}
-                    for lr, a, b in zip(lrs, each, separate_acc)],
-        "ensemble_test_accuracy": ensemble_acc, "vmapped_seconds": vmapped_seconds,
-        "separate_seconds": separate_seconds, "speedup_vmapped_vs_separate": separate_seconds / vmapped_seconds,
-        "compile_seconds": {"vmapped": vmapped_compile, "separate": separate_compile}, "config": vars(args),
+        "members": [
+            {"peak_lr": float(lr), "test_accuracy": float(a), "test_accuracy_trained_separately": b}
+            for lr, a, b in zip(lrs, each, separate_acc)
+        ],
+        "ensemble_test_accuracy": ensemble_acc,
+        "vmapped_seconds": vmapped_seconds,
+        "separate_seconds": separate_seconds,
+        "speedup_vmapped_vs_separate": separate_seconds / vmapped_seconds,
+        "compile_seconds": {"vmapped": vmapped_compile, "separate": separate_compile},
+        "config": vars(args),
     }
     write_metrics(folder, result)
     for m in result["members"]:
-        print(f"peak lr {m['peak_lr']:.4f}: test accuracy {m['test_accuracy']:.4f} "
-              f"(trained separately: {m['test_accuracy_trained_separately']:.4f})")
-    print(f"ensemble of {args.k}: {ensemble_acc:.4f}; training (compiled beforehand) vmapped {vmapped_seconds:.2f} s "
-          f"vs separate {separate_seconds:.2f} s ({result['speedup_vmapped_vs_separate']:.2f}x); compile "
-          f"{vmapped_compile:.2f} s vs {separate_compile:.2f} s -> {folder}")
+        print(
+            f"peak lr {m['peak_lr']:.4f}: test accuracy {m['test_accuracy']:.4f} "
+            f"(trained separately: {m['test_accuracy_trained_separately']:.4f})"
+        )
+    print(
+        f"ensemble of {args.k}: {ensemble_acc:.4f}; "
+        f"training (compiled beforehand) vmapped {vmapped_seconds:.2f} s "
+        f"vs separate {separate_seconds:.2f} s ({result['speedup_vmapped_vs_separate']:.2f}x); compile "
+        f"{vmapped_compile:.2f} s vs {separate_compile:.2f} s -> {folder}"
+    )
 
 
 def _set_rates(opt_state, rates):

@@ -5,15 +5,15 @@ clear message and the checkpoint of its last good epoch is kept.
 
     python experiments/gradient_descent.py --data-dir ../shared/data/mnist [--out DIR]
 """
+
 import os
 
 import jax
 import optax
 
 import jaxnn as nn
-from jaxnn import data, plots, train
-
 from common import out_dir, parser, write_metrics
+from jaxnn import data, plots, train
 
 
 def main():
@@ -32,21 +32,35 @@ def main():
         if os.path.exists(ckpt):
             os.remove(ckpt)
         try:
-            _, history = train.fit(model, nn.losses.softmax_cross_entropy, arrays, epochs=args.epochs,
-                                   batch_size=128, opt=train.optimizer("sgd", lr), key=jax.random.PRNGKey(args.seed),
-                                   input_shape=(784,), checkpoint_path=ckpt, progress=False)
+            _, history = train.fit(
+                model,
+                nn.losses.softmax_cross_entropy,
+                arrays,
+                epochs=args.epochs,
+                batch_size=128,
+                opt=train.optimizer("sgd", lr),
+                key=jax.random.PRNGKey(args.seed),
+                input_shape=(784,),
+                checkpoint_path=ckpt,
+                progress=False,
+            )
             last = history["epochs"][-1]
             results[label] = {"status": "ok", "test_accuracy": last["test_accuracy"]}
             print(f"lr {label:<6s} test accuracy {last['test_accuracy']:.4f}")
         except train.TrainingDiverged as e:
             history = e.history
-            results[label] = {"status": "diverged", "message": str(e),
-                                  "checkpoint_kept": os.path.exists(ckpt),
-                                  "epochs_completed": len(history["epochs"]),
-                                  "checkpoint": ckpt}
+            results[label] = {
+                "status": "diverged",
+                "message": str(e),
+                "checkpoint_kept": os.path.exists(ckpt),
+                "epochs_completed": len(history["epochs"]),
+                "checkpoint": ckpt,
+            }
             print(f"lr {label:<6s} DIVERGED: {e}")
         curves[f"lr = {label}"] = history["step_losses"]
-    plots.curves(curves, os.path.join(folder, "loss_curves.png"), title="plain gradient descent on MNIST (MLP)")
+    plots.curves(
+        curves, os.path.join(folder, "loss_curves.png"), title="plain gradient descent on MNIST (MLP)"
+    )
     write_metrics(folder, {"results": results, "config": vars(args)})
     print(f"-> {folder}")
 

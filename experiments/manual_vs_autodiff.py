@@ -3,15 +3,15 @@ The curves agree to float32 rounding; the times are printed side by side.
 
     python experiments/manual_vs_autodiff.py --data-dir ../shared/data/mnist [--epochs 4] [--out DIR]
 """
+
 import os
 
 import jax
 import numpy as np
 
 import jaxnn as nn
-from jaxnn import data, plots, train
-
 from common import out_dir, parser, write_metrics
+from jaxnn import data, plots, train
 
 
 def main():
@@ -24,32 +24,58 @@ def main():
     for grad in ("manual", "autodiff", "manual", "autodiff"):  # twice each, alternating: timing noise
         model = nn.mlp([784, 256, 256, 10])
         opt = train.optimizer("adam", 3e-3, "onecycle", args.epochs * (60000 // 128))
-        state, history = train.fit(model, nn.losses.softmax_cross_entropy, arrays, epochs=args.epochs,
-                                   batch_size=128, opt=opt, key=jax.random.PRNGKey(args.seed), input_shape=(784,),
-                                   grad=grad, progress=False)
+        state, history = train.fit(
+            model,
+            nn.losses.softmax_cross_entropy,
+            arrays,
+            epochs=args.epochs,
+            batch_size=128,
+            opt=opt,
+            key=jax.random.PRNGKey(args.seed),
+            input_shape=(784,),
+            grad=grad,
+            progress=False,
+        )
         runs.setdefault(grad, []).append((state, history))
     m_state, m_hist = runs["manual"][0]
     a_state, a_hist = runs["autodiff"][0]
     m_loss, a_loss = np.asarray(m_hist["step_losses"]), np.asarray(a_hist["step_losses"])
     first_epoch = slice(0, len(m_loss) // args.epochs)
     result = {
-        "manual": {"test_accuracy": m_hist["epochs"][-1]["test_accuracy"],
-                   "train_seconds": [h["train_seconds"] for _, h in runs["manual"]]},
-        "autodiff": {"test_accuracy": a_hist["epochs"][-1]["test_accuracy"],
-                     "train_seconds": [h["train_seconds"] for _, h in runs["autodiff"]]},
-        "max_rel_diff_step_loss_first_epoch": float(np.max(np.abs(m_loss[first_epoch] - a_loss[first_epoch])
-                                                           / np.abs(a_loss[first_epoch]))),
+        "manual": {
+            "test_accuracy": m_hist["epochs"][-1]["test_accuracy"],
+            "train_seconds": [h["train_seconds"] for _, h in runs["manual"]],
+        },
+        "autodiff": {
+            "test_accuracy": a_hist["epochs"][-1]["test_accuracy"],
+            "train_seconds": [h["train_seconds"] for _, h in runs["autodiff"]],
+        },
+        "max_rel_diff_step_loss_first_epoch": float(
+            np.max(np.abs(m_loss[first_epoch] - a_loss[first_epoch]) / np.abs(a_loss[first_epoch]))
+        ),
         "max_rel_diff_step_loss_all": float(np.max(np.abs(m_loss - a_loss) / np.abs(a_loss))),
-        "rel_diff_epoch_mean_train_loss": [abs(m["train_loss"] - a["train_loss"]) / a["train_loss"]
-                                           for m, a in zip(m_hist["epochs"], a_hist["epochs"])],
-        "max_abs_diff_params": float(max(np.max(np.abs(np.asarray(u) - np.asarray(v))) for u, v in zip(
-            jax.tree_util.tree_leaves(m_state.params), jax.tree_util.tree_leaves(a_state.params)))),
+        "rel_diff_epoch_mean_train_loss": [
+            abs(m["train_loss"] - a["train_loss"]) / a["train_loss"]
+            for m, a in zip(m_hist["epochs"], a_hist["epochs"])
+        ],
+        "max_abs_diff_params": float(
+            max(
+                np.max(np.abs(np.asarray(u) - np.asarray(v)))
+                for u, v in zip(
+                    jax.tree_util.tree_leaves(m_state.params), jax.tree_util.tree_leaves(a_state.params)
+                )
+            )
+        ),
         "config": vars(args),
     }
     result["time_ratio_manual_over_autodiff"] = min(result["manual"]["train_seconds"]) / min(
-        result["autodiff"]["train_seconds"])
-    plots.curves({"manual (hand rules)": m_loss, "autodiff (jax.grad)": a_loss},
-                 os.path.join(folder, "curves.png"), title="same seed, two ways to the gradient")
+        result["autodiff"]["train_seconds"]
+    )
+    plots.curves(
+        {"manual (hand rules)": m_loss, "autodiff (jax.grad)": a_loss},
+        os.path.join(folder, "curves.png"),
+        title="same seed, two ways to the gradient",
+    )
     write_metrics(folder, result)
     for k, v in result.items():
         print(f"{k}: {v}")

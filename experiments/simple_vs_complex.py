@@ -5,6 +5,7 @@
 Trains the linear classifier and an MLP on separable blobs, moons and spirals (all drawn from a
 PRNG key) and draws their decision boundaries side by side (boundaries.png).
 """
+
 import argparse
 import os
 
@@ -12,18 +13,26 @@ import jax
 import jax.numpy as jnp
 
 import jaxnn as nn
-from jaxnn import data, plots, train
-
 from common import out_dir, write_metrics
+from jaxnn import data, plots, train
 
 DATASETS = {"blobs": dict(classes=2), "moons": {}, "spirals": dict(classes=3)}
 
 
 def fit(model, ds, epochs, lr, seed):
     opt = train.optimizer("adam", lr, "cosine", epochs * (len(ds.x_train) // 32))
-    state, history = train.fit(model, nn.losses.softmax_cross_entropy, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-                               epochs=epochs, batch_size=32, opt=opt, key=jax.random.PRNGKey(seed),
-                               input_shape=(2,), progress=False, eval_every_epoch=False)
+    state, history = train.fit(
+        model,
+        nn.losses.softmax_cross_entropy,
+        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        epochs=epochs,
+        batch_size=32,
+        opt=opt,
+        key=jax.random.PRNGKey(seed),
+        input_shape=(2,),
+        progress=False,
+        eval_every_epoch=False,
+    )
     return state.params, history
 
 
@@ -48,8 +57,10 @@ def main():
     order = [panels[i] for i in (0, 2, 4, 1, 3, 5)]  # linear row first, then the MLP row
     plots.decision_boundaries(order[:3], os.path.join(folder, "boundaries_linear.png"))
     plots.decision_boundaries(order[3:], os.path.join(folder, "boundaries_mlp.png"))
-    write_metrics(folder, {"results": results, "config": vars(args),
-                           "test_accuracy": results["spirals/mlp"]["test_accuracy"]})
+    write_metrics(
+        folder,
+        {"results": results, "config": vars(args), "test_accuracy": results["spirals/mlp"]["test_accuracy"]},
+    )
     print(f"-> {folder}")
 
 

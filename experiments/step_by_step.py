@@ -6,6 +6,7 @@ the loss, every gradient from the hand rules beside jax.grad's, and the updated 
 
 Runs in float64 so the two gradient columns can be compared digit by digit.
 """
+
 import argparse
 import os
 
@@ -14,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-
 from common import out_dir, write_metrics
 
 
@@ -64,7 +64,9 @@ def main():
             for leaf in ("w", "b"):
                 show(f"dL/d{leaf.upper() if leaf == 'w' else leaf}{name} (hand)", grads[i][leaf], lines)
                 show(f"dL/d{leaf.upper() if leaf == 'w' else leaf}{name} (jax.grad)", auto[i][leaf], lines)
-                errors[f"{leaf}{name}"] = float(np.max(np.abs(np.asarray(grads[i][leaf]) - np.asarray(auto[i][leaf]))))
+                errors[f"{leaf}{name}"] = float(
+                    np.max(np.abs(np.asarray(grads[i][leaf]) - np.asarray(auto[i][leaf])))
+                )
         print("\n== update: W <- W - lr dL/dW ==")
         new = jax.tree_util.tree_map(lambda w, g: w - args.lr * g, params, grads)
         show("W1'", new[0]["w"], lines), show("b1'", new[0]["b"], lines)
@@ -73,8 +75,15 @@ def main():
         show("loss after the step", new_value, lines)
     with open(os.path.join(folder, "step_by_step.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    write_metrics(folder, {"loss_before": float(value), "loss_after": float(new_value), "lr": args.lr,
-                           "max_abs_difference_hand_vs_jax_grad": errors})
+    write_metrics(
+        folder,
+        {
+            "loss_before": float(value),
+            "loss_after": float(new_value),
+            "lr": args.lr,
+            "max_abs_difference_hand_vs_jax_grad": errors,
+        },
+    )
     print(f"\nlargest |hand - jax.grad| per parameter: {errors}\n-> {folder}")
 
 

@@ -8,6 +8,7 @@ Defaults: the MLP 784-256-256-10 (ReLU), Adam with a one-cycle schedule peaking 
 4 epochs: the recipe chosen by measurement (README, "Speed"). Writes into --out (default
 results/<run name>/): metrics.json, curves.png and checkpoint.npz.
 """
+
 import argparse
 import os
 import sys
@@ -15,9 +16,8 @@ import sys
 import jax
 
 import jaxnn as nn
-from jaxnn import data, parallel, plots, train
-
 from common import MODEL_OPTIONS, MODELS, build_model, out_dir, write_metrics
+from jaxnn import data, parallel, plots, train
 
 
 def parse_args(argv=None):
@@ -62,36 +62,54 @@ def main(argv=None):
     except data.DataError as e:
         sys.exit(f"error: {e}")
     if args.devices > len(jax.devices()):
-        sys.exit(f"error: --devices {args.devices} but {len(jax.devices())} available; on a CPU set "
-                 f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}")
+        sys.exit(
+            f"error: --devices {args.devices} but {len(jax.devices())} available; on a CPU set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
+        )
     model, input_shape = build_model(args.model, ds.classes, ds.x_train.shape[1:], args)
     steps = args.epochs * (len(ds.x_train) // args.batch_size)
     opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps)
-    print(f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "
-          f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
-          f"on {jax.devices()[0].device_kind}")
+    print(
+        f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "
+        f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
+        f"on {jax.devices()[0].device_kind}"
+    )
     ckpt = os.path.join(folder, "checkpoint.npz")
     try:
         state, history = train.fit(
-            model, nn.losses.softmax_cross_entropy, (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-            epochs=args.epochs, batch_size=args.batch_size, opt=opt, key=jax.random.PRNGKey(args.seed),
-            input_shape=input_shape, grad=args.grad, checkpoint_path=ckpt, resume=args.resume,
-            progress=not args.no_progress, mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
+            model,
+            nn.losses.softmax_cross_entropy,
+            (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            opt=opt,
+            key=jax.random.PRNGKey(args.seed),
+            input_shape=input_shape,
+            grad=args.grad,
+            checkpoint_path=ckpt,
+            resume=args.resume,
+            progress=not args.no_progress,
+            mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
         )
     except train.TrainingDiverged as e:
         sys.exit(f"error: {e}")
     last = history["epochs"][-1]
     metrics = {
-        "test_accuracy": last["test_accuracy"], "test_loss": last["test_loss"],
-        "train_seconds": history["train_seconds"], "compile_seconds": history["compile_seconds"],
+        "test_accuracy": last["test_accuracy"],
+        "test_loss": last["test_loss"],
+        "train_seconds": history["train_seconds"],
+        "compile_seconds": history["compile_seconds"],
         "epochs": args.epochs,
-        "config": {k: v for k, v in vars(args).items()}, "model": model.name,
+        "config": {k: v for k, v in vars(args).items()},
+        "model": model.name,
         "history": history["epochs"],
     }
     write_metrics(folder, metrics)
     plots.training_curves(history, os.path.join(folder, "curves.png"), title=run_name)
-    print(f"test accuracy {last['test_accuracy']:.4f}, training {history['train_seconds']:.2f} s "
-          f"(of which compilation {history['compile_seconds']:.2f} s) -> {folder}")
+    print(
+        f"test accuracy {last['test_accuracy']:.4f}, training {history['train_seconds']:.2f} s "
+        f"(of which compilation {history['compile_seconds']:.2f} s) -> {folder}"
+    )
     return metrics
 
 

@@ -1,9 +1,9 @@
 """jaxnn: a functional neural-network library in JAX, every backward pass derived by hand.
 
-    import jaxnn as nn
-    model = nn.mlp([784, 512, 512, 10], activation="relu")
-    out_shape, params = model.init(jax.random.PRNGKey(0), (784,))
-    value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params, x, labels)
+import jaxnn as nn
+model = nn.mlp([784, 512, 512, 10], activation="relu")
+out_shape, params = model.init(jax.random.PRNGKey(0), (784,))
+value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params, x, labels)
 """
 
 from . import activations, gradcheck, losses, models
@@ -17,9 +17,35 @@ from .recurrent import GRU, LSTM, RNN, LastStep
 __version__ = "0.2.0"
 
 __all__ = [
-    "Layer", "make_layer", "output_shape", "serial", "Residual", "Dense", "Flatten", "mlp",
-    "Conv2D", "Pool", "MaxPool", "AvgPool", "Dropout", "LayerNorm", "BatchNorm", "GroupNorm",
-    "RNN", "LSTM", "GRU", "LastStep", "activation", "prelu", "softmax",
-    "value_and_grad", "per_example_grads", "with_hand_rules", "loss_with_hand_rules",
-    "losses", "activations", "gradcheck", "models",
+    "Layer",
+    "make_layer",
+    "output_shape",
+    "serial",
+    "Residual",
+    "Dense",
+    "Flatten",
+    "mlp",
+    "Conv2D",
+    "Pool",
+    "MaxPool",
+    "AvgPool",
+    "Dropout",
+    "LayerNorm",
+    "BatchNorm",
+    "GroupNorm",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "LastStep",
+    "activation",
+    "prelu",
+    "softmax",
+    "value_and_grad",
+    "per_example_grads",
+    "with_hand_rules",
+    "loss_with_hand_rules",
+    "losses",
+    "activations",
+    "gradcheck",
+    "models",
 ]

@@ -11,8 +11,10 @@ ELU takes expm1 of min(x, 0) so the untaken branch never overflows (the "double 
     layer = activation("elu", alpha=1.0)      # a Layer with params ()
     layer = activation("prelu", alpha=0.25)   # a Layer with params {"alpha": ()} (learnable slope)
 """
+
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -6,6 +6,7 @@
 The arrays go into one .npz, keyed by their tree paths; a reader checks that the stored paths,
 shapes and dtypes match the template, so a checkpoint of another model is refused clearly.
 """
+
 import json
 import os
 import tempfile
@@ -46,11 +47,15 @@ def restore(path, like):
     with np.load(path) as f:
         stored = json.loads(str(f["__names__"]))
         if stored != names:
-            raise ValueError(f"checkpoint {path} holds a different tree: {stored[:4]}... vs expected {names[:4]}...")
+            raise ValueError(
+                f"checkpoint {path} holds a different tree: {stored[:4]}... vs expected {names[:4]}..."
+            )
         arrays = [f[f"a{i}"] for i in range(len(names))]
         meta = json.loads(str(f["__meta__"]))
     for name, got, want in zip(names, arrays, leaves):
         if got.shape != np.shape(want) or got.dtype != np.asarray(want).dtype:
-            raise ValueError(f"checkpoint {path}: {name} is {got.dtype}{got.shape}, expected "
-                             f"{np.asarray(want).dtype}{np.shape(want)}")
+            raise ValueError(
+                f"checkpoint {path}: {name} is {got.dtype}{got.shape}, expected "
+                f"{np.asarray(want).dtype}{np.shape(want)}"
+            )
     return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in arrays]), meta

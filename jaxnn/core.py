@@ -24,7 +24,8 @@ training or datasets.
 """
 
 import inspect
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,8 +95,16 @@ def make_layer(name, init, forward, backward, init_state=None, stateful=None):
         out = forward_(params, x, key=key, state=state, train=train, **options)
         return out[0] if state is None else (out[0], out[2])
 
-    return Layer(init, apply, forward_, backward, name, stochastic=takes_key,
-                 init_state=init_state or no_state, stateful=stateful)
+    return Layer(
+        init,
+        apply,
+        forward_,
+        backward,
+        name,
+        stochastic=takes_key,
+        init_state=init_state or no_state,
+        stateful=stateful,
+    )
 
 
 def call_forward(layer, params, x, key, state, train):
@@ -185,8 +194,9 @@ def serial(*layers):
             grads[i], dy = layers[i].backward(residuals[i], dy)
         return tuple(grads), dy
 
-    layer = make_layer(name, init, forward, backward, init_state,
-                       stateful=any(layer.stateful for layer in layers))
+    layer = make_layer(
+        name, init, forward, backward, init_state, stateful=any(layer.stateful for layer in layers)
+    )
     return layer._replace(stochastic=stochastic)
 
 
@@ -207,8 +217,10 @@ def Residual(inner):
     def init(key, input_shape, dtype=jnp.float32):
         out_shape, params = inner.init(key, input_shape, dtype=dtype)
         if tuple(out_shape) != tuple(input_shape):
-            raise ValueError(f"Residual: {inner.name} maps {tuple(input_shape)} to {tuple(out_shape)}; "
-                             "y = x + f(x) needs the same shape")
+            raise ValueError(
+                f"Residual: {inner.name} maps {tuple(input_shape)} to {tuple(out_shape)}; "
+                "y = x + f(x) needs the same shape"
+            )
         return tuple(input_shape), params
 
     def forward(params, x, key=None, state=None, train=None):
@@ -219,6 +231,7 @@ def Residual(inner):
         dparams, dx = inner.backward(residuals, dy)
         return dparams, dy + dx
 
-    layer = make_layer(f"Residual({inner.name})", init, forward, backward, inner.init_state,
-                       stateful=inner.stateful)
+    layer = make_layer(
+        f"Residual({inner.name})", init, forward, backward, inner.init_state, stateful=inner.stateful
+    )
     return layer._replace(stochastic=inner.stochastic)

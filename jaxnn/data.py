@@ -8,6 +8,7 @@ synthetic 2-D sets drawn from a PRNG key.
 The cache folder is $JAXNN_DATA, else ~/.cache/jaxnn. A download goes to a temporary file that is
 checked and then renamed, so a cut or corrupt download never becomes the cached file.
 """
+
 import gzip
 import hashlib
 import os
@@ -105,6 +106,7 @@ def read_idx(path):
 
 # --- download ------------------------------------------------------------------------------------------
 
+
 def cache_dir():
     return os.environ.get("JAXNN_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "jaxnn")
 
@@ -154,12 +156,14 @@ def _fetch(name, filename, folder):
         except (OSError, DataError) as e:
             errors.append(f"{mirror}: {e}")
     raise DataError(
-        f"could not download {filename} for {name}:\n  " + "\n  ".join(errors)
+        f"could not download {filename} for {name}:\n  "
+        + "\n  ".join(errors)
         + f"\nDownload it by hand into {folder} or pass data_dir= a folder holding the four IDX files."
     )
 
 
 # --- load -------------------------------------------------------------------------------------------------
+
 
 def load(name="mnist", data_dir=None, dtype="float32", key=None, **options):
     """Load a dataset by name. Images NHWC; float32 in [0, 1], or uint8 with dtype="uint8".
@@ -182,14 +186,18 @@ def load(name="mnist", data_dir=None, dtype="float32", key=None, **options):
 def _load_idx(name, data_dir, dtype):
     if data_dir is not None:
         if not os.path.isdir(data_dir):
-            raise DataError(f"data folder {data_dir!r} does not exist; it should hold the IDX files {sorted(FILES.values())}")
+            raise DataError(
+                f"data folder {data_dir!r} does not exist; "
+                f"it should hold the IDX files {sorted(FILES.values())}"
+            )
         paths = {}
         for part, filename in FILES.items():
             candidates = [os.path.join(data_dir, filename), os.path.join(data_dir, filename[:-3])]
             found = [p for p in candidates if os.path.exists(p)]
             if not found:
                 raise DataError(
-                    f"{name}: {filename} is missing from {data_dir}; get it from {IDX_DATASETS[name]['mirrors'][0]}"
+                    f"{name}: {filename} is missing from {data_dir}; "
+                    f"get it from {IDX_DATASETS[name]['mirrors'][0]}"
                     f"{filename} or call load({name!r}) without data_dir to download it"
                 )
             paths[part] = found[0]
@@ -202,8 +210,12 @@ def _load_idx(name, data_dir, dtype):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{name}: {split} images {x.shape} and labels {y.shape} do not match")
     return Dataset(
-        _images(arrays["x_train"], dtype), arrays["y_train"].astype(np.int32),
-        _images(arrays["x_test"], dtype), arrays["y_test"].astype(np.int32), 10, name,
+        _images(arrays["x_train"], dtype),
+        arrays["y_train"].astype(np.int32),
+        _images(arrays["x_test"], dtype),
+        arrays["y_test"].astype(np.int32),
+        10,
+        name,
     )
 
 
@@ -236,6 +248,7 @@ def load_tfds(name, data_dir=None, dtype="float32", image_key="image", label_key
 
 
 # --- synthetic 2-D sets ------------------------------------------------------------------------------------
+
 
 def synthetic(name, key, n=1000, noise=None, test_fraction=0.2, classes=None):
     """The lecture's "simple" and "complex" data: points in the plane, labels int32.

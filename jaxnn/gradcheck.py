@@ -16,6 +16,7 @@ there disagree with any rule; compare with `jax.grad` at kinks, with finite diff
         report = check_layer(my_layer, params, x)
     report.assert_close()          # raises with the worst leaves listed
 """
+
 from typing import NamedTuple
 
 import jax

@@ -1,11 +1,12 @@
 """Gradients two ways: by the hand rules, or by `jax.grad`; and hand rules inside `jax.grad`.
 
-    f = value_and_grad(model, loss, mode="manual")   # hand rules only: forward, then backward
-    f = value_and_grad(model, loss, mode="autodiff") # jax.value_and_grad of loss(model.apply(...))
-    value, grads = f(params, x, labels)
+f = value_and_grad(model, loss, mode="manual")   # hand rules only: forward, then backward
+f = value_and_grad(model, loss, mode="autodiff") # jax.value_and_grad of loss(model.apply(...))
+value, grads = f(params, x, labels)
 
-    fast = with_hand_rules(model)   # apply is a jax.custom_vjp: jax.grad/jit/vmap use the hand rules
+fast = with_hand_rules(model)   # apply is a jax.custom_vjp: jax.grad/jit/vmap use the hand rules
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np

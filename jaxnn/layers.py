@@ -2,9 +2,10 @@
 
 Each forward is followed by its hand-derived backward.
 """
-import functools
+
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -88,14 +89,17 @@ def _check_image(name, x, channels=None):
     if jnp.ndim(x) != 4:
         raise ValueError(f"{name}: expected images of shape (batch, H, W, C), got {jnp.shape(x)}")
     if channels is not None and x.shape[-1] != channels:
-        raise ValueError(f"{name}: expected {channels} input channels, got {x.shape[-1]} (shape {jnp.shape(x)})")
+        raise ValueError(
+            f"{name}: expected {channels} input channels, got {x.shape[-1]} (shape {jnp.shape(x)})"
+        )
 
 
 def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=lecun_normal, backward="auto"):
     """2-D convolution (cross-correlation, as in every framework), NHWC.
 
     params {"w": (kh, kw, c_in, features), "b": (features,)}; x: (batch, H, W, c_in).
-    With x padded by (lo, hi) and stride s:   y[n, p, q, o] = sum_{i, j, c} x[n, s p + i, s q + j, c] w[i, j, c, o] + b[o]
+    With x padded by (lo, hi) and stride s:
+        y[n, p, q, o] = sum_{i, j, c} x[n, s p + i, s q + j, c] w[i, j, c, o] + b[o]
 
     Backward (dy: (batch, P, Q, features)):
       dL/db = sum_{n,p,q} dy
@@ -123,13 +127,17 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
 
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 3:
-            raise ValueError(f"Conv2D: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}")
+            raise ValueError(
+                f"Conv2D: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}"
+            )
         h, w, c = input_shape
         (lo_h, hi_h), (lo_w, hi_w) = pads((h, w))
         out_h = (h + lo_h + hi_h - kernel_size[0]) // stride[0] + 1
         out_w = (w + lo_w + hi_w - kernel_size[1]) // stride[1] + 1
         if out_h < 1 or out_w < 1:
-            raise ValueError(f"Conv2D: input {h}x{w} is smaller than the kernel {kernel_size} with {padding} padding")
+            raise ValueError(
+                f"Conv2D: input {h}x{w} is smaller than the kernel {kernel_size} with {padding} padding"
+            )
         weights = w_init(key, kernel_size + (c, features), dtype)
         return (out_h, out_w, features), {"w": weights, "b": jnp.zeros((features,), dtype)}
 
@@ -148,8 +156,9 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
 
     def weight_grad_conv(x, dy):
         """dw as x correlated with dy dilated by the stride, batch and feature axes swapped."""
-        return jax.lax.conv_general_dilated(x, dy, (1, 1), trimmed_pads(x), rhs_dilation=stride,
-                                            dimension_numbers=("CHWN", "IHWO", "HWNC"))
+        return jax.lax.conv_general_dilated(
+            x, dy, (1, 1), trimmed_pads(x), rhs_dilation=stride, dimension_numbers=("CHWN", "IHWO", "HWNC")
+        )
 
     def weight_grad_taps(x, dy):
         """dw[i, j] = view_ij^T dy, one matmul per kernel tap (i, j), the view_ij = x_pad[:, i::s, j::s]
@@ -171,13 +180,17 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         """dx as input_grad_taps for stride 1, one tap at a time in a fori_loop (a slice update)."""
         (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
         kw = kernel_size[1]
-        dx_pad = jnp.zeros((x.shape[0], x.shape[1] + lo_h + hi_h, x.shape[2] + lo_w + hi_w, x.shape[3]), x.dtype)
+        dx_pad = jnp.zeros(
+            (x.shape[0], x.shape[1] + lo_h + hi_h, x.shape[2] + lo_w + hi_w, x.shape[3]), x.dtype
+        )
 
         def tap(t, dx_pad):
             i, j = t // kw, t % kw
             start = (0, i, j, 0)
             part = jax.lax.dynamic_slice(dx_pad, start, dy.shape[:3] + (x.shape[3],))
-            return jax.lax.dynamic_update_slice(dx_pad, part + jnp.einsum("npqo,co->npqc", dy, w[i, j]), start)
+            return jax.lax.dynamic_update_slice(
+                dx_pad, part + jnp.einsum("npqo,co->npqc", dy, w[i, j]), start
+            )
 
         dx_pad = jax.lax.fori_loop(0, kernel_size[0] * kw, tap, dx_pad)
         return dx_pad[:, lo_h : lo_h + x.shape[1], lo_w : lo_w + x.shape[2]]
@@ -190,15 +203,23 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         for size, k, (lo, _), d in zip(x.shape[1:3], kernel_size, trimmed_pads(x), dilated):
             first = k - 1 - lo
             dx_pads.append((first, size - 1 + k - d - first))
-        return jax.lax.conv_general_dilated(dy, jnp.flip(w, (0, 1)), (1, 1), dx_pads, lhs_dilation=stride,
-                                            dimension_numbers=("NHWC", "HWOI", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            dy,
+            jnp.flip(w, (0, 1)),
+            (1, 1),
+            dx_pads,
+            lhs_dilation=stride,
+            dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        )
 
     def input_grad_taps(x, w, dy):
         """dx: each tap's dy w[i, j]^T added into its strided view of the padded dx."""
         if stride == (1, 1):
             return input_grad_loop(x, w, dy)
         (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
-        dx_pad = jnp.zeros((x.shape[0], x.shape[1] + lo_h + hi_h, x.shape[2] + lo_w + hi_w, x.shape[3]), x.dtype)
+        dx_pad = jnp.zeros(
+            (x.shape[0], x.shape[1] + lo_h + hi_h, x.shape[2] + lo_w + hi_w, x.shape[3]), x.dtype
+        )
         for (i, j), index, _ in _taps(dx_pad, kernel_size, stride, dy.shape[1:3]):
             dx_pad = dx_pad.at[index].add(jnp.einsum("npqo,co->npqc", dy, w[i, j]))
         return dx_pad[:, lo_h : lo_h + x.shape[1], lo_w : lo_w + x.shape[2]]
@@ -221,8 +242,11 @@ def _taps(x, window, stride, out_size):
     x[:, i::s, j::s] cut to the output size out_size = (P, Q)."""
     for i in range(window[0]):
         for j in range(window[1]):
-            index = (slice(None), slice(i, i + stride[0] * (out_size[0] - 1) + 1, stride[0]),
-                     slice(j, j + stride[1] * (out_size[1] - 1) + 1, stride[1]))
+            index = (
+                slice(None),
+                slice(i, i + stride[0] * (out_size[0] - 1) + 1, stride[0]),
+                slice(j, j + stride[1] * (out_size[1] - 1) + 1, stride[1]),
+            )
             yield (i, j), index, x[index]
 
 
@@ -280,7 +304,9 @@ def Pool(reduction, window=(2, 2), stride=None):
 
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 3:
-            raise ValueError(f"{kind}: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}")
+            raise ValueError(
+                f"{kind}: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}"
+            )
         h, w, c = input_shape
         if h < window[0] or w < window[1]:
             raise ValueError(f"{kind}: input {h}x{w} is smaller than the window {window}")
@@ -295,8 +321,13 @@ def Pool(reduction, window=(2, 2), stride=None):
         """Windows that tile the input (stride == window): one reshape puts each window on its own
         axes, and dx is formed in one pass, without a scatter per window offset."""
         (kh, kw), (n, oh, ow, c) = window, dy.shape
-        rows = [jnp.stack([jnp.broadcast_to(reduction.share(i * kw + j, aux, dy, size), dy.shape)
-                           for j in range(kw)], axis=3) for i in range(kh)]  # each (n, oh, ow, kw, c)
+        rows = [
+            jnp.stack(
+                [jnp.broadcast_to(reduction.share(i * kw + j, aux, dy, size), dy.shape) for j in range(kw)],
+                axis=3,
+            )
+            for i in range(kh)
+        ]  # each (n, oh, ow, kw, c)
         dx = jnp.stack(rows, axis=2).reshape(n, oh * kh, ow * kw, c)
         if dx.shape != x.shape:  # rows or columns the windows did not reach get no gradient
             dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - oh * kh), (0, x.shape[2] - ow * kw), (0, 0)))
@@ -344,8 +375,9 @@ def Dropout(rate):
 
     def forward(params, x, key=None, train=None):
         if train and key is None:
-            raise ValueError("Dropout: train=True needs key=... (a PRNG key for the masks); "
-                             "pass train=False to evaluate")
+            raise ValueError(
+                "Dropout: train=True needs key=... (a PRNG key for the masks); pass train=False to evaluate"
+            )
         on = key is not None if train is None else train
         if not on or rate == 0:
             return x, None
@@ -404,8 +436,10 @@ def _affine_grads(dy, xhat):
 
 def _check_features(name, x, params):
     if jnp.ndim(x) < 2 or x.shape[-1] != params["scale"].shape[0]:
-        raise ValueError(f"{name}: expected (batch, ..., {params['scale'].shape[0]}) with the features "
-                         f"last, got shape {jnp.shape(x)}")
+        raise ValueError(
+            f"{name}: expected (batch, ..., {params['scale'].shape[0]}) with the features "
+            f"last, got shape {jnp.shape(x)}"
+        )
 
 
 def LayerNorm(eps=1e-5):
@@ -469,8 +503,10 @@ def BatchNorm(momentum=0.9, eps=1e-5):
         if train:
             n = x.size // x.shape[-1]
             if n < 2:
-                raise ValueError(f"BatchNorm: training needs more than one value per channel to take "
-                                 f"batch statistics, got input of shape {x.shape}")
+                raise ValueError(
+                    f"BatchNorm: training needs more than one value per channel to take "
+                    f"batch statistics, got input of shape {x.shape}"
+                )
             xhat, inv_std, m, v = _normalize(x, axes, eps)
             new_state = {
                 "mean": momentum * state["mean"] + (1 - momentum) * m.reshape(-1),

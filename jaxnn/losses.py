@@ -12,6 +12,7 @@ Under `jit` label values cannot be checked before running; an out-of-range integ
 the loss NaN (and the hand-derived gradient rows of those examples NaN), so a training loop that
 watches for a non-finite loss stops on it.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +59,9 @@ def _check_class_labels(name, logits, labels):
 
 def _check_same_shape(name, pred, target):
     if jnp.shape(pred) != jnp.shape(target):
-        raise ValueError(f"{name}: prediction and target shapes differ: {jnp.shape(pred)} vs {jnp.shape(target)}")
+        raise ValueError(
+            f"{name}: prediction and target shapes differ: {jnp.shape(pred)} vs {jnp.shape(target)}"
+        )
     if jnp.ndim(pred) < 1:
         raise ValueError(f"{name}: expected a batch axis, got a scalar")
 
@@ -77,6 +80,7 @@ def _shifted_logsumexp(logits):
 
 
 # --- softmax cross-entropy ------------------------------------------------------------------
+
 
 def _sce_forward(logits, labels):
     """L = (1/N) sum_i [ logsumexp(z_i) - z_i[y_i] ],  z = logits with the row max subtracted."""
@@ -98,6 +102,7 @@ softmax_cross_entropy = Loss(_sce_forward, _sce_backward, "softmax_cross_entropy
 
 
 # --- the lecture's formula: binary cross-entropy of softmax outputs ---------------------------
+
 
 def _lecture_forward(logits, labels):
     """The lecture's loss with out = softmax(logits) and y the one-hot labels:
@@ -141,10 +146,11 @@ lecture_cross_entropy = softmax_binary_cross_entropy
 
 # --- binary cross-entropy from logits ----------------------------------------------------------
 
+
 def _bce_forward(logits, targets):
     """Targets t in [0, 1], same shape as logits z; s = logistic(z):
 
-        L = -(1/N) sum [ t log s + (1 - t) log(1 - s) ] = (1/N) sum [ softplus(z) - t z ]
+    L = -(1/N) sum [ t log s + (1 - t) log(1 - s) ] = (1/N) sum [ softplus(z) - t z ]
     """
     _check_same_shape("binary_cross_entropy", logits, targets)
     targets = jnp.asarray(targets, logits.dtype)
@@ -163,6 +169,7 @@ binary_cross_entropy = Loss(_bce_forward, _bce_backward, "binary_cross_entropy")
 
 # --- mean squared error --------------------------------------------------------------------------
 
+
 def _mse_forward(pred, target):
     """L = (1/N) sum_i ||pred_i - target_i||^2   (sum over each example's outputs, mean over the batch)."""
     _check_same_shape("mean_squared_error", pred, target)
@@ -179,7 +186,12 @@ mean_squared_error = Loss(_mse_forward, _mse_backward, "mean_squared_error")
 
 ALL = {
     loss.name: loss
-    for loss in (softmax_cross_entropy, softmax_binary_cross_entropy, binary_cross_entropy, mean_squared_error)
+    for loss in (
+        softmax_cross_entropy,
+        softmax_binary_cross_entropy,
+        binary_cross_entropy,
+        mean_squared_error,
+    )
 }
 
 

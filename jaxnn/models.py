@@ -35,7 +35,9 @@ def mlp(sizes, activation="relu", **options):
 
     def init(key, input_shape=(sizes[0],), dtype=jnp.float32):
         if tuple(input_shape) != (sizes[0],):
-            raise ValueError(f"mlp: built for inputs of shape ({sizes[0]},), got input_shape {tuple(input_shape)}")
+            raise ValueError(
+                f"mlp: built for inputs of shape ({sizes[0]},), got input_shape {tuple(input_shape)}"
+            )
         return model.init(key, input_shape, dtype=dtype)
 
     return model._replace(init=init, name=f"mlp({sizes}, {getattr(activation, 'name', activation)})")
@@ -52,7 +54,9 @@ def image_mlp(classes, image_shape, width=256, activation="relu"):
     return mlp([n, width, width, classes], activation=activation), (n,)
 
 
-def cnn(classes, image_shape, dropout=0.0, batchnorm=False, channels=(32, 64), dense=128, conv_backward="auto"):
+def cnn(
+    classes, image_shape, dropout=0.0, batchnorm=False, channels=(32, 64), dense=128, conv_backward="auto"
+):
     """Conv blocks (3x3 convolution, [BatchNorm], ReLU, 2x2 max pool) with `channels`, then
     Dense(dense), ReLU, Dense(classes); Dropout before each Dense when dropout > 0.
     conv_backward: Conv2D's backward formulation ("auto", "taps", "conv")."""

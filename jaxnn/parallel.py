@@ -9,6 +9,7 @@ On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before JAX sta
 host devices to try it. Across hosts, call jax.distributed.initialize() first on every host
 (see the README); jax.devices() then lists all hosts' devices and the same mesh spans them.
 """
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec

@@ -1,5 +1,6 @@
 """Figures the experiments write (matplotlib, no display needed). Each function saves a PNG and
 returns its path."""
+
 import os
 
 import numpy as np
@@ -113,7 +114,7 @@ def function_table(rows, path, x=None):
         ax.axhline(0, color="k", lw=0.4)
         ax.axvline(0, color="k", lw=0.4)
         ax.set_title(name, fontsize=10)
-    for ax in list(axes.flat)[len(rows):]:
+    for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     return _save(fig, path)
@@ -131,7 +132,9 @@ def compare_runs(panels, path, title=""):
         ax_acc, ax_loss = axes[0, col], axes[1, col]
         for label, history in runs.items():
             epochs = [e for e in history["epochs"] if "test_accuracy" in e]
-            ax_acc.plot([e["epoch"] for e in epochs], [100 * e["test_accuracy"] for e in epochs], "o-", label=label)
+            ax_acc.plot(
+                [e["epoch"] for e in epochs], [100 * e["test_accuracy"] for e in epochs], "o-", label=label
+            )
             losses = np.asarray(history["step_losses"])
             k = max(1, len(losses) // 100)
             smooth = np.convolve(losses, np.ones(k) / k, mode="valid")

@@ -6,8 +6,10 @@ backward treats a given initial state as a constant (it returns no gradient for 
 The input projection x_t wx of every step is one large matmul before the scan, and the weight
 gradients are one large matmul after the backward scan: only the h-recurrence is sequential.
 """
+
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,9 @@ from .core import make_layer
 
 def _check_sequence(name, x, features):
     if jnp.ndim(x) != 3:
-        raise ValueError(f"{name}: expected a sequence of shape (batch, time, {features}), got {jnp.shape(x)}")
+        raise ValueError(
+            f"{name}: expected a sequence of shape (batch, time, {features}), got {jnp.shape(x)}"
+        )
     if x.shape[1] == 0:
         raise ValueError(f"{name}: got a sequence of length 0 (shape {jnp.shape(x)})")
     if x.shape[2] != features:
@@ -27,7 +31,9 @@ def _check_sequence(name, x, features):
 def _recurrent_init(name, hidden, gates, forget_bias=0.0):
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 2:
-            raise ValueError(f"{name}: expected one example of shape (time, features), got {tuple(input_shape)}")
+            raise ValueError(
+                f"{name}: expected one example of shape (time, features), got {tuple(input_shape)}"
+            )
         if input_shape[0] == 0:
             raise ValueError(f"{name}: sequences of length 0 have nothing to read")
         n_in = input_shape[1]
@@ -52,8 +58,10 @@ def _initial(name, x, hidden, given, parts):
         return zeros if parts == 1 else (zeros,) * parts
     arrays = (given,) if parts == 1 else tuple(given)
     if len(arrays) != parts or any(jnp.shape(a) != zeros.shape for a in arrays):
-        raise ValueError(f"{name}: initial_state must be {parts} array(s) of shape {zeros.shape}, got "
-                         f"{[jnp.shape(a) for a in arrays]}")
+        raise ValueError(
+            f"{name}: initial_state must be {parts} array(s) of shape {zeros.shape}, got "
+            f"{[jnp.shape(a) for a in arrays]}"
+        )
     return given
 
 
@@ -165,8 +173,9 @@ def _lstm_back(wh, dcarry, dy_t, h_prev, h_t, saved):
     dh = dy_t + dh_next
     do = dh * tc
     dc = dc_next + dh * o * (1 - tc * tc)
-    dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
-                          do * o * (1 - o)], axis=-1)
+    dz = jnp.concatenate(
+        [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), do * o * (1 - o)], axis=-1
+    )
     return (dz @ wh.T, dc * f), (dz, None)
 
 

@@ -10,6 +10,7 @@ device memory stays at the dataset's own size. Each epoch draws a fresh permutat
 state's key, so the same seed gives the same run, bit for bit on the CPU.
 `train` knows nothing of datasets on disk: it takes arrays.
 """
+
 import os
 import time
 from typing import Any, NamedTuple
@@ -57,8 +58,14 @@ def schedule(kind, learning_rate, total_steps=None):
     raise ValueError(f"unknown schedule {kind!r}; choose from {SCHEDULES}")
 
 
-def optimizer(name="adam", learning_rate=1e-3, schedule_kind="constant", total_steps=None, momentum=0.9,
-              weight_decay=1e-4):
+def optimizer(
+    name="adam",
+    learning_rate=1e-3,
+    schedule_kind="constant",
+    total_steps=None,
+    momentum=0.9,
+    weight_decay=1e-4,
+):
     """An optax optimizer. "sgd" is the lecture's gradient descent, W <- W - lr * dL/dW."""
     lr = schedule(schedule_kind, learning_rate, total_steps)
     if name == "sgd":
@@ -103,7 +110,9 @@ def make_step(model, loss, opt, grad="manual", input_shape=None, mesh=None):
         if mesh is not None:
             x, labels = parallel.shard_batch(x, mesh), parallel.shard_batch(labels, mesh)
         key = jax.random.fold_in(state.key, state.step) if model.stochastic else None  # for Dropout
-        (value, out, model_state), grads = f(state.params, x, labels, key, state=state.model_state, train=True)
+        (value, out, model_state), grads = f(
+            state.params, x, labels, key, state=state.model_state, train=True
+        )
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = state._replace(params=params, opt_state=opt_state, step=state.step + 1, model_state=model_state)
@@ -172,23 +181,45 @@ def make_evaluate(model, loss, input_shape, batch_size=1000):
 
         def body(acc, i):
             sl = jax.lax.dynamic_slice_in_dim
-            batch_loss, batch_correct = totals(params, model_state, sl(images, i * batch_size, batch_size),
-                                               sl(labels, i * batch_size, batch_size))
+            batch_loss, batch_correct = totals(
+                params,
+                model_state,
+                sl(images, i * batch_size, batch_size),
+                sl(labels, i * batch_size, batch_size),
+            )
             return (acc[0] + batch_loss, acc[1] + batch_correct), None
 
         total_loss, correct = 0.0, 0
         if whole:
             (total_loss, correct), _ = jax.lax.scan(body, (0.0, 0), jnp.arange(whole))
         if n % batch_size:
-            rest_loss, rest_correct = totals(params, model_state, images[whole * batch_size :], labels[whole * batch_size :])
+            rest_loss, rest_correct = totals(
+                params, model_state, images[whole * batch_size :], labels[whole * batch_size :]
+            )
             total_loss, correct = total_loss + rest_loss, correct + rest_correct
         return total_loss / n, correct / n
 
     return jax.jit(evaluate)
 
 
-def fit(model, loss, data, *, epochs, batch_size, opt, key, input_shape, grad="manual",
-        checkpoint_path=None, resume=False, progress=True, eval_every_epoch=True, log=print, mesh=None):
+def fit(
+    model,
+    loss,
+    data,
+    *,
+    epochs,
+    batch_size,
+    opt,
+    key,
+    input_shape,
+    grad="manual",
+    checkpoint_path=None,
+    resume=False,
+    progress=True,
+    eval_every_epoch=True,
+    log=print,
+    mesh=None,
+):
     """Train for `epochs` whole epochs; return (state, history).
 
     data: (x_train, y_train, x_test, y_test) numpy arrays (images uint8 or float).
@@ -219,8 +250,14 @@ def fit(model, loss, data, *, epochs, batch_size, opt, key, input_shape, grad="m
     epoch_fn = epoch_fn.lower(state, x_train, y_train).compile()  # ahead of time: its cost is reported
     history["compile_seconds"] = time.perf_counter() - t0
     history["train_seconds"] += history["compile_seconds"]
-    bar = tqdm(range(start_epoch, epochs), desc="epochs", unit="epoch", total=epochs, initial=start_epoch,
-               disable=not progress)
+    bar = tqdm(
+        range(start_epoch, epochs),
+        desc="epochs",
+        unit="epoch",
+        total=epochs,
+        initial=start_epoch,
+        disable=not progress,
+    )
     for epoch in bar:
         t0 = time.perf_counter()
         new_state, losses, accs = epoch_fn(state, x_train, y_train)
@@ -238,16 +275,24 @@ def fit(model, loss, data, *, epochs, batch_size, opt, key, input_shape, grad="m
             raise err
         state = new_state
         history["train_seconds"] += seconds
-        row = {"epoch": epoch + 1, "train_loss": float(losses.mean()), "train_accuracy": float(np.mean(accs)),
-               "seconds": seconds, "samples_per_second": losses.size * batch_size / seconds}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(losses.mean()),
+            "train_accuracy": float(np.mean(accs)),
+            "seconds": seconds,
+            "samples_per_second": losses.size * batch_size / seconds,
+        }
         if eval_every_epoch or epoch + 1 == epochs:
             test_loss, test_acc = evaluate(state.params, x_test, y_test, state.model_state)
             row.update(test_loss=float(test_loss), test_accuracy=float(test_acc))
         history["epochs"].append(row)
         history["step_losses"].extend(float(v) for v in losses)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_accuracy']:.4f}",
-                        test=f"{row.get('test_accuracy', float('nan')):.4f}",
-                        sps=f"{row['samples_per_second']:.0f}")
+        bar.set_postfix(
+            loss=f"{row['train_loss']:.4f}",
+            acc=f"{row['train_accuracy']:.4f}",
+            test=f"{row.get('test_accuracy', float('nan')):.4f}",
+            sps=f"{row['samples_per_second']:.0f}",
+        )
         if checkpoint_path:
             checkpoint.save(checkpoint_path, state, {"epoch": epoch + 1, "history": history})
     return state, history

@@ -10,4 +10,6 @@ def x64():
 
 
 def pytest_addoption(parser):
-    parser.addoption("--data-dir", default=None, help="folder holding the MNIST IDX files (e.g. ../shared/data)")
+    parser.addoption(
+        "--data-dir", default=None, help="folder holding the MNIST IDX files (e.g. ../shared/data)"
+    )

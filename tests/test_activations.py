@@ -1,4 +1,5 @@
 """The lecture's activation table: values, derivatives, kinks, stability at |x| = 1e4 in float32."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,8 +39,9 @@ def test_matches_the_lecture_table(name, x64):
     np.testing.assert_allclose(dy[0], df(X), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name,expected", [("relu", 1.0), ("prelu", 1.0), ("elu", 1.0), ("leaky_relu", 1.0),
-                                           ("binary_step", 0.0)])
+@pytest.mark.parametrize(
+    "name,expected", [("relu", 1.0), ("prelu", 1.0), ("elu", 1.0), ("leaky_relu", 1.0), ("binary_step", 0.0)]
+)
 def test_derivative_at_the_kink(name, expected):
     _, dy = _value_and_derivative(name, jnp.zeros((1, 1)))
     assert dy[0, 0] == expected

@@ -1,4 +1,5 @@
 """The benchmark suite runs end to end (a tiny configuration) and writes its JSON and plot."""
+
 import json
 import os
 import subprocess
@@ -8,8 +9,24 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def test_benchmark_suite_smoke(tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--out", str(tmp_path), "--models", "mlp",
-           "--batch-sizes", "8", "--steps", "1", "--repeats", "1", "--impls", "jaxnn-manual", "jax-optax", "no-such-impl"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "benchmarks", "run.py"),
+        "--out",
+        str(tmp_path),
+        "--models",
+        "mlp",
+        "--batch-sizes",
+        "8",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--impls",
+        "jaxnn-manual",
+        "jax-optax",
+        "no-such-impl",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
     result = json.loads((tmp_path / "bench.json").read_text())
     rows = {r["impl"]: r for r in result["rows"]}

@@ -1,4 +1,5 @@
 """The contract of DESIGN.md section 2, name for name, and clear errors for bad input."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,6 +80,7 @@ def test_sgd_step_by_hand_lowers_the_loss():
 
 # --- errors --------------------------------------------------------------------------------------
 
+
 def test_wrong_input_width_for_apply_names_both_shapes():
     layer = nn.Dense(2)
     _, params = layer.init(KEY, (3,))
@@ -134,6 +136,7 @@ def test_serial_rejects_wrong_params():
 
 
 # --- convolutional and recurrent layers: shapes and errors ---------------------------------------------
+
 
 def test_conv_contract_shapes():
     layer = nn.Conv2D(8, kernel_size=(3, 3), stride=(2, 2), padding="SAME")

@@ -1,4 +1,5 @@
 """Data module: IDX parsing, the real MNIST files, the downloader (loopback HTTP server), errors."""
+
 import gzip
 import hashlib
 import http.server
@@ -63,8 +64,12 @@ def test_real_mnist_known_facts(request):
     ds = data.load("mnist", data_dir=_data_dir(request, "mnist"))
     assert ds.x_train.shape == (60000, 28, 28, 1) and ds.x_train.dtype == np.float32
     assert ds.y_train.dtype == np.int32
-    np.testing.assert_array_equal(np.bincount(ds.y_train), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
-    np.testing.assert_array_equal(np.bincount(ds.y_test), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    np.testing.assert_array_equal(
+        np.bincount(ds.y_train), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    )
+    np.testing.assert_array_equal(
+        np.bincount(ds.y_test), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    )
     assert abs(ds.x_train.mean() - 0.1307) < 1e-4
     assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
 
@@ -76,6 +81,7 @@ def test_real_fashion_mnist_balanced(request):
 
 
 # --- the downloader, against a server on loopback -------------------------------------------------
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     files = {}
@@ -136,8 +142,10 @@ def test_load_downloads_into_the_cache_once(server, tmp_path, monkeypatch):
     url, files = server
     rng = np.random.default_rng(0)
     parts = {
-        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (8, 28, 28)), "train-labels-idx1-ubyte.gz": np.arange(8) % 10,
-        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (4, 28, 28)), "t10k-labels-idx1-ubyte.gz": np.arange(4),
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (8, 28, 28)),
+        "train-labels-idx1-ubyte.gz": np.arange(8) % 10,
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (4, 28, 28)),
+        "t10k-labels-idx1-ubyte.gz": np.arange(4),
     }
     md5 = {}
     for name, array in parts.items():

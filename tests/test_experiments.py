@@ -1,4 +1,5 @@
 """The experiment scripts run end to end and write what they promise (small settings)."""
+
 import json
 import os
 import subprocess
@@ -8,8 +9,13 @@ HERE = os.path.join(os.path.dirname(__file__), "..", "experiments")
 
 
 def _run(script, *args, timeout=300):
-    return subprocess.run([sys.executable, os.path.join(HERE, script), *args], check=True,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, os.path.join(HERE, script), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_step_by_step_prints_every_number(tmp_path):

@@ -5,6 +5,7 @@ hand rule is run under `jit` and under `vmap` against the eager result.
 The default run checks every op at one fixed shape; the `slow` run (`.ci/run`) adds random
 shapes and inputs drawn by hypothesis, kink points included for the jax.grad comparison.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,7 +74,9 @@ def _with_state(layer, train):
 
     def state_for(x):
         state = layer.init_state(x.shape[1:], dtype=x.dtype)
-        return jax.tree_util.tree_map(lambda a: a + 0.5 + 0.25 * jnp.cos(jnp.arange(a.size, dtype=a.dtype)), state)
+        return jax.tree_util.tree_map(
+            lambda a: a + 0.5 + 0.25 * jnp.cos(jnp.arange(a.size, dtype=a.dtype)), state
+        )
 
     return layer._replace(
         forward=lambda p, x, key=None, train=train: layer.forward(p, x, state=state_for(x), train=train)[:2],
@@ -85,56 +88,102 @@ def _with_state(layer, train):
 def _with_key(layer, seed=7):
     """Dropout's training mode: the same fixed key in forward and apply, so the mask is shared."""
     fixed = jax.random.PRNGKey(seed)
-    return layer._replace(forward=lambda p, x, key=None, train=None: layer.forward(p, x, key=fixed),
-                          apply=lambda p, x, key=None, train=None: layer.apply(p, x, key=fixed))
+    return layer._replace(
+        forward=lambda p, x, key=None, train=None: layer.forward(p, x, key=fixed),
+        apply=lambda p, x, key=None, train=None: layer.apply(p, x, key=fixed),
+    )
 
 
-LAYERS.update({
-    "Dropout(0.3) training": _activation_like(_with_key(nn.Dropout(0.3))),
-    "Dropout(0.3) evaluation": _activation_like(nn.Dropout(0.3)),
-    # widths >= 5: dL/dx is dy projected off the 2-D span of (1, xhat), so with few features it can
-    # be nearly 0 by chance (exactly 0 for 1 or 2), and a relative error of rounding noise means nothing
-    "LayerNorm": lambda shape: (nn.LayerNorm(), (shape[-1] + 4,)),
-    "LayerNorm on images": _image(nn.LayerNorm(), channels=3),
-    "Residual(Dense, tanh)": _activation_like(nn.Residual(nn.serial(nn.Dense(4), nn.activation("tanh"), nn.Dense(4))), 4),
-    "small ResNet": _image(nn.serial(nn.Conv2D(4, (3, 3)), nn.Residual(nn.serial(
-        nn.Conv2D(4, (3, 3)), nn.LayerNorm(), nn.activation("relu"), nn.Conv2D(4, (3, 3)))), nn.AvgPool(),
-        nn.Flatten(), nn.Dense(2))),
-    "Conv2D 3x3 SAME": _image(nn.Conv2D(3, (3, 3))),
-    "Conv2D 3x2 stride 2 VALID": _image(nn.Conv2D(2, (3, 2), stride=2, padding="VALID")),
-    "Conv2D 1x1 stride (2,1) SAME": _image(nn.Conv2D(4, (1, 1), stride=(2, 1), padding="SAME"), channels=3),
-    "Conv2D 3x3 stride 2 SAME": _image(nn.Conv2D(2, (3, 3), stride=2, padding="SAME")),
-    "Conv2D 3x3 SAME, conv backward": _image(nn.Conv2D(3, (3, 3), backward="conv")),
-    "Conv2D 3x2 stride 2 VALID, conv backward": _image(nn.Conv2D(2, (3, 2), stride=2, padding="VALID", backward="conv")),
-    "Conv2D 5x5 stride (2,3) SAME, conv backward": _image(nn.Conv2D(2, (5, 5), stride=(2, 3), backward="conv")),
-    "MaxPool 2x2": _image(nn.MaxPool()),
-    "MaxPool 3x3 stride 2 (overlapping)": _image(nn.MaxPool((3, 3), stride=2)),
-    "AvgPool 2x3 stride 1": _image(nn.AvgPool((2, 3), stride=1)),
-    "RNN": _sequence(nn.RNN(4)),
-    "LSTM": _sequence(nn.LSTM(3)),
-    "GRU": _sequence(nn.GRU(3)),
-    "LastStep": _sequence(nn.LastStep()),
-    "BatchNorm training": _image(_with_state(nn.BatchNorm(), train=True), channels=3),
-    "BatchNorm evaluation": _image(_with_state(nn.BatchNorm(), train=False), channels=3),
-    "BatchNorm training on sequences": _sequence(_with_state(nn.BatchNorm(0.8), train=True), features=5),
-    "GroupNorm(2) on images": _image(nn.GroupNorm(2), channels=6),
-    "GroupNorm(1) on sequences": _sequence(nn.GroupNorm(1), features=5),
-    "GroupNorm(3) per channel": _image(nn.GroupNorm(3), channels=3),
-    "cnn with BatchNorm, training": _image(_with_state(nn.serial(
-        nn.Conv2D(3, (3, 3)), nn.BatchNorm(), nn.activation("relu"), nn.MaxPool(),
-        nn.Residual(nn.serial(nn.Conv2D(3, (3, 3)), nn.BatchNorm())), nn.Flatten(), nn.Dense(2)), train=True)),
-    "cnn with BatchNorm, evaluation": _image(_with_state(nn.serial(
-        nn.Conv2D(3, (3, 3)), nn.BatchNorm(), nn.activation("relu"), nn.MaxPool(),
-        nn.Residual(nn.serial(nn.Conv2D(3, (3, 3)), nn.BatchNorm())), nn.Flatten(), nn.Dense(2)), train=False)),
-    "cnn": _image(nn.serial(nn.Conv2D(3, (3, 3)), nn.activation("relu"), nn.MaxPool(), nn.Flatten(), nn.Dense(2))),
-    "lstm classifier": _sequence(nn.serial(nn.LSTM(3), nn.LastStep(), nn.Dense(2))),
-    "elu(alpha=0.7)": _activation_case("elu", alpha=0.7),
-    "leaky_relu(0.2)": _activation_case("leaky_relu", negative_slope=0.2),
-    "prelu(alpha=-0.5)": _activation_case("prelu", alpha=-0.5),
-    "Dense": _dense,
-    "Flatten": _flatten,
-    "serial": _serial,
-})
+LAYERS.update(
+    {
+        "Dropout(0.3) training": _activation_like(_with_key(nn.Dropout(0.3))),
+        "Dropout(0.3) evaluation": _activation_like(nn.Dropout(0.3)),
+        # widths >= 5: dL/dx is dy projected off the 2-D span of (1, xhat), so with few features it can
+        # be nearly 0 by chance (exactly 0 for 1 or 2), and a relative error of rounding noise means nothing
+        "LayerNorm": lambda shape: (nn.LayerNorm(), (shape[-1] + 4,)),
+        "LayerNorm on images": _image(nn.LayerNorm(), channels=3),
+        "Residual(Dense, tanh)": _activation_like(
+            nn.Residual(nn.serial(nn.Dense(4), nn.activation("tanh"), nn.Dense(4))), 4
+        ),
+        "small ResNet": _image(
+            nn.serial(
+                nn.Conv2D(4, (3, 3)),
+                nn.Residual(
+                    nn.serial(
+                        nn.Conv2D(4, (3, 3)), nn.LayerNorm(), nn.activation("relu"), nn.Conv2D(4, (3, 3))
+                    )
+                ),
+                nn.AvgPool(),
+                nn.Flatten(),
+                nn.Dense(2),
+            )
+        ),
+        "Conv2D 3x3 SAME": _image(nn.Conv2D(3, (3, 3))),
+        "Conv2D 3x2 stride 2 VALID": _image(nn.Conv2D(2, (3, 2), stride=2, padding="VALID")),
+        "Conv2D 1x1 stride (2,1) SAME": _image(
+            nn.Conv2D(4, (1, 1), stride=(2, 1), padding="SAME"), channels=3
+        ),
+        "Conv2D 3x3 stride 2 SAME": _image(nn.Conv2D(2, (3, 3), stride=2, padding="SAME")),
+        "Conv2D 3x3 SAME, conv backward": _image(nn.Conv2D(3, (3, 3), backward="conv")),
+        "Conv2D 3x2 stride 2 VALID, conv backward": _image(
+            nn.Conv2D(2, (3, 2), stride=2, padding="VALID", backward="conv")
+        ),
+        "Conv2D 5x5 stride (2,3) SAME, conv backward": _image(
+            nn.Conv2D(2, (5, 5), stride=(2, 3), backward="conv")
+        ),
+        "MaxPool 2x2": _image(nn.MaxPool()),
+        "MaxPool 3x3 stride 2 (overlapping)": _image(nn.MaxPool((3, 3), stride=2)),
+        "AvgPool 2x3 stride 1": _image(nn.AvgPool((2, 3), stride=1)),
+        "RNN": _sequence(nn.RNN(4)),
+        "LSTM": _sequence(nn.LSTM(3)),
+        "GRU": _sequence(nn.GRU(3)),
+        "LastStep": _sequence(nn.LastStep()),
+        "BatchNorm training": _image(_with_state(nn.BatchNorm(), train=True), channels=3),
+        "BatchNorm evaluation": _image(_with_state(nn.BatchNorm(), train=False), channels=3),
+        "BatchNorm training on sequences": _sequence(_with_state(nn.BatchNorm(0.8), train=True), features=5),
+        "GroupNorm(2) on images": _image(nn.GroupNorm(2), channels=6),
+        "GroupNorm(1) on sequences": _sequence(nn.GroupNorm(1), features=5),
+        "GroupNorm(3) per channel": _image(nn.GroupNorm(3), channels=3),
+        "cnn with BatchNorm, training": _image(
+            _with_state(
+                nn.serial(
+                    nn.Conv2D(3, (3, 3)),
+                    nn.BatchNorm(),
+                    nn.activation("relu"),
+                    nn.MaxPool(),
+                    nn.Residual(nn.serial(nn.Conv2D(3, (3, 3)), nn.BatchNorm())),
+                    nn.Flatten(),
+                    nn.Dense(2),
+                ),
+                train=True,
+            )
+        ),
+        "cnn with BatchNorm, evaluation": _image(
+            _with_state(
+                nn.serial(
+                    nn.Conv2D(3, (3, 3)),
+                    nn.BatchNorm(),
+                    nn.activation("relu"),
+                    nn.MaxPool(),
+                    nn.Residual(nn.serial(nn.Conv2D(3, (3, 3)), nn.BatchNorm())),
+                    nn.Flatten(),
+                    nn.Dense(2),
+                ),
+                train=False,
+            )
+        ),
+        "cnn": _image(
+            nn.serial(nn.Conv2D(3, (3, 3)), nn.activation("relu"), nn.MaxPool(), nn.Flatten(), nn.Dense(2))
+        ),
+        "lstm classifier": _sequence(nn.serial(nn.LSTM(3), nn.LastStep(), nn.Dense(2))),
+        "elu(alpha=0.7)": _activation_case("elu", alpha=0.7),
+        "leaky_relu(0.2)": _activation_case("leaky_relu", negative_slope=0.2),
+        "prelu(alpha=-0.5)": _activation_case("prelu", alpha=-0.5),
+        "Dense": _dense,
+        "Flatten": _flatten,
+        "serial": _serial,
+    }
+)
 
 
 def _build(name, shape, batch, seed, away_from_kinks):
@@ -190,7 +239,7 @@ def test_hand_rule_under_jit_and_vmap(name):
         _assert_trees_close(jax.jit(rule)(params, xs[0], dys[0]), eager[0], 1e-12)
         batched = jax.vmap(rule, in_axes=(None, 0, 0))(params, xs, dys)
         for i in range(2):
-            _assert_trees_close(jax.tree_util.tree_map(lambda t: t[i], batched), eager[i], 1e-12)
+            _assert_trees_close(jax.tree_util.tree_map(lambda t, i=i: t[i], batched), eager[i], 1e-12)
 
 
 @pytest.mark.slow
@@ -288,6 +337,7 @@ def test_every_activation_inside_an_mlp_end_to_end(activation):
 
 # --- jit, vmap, custom_vjp -------------------------------------------------------------------
 
+
 def _problem(dtype=jnp.float64):
     model = nn.mlp([8, 16, 16, 4], activation="relu")
     _, params = model.init(jax.random.PRNGKey(0), (8,), dtype=dtype)
@@ -315,7 +365,7 @@ def test_vmap_per_example_gradients_equal_a_python_loop(x64):
     single = nn.value_and_grad(model, loss, "autodiff")
     for i in range(x.shape[0]):
         v, g = single(params, x[i : i + 1], labels[i : i + 1])
-        _assert_trees_close((values[i], jax.tree_util.tree_map(lambda t: t[i], grads)), (v, g), 1e-10)
+        _assert_trees_close((values[i], jax.tree_util.tree_map(lambda t, i=i: t[i], grads)), (v, g), 1e-10)
 
 
 def test_with_hand_rules_plugs_into_jax_grad_jit_and_vmap(x64):
@@ -329,10 +379,12 @@ def test_with_hand_rules_plugs_into_jax_grad_jit_and_vmap(x64):
     expected = nn.value_and_grad(model, nn.losses.softmax_cross_entropy, "autodiff")(params, x, labels)
     got = jax.jit(jax.value_and_grad(user_objective))(params, x, labels)
     _assert_trees_close(got, expected, 1e-10)
-    per_example = jax.vmap(jax.grad(user_objective), in_axes=(None, 0, 0))(params, x[:, None], labels[:, None])
+    per_example = jax.vmap(jax.grad(user_objective), in_axes=(None, 0, 0))(
+        params, x[:, None], labels[:, None]
+    )
     loop = [jax.grad(user_objective)(params, x[i : i + 1], labels[i : i + 1]) for i in range(3)]
     for i in range(3):
-        _assert_trees_close(jax.tree_util.tree_map(lambda t: t[i], per_example), loop[i], 1e-10)
+        _assert_trees_close(jax.tree_util.tree_map(lambda t, i=i: t[i], per_example), loop[i], 1e-10)
 
 
 def test_with_hand_rules_really_runs_the_hand_backward():

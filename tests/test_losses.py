@@ -1,4 +1,5 @@
 """Losses: the formulas, stability for logits of +-1e4 in float32, clear errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,5 +1,6 @@
 """Data parallelism over 8 host devices (XLA_FLAGS=--xla_force_host_platform_device_count=8).
 JAX reads the flag at start-up, so the checks run in a fresh Python process."""
+
 import os
 import subprocess
 import sys
@@ -15,12 +16,13 @@ SCRIPT = textwrap.dedent("""
     opt = train.optimizer("adam", 1e-2)
     mesh = parallel.data_mesh(8)
     state = train.init_state(model, opt, jax.random.PRNGKey(0), (2,))
-    x = jax.random.normal(jax.random.PRNGKey(1), (64, 2)); y = jax.random.randint(jax.random.PRNGKey(2), (64,), 0, 3)
+    x = jax.random.normal(jax.random.PRNGKey(1), (64, 2))
+    y = jax.random.randint(jax.random.PRNGKey(2), (64,), 0, 3)
 
     # 1. the sharded step equals the single-device step to float32 rounding, and really is sharded
     single = jax.jit(train.make_step(model, loss, opt))(state, x, y)
     sharded_fn = jax.jit(train.make_step(model, loss, opt, mesh=mesh))
-    sharded = sharded_fn(parallel.replicate(state, mesh), parallel.replicate(x, mesh), parallel.replicate(y, mesh))
+    sharded = sharded_fn(*(parallel.replicate(a, mesh) for a in (state, x, y)))
     for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(sharded)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
     hlo = sharded_fn.lower(parallel.replicate(state, mesh), x, y).compile().as_text()
@@ -33,8 +35,9 @@ SCRIPT = textwrap.dedent("""
     accs = []
     for m in (None, mesh):
         opt = train.optimizer("adam", 1e-2, "cosine", 60 * (960 // 64))
-        _, h = train.fit(nn.mlp([2, 64, 64, 3], activation="tanh"), loss, arrays, epochs=60, batch_size=64, opt=opt,
-                         key=jax.random.PRNGKey(0), input_shape=(2,), progress=False, eval_every_epoch=False, mesh=m)
+        _, h = train.fit(nn.mlp([2, 64, 64, 3], activation="tanh"), loss, arrays, epochs=60, batch_size=64,
+                         opt=opt, key=jax.random.PRNGKey(0), input_shape=(2,), progress=False,
+                         eval_every_epoch=False, mesh=m)
         accs.append(h["epochs"][-1]["test_accuracy"])
     print("accuracies", accs)
     assert accs[1] >= 0.99 and abs(accs[0] - accs[1]) <= 0.01, accs

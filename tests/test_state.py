@@ -19,8 +19,15 @@ LOSS = nn.losses.softmax_cross_entropy
 
 
 def _bn_cnn():
-    return nn.serial(nn.Conv2D(4, (3, 3)), nn.BatchNorm(), nn.activation("relu"), nn.MaxPool(),
-                     nn.Residual(nn.serial(nn.Conv2D(4, (3, 3)), nn.BatchNorm(0.5))), nn.Flatten(), nn.Dense(3))
+    return nn.serial(
+        nn.Conv2D(4, (3, 3)),
+        nn.BatchNorm(),
+        nn.activation("relu"),
+        nn.MaxPool(),
+        nn.Residual(nn.serial(nn.Conv2D(4, (3, 3)), nn.BatchNorm(0.5))),
+        nn.Flatten(),
+        nn.Dense(3),
+    )
 
 
 def _trees_equal(a, b):
@@ -53,9 +60,12 @@ def test_batchnorm_contract_and_formulas():
     np.testing.assert_allclose(new["var"], 0.9 + 0.1 * xs.var(0, ddof=1), rtol=1e-5)  # the unbiased variance
     # evaluation uses the running statistics and leaves the state as it is
     y_eval, same = layer.apply(params, x, state=new, train=False)
-    expected = (xs - np.asarray(new["mean"])) / np.sqrt(np.asarray(new["var"]) + 1e-5) * np.asarray(params["scale"])
-    np.testing.assert_allclose(np.asarray(y_eval).reshape(-1, 3), expected + np.asarray(params["bias"]), rtol=1e-4,
-                               atol=1e-4)
+    expected = (
+        (xs - np.asarray(new["mean"])) / np.sqrt(np.asarray(new["var"]) + 1e-5) * np.asarray(params["scale"])
+    )
+    np.testing.assert_allclose(
+        np.asarray(y_eval).reshape(-1, 3), expected + np.asarray(params["bias"]), rtol=1e-4, atol=1e-4
+    )
     assert same is new
     # without train=, BatchNorm evaluates
     _trees_equal(layer.apply(params, x, state=new), (y_eval, new))
@@ -92,7 +102,9 @@ def test_serial_state_is_a_tuple_with_empty_entries_and_threads_through_residual
     np.testing.assert_array_equal(y, y2)
     _trees_equal(new, new2)
     dparams, dx = model.backward(residuals, jnp.ones_like(y))
-    assert jax.tree_util.tree_structure(dparams) == jax.tree_util.tree_structure(params) and dx.shape == x.shape
+    assert (
+        jax.tree_util.tree_structure(dparams) == jax.tree_util.tree_structure(params) and dx.shape == x.shape
+    )
 
 
 def test_models_without_state_keep_section_2_and_accept_state():
@@ -139,11 +151,14 @@ def test_value_and_grad_returns_the_new_state(x64, mode):
     x = jax.random.normal(KEY, (6, 8, 8, 2), jnp.float64)
     labels = jnp.array([0, 1, 2, 0, 1, 2])
     (value, out, new), grads = nn.value_and_grad(model, LOSS, mode, with_outputs=True)(
-        params, x, labels, state=state, train=True)
+        params, x, labels, state=state, train=True
+    )
     y, expected_state = model.apply(params, x, state=state, train=True)
     np.testing.assert_allclose(out, y, rtol=1e-12)
     _trees_close(new, expected_state, rtol=1e-12, atol=1e-14)
-    (value_m, new_m), grads_m = nn.value_and_grad(model, LOSS, "manual")(params, x, labels, state=state, train=True)
+    (value_m, new_m), grads_m = nn.value_and_grad(model, LOSS, "manual")(
+        params, x, labels, state=state, train=True
+    )
     np.testing.assert_allclose(value, value_m, rtol=1e-12)
     _trees_close(grads, grads_m, rtol=1e-9, atol=1e-12)
 
@@ -162,7 +177,8 @@ def test_with_hand_rules_carries_state_through_jax_grad(x64):
 
     (value, new), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params)
     (expected_value, expected_state), expected = nn.value_and_grad(model, LOSS, "autodiff")(
-        params, x, labels, state=state, train=True)
+        params, x, labels, state=state, train=True
+    )
     np.testing.assert_allclose(value, expected_value, rtol=1e-12)
     _trees_close(grads, expected, rtol=1e-9, atol=1e-12)
     _trees_close(new, expected_state, rtol=1e-12, atol=1e-14)
@@ -181,8 +197,19 @@ def _bn_net():
 
 def _fit_bn(tmp_path, epochs, name="ckpt.npz", resume=False):
     opt = train.optimizer("momentum", 0.05)
-    return train.fit(_bn_net(), LOSS, _blob_images(), epochs=epochs, batch_size=32, opt=opt, key=KEY,
-                     input_shape=(2, 2, 1), checkpoint_path=str(tmp_path / name), resume=resume, progress=False)
+    return train.fit(
+        _bn_net(),
+        LOSS,
+        _blob_images(),
+        epochs=epochs,
+        batch_size=32,
+        opt=opt,
+        key=KEY,
+        input_shape=(2, 2, 1),
+        checkpoint_path=str(tmp_path / name),
+        resume=resume,
+        progress=False,
+    )
 
 
 def test_fit_updates_running_statistics_and_evaluates_with_them(tmp_path):
@@ -226,7 +253,8 @@ PARALLEL = textwrap.dedent("""
     from jaxnn import parallel, train
     assert jax.device_count() == 8
     model = nn.serial(nn.Dense(16), nn.BatchNorm(), nn.activation("relu"), nn.Dense(3))
-    loss, opt, mesh = nn.losses.softmax_cross_entropy, train.optimizer("momentum", 0.05), parallel.data_mesh(8)
+    loss, mesh = nn.losses.softmax_cross_entropy, parallel.data_mesh(8)
+    opt = train.optimizer("momentum", 0.05)  # not Adam: see test_ensemble_members_carry_their_own_state
     state = train.init_state(model, opt, jax.random.PRNGKey(0), (2,))
     # per-device batches with different statistics: device d gets points around d
     x = jax.random.normal(jax.random.PRNGKey(1), (64, 2)) + jnp.repeat(jnp.arange(8.0), 8)[:, None]
@@ -238,12 +266,15 @@ PARALLEL = textwrap.dedent("""
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
     # the running mean is that of the global batch (one device's would be far from it)
     h = x @ state.params[0]["w"] + state.params[0]["b"]
-    np.testing.assert_allclose(sharded.model_state[1]["mean"], 0.1 * np.asarray(h).mean(0), rtol=1e-4, atol=1e-6)
+    expected = 0.1 * np.asarray(h).mean(0)
+    np.testing.assert_allclose(sharded.model_state[1]["mean"], expected, rtol=1e-4, atol=1e-6)
     print("OK")
 """)
 
 
 def test_batch_statistics_over_the_global_batch_on_8_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", PARALLEL], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", PARALLEL], env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout + out.stderr

@@ -1,4 +1,5 @@
 """Training: the step, determinism, checkpoints and resume, divergence detection."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,8 +21,20 @@ def _fit(tmp_path=None, epochs=3, seed=0, grad="manual", lr=0.05, resume=False, 
     model = nn.mlp([2, 16, 3])
     opt = train.optimizer("momentum", lr)
     path = str(tmp_path / name) if tmp_path is not None else None
-    return train.fit(model, LOSS, arrays, epochs=epochs, batch_size=32, opt=opt, key=jax.random.PRNGKey(seed),
-                     input_shape=(2,), grad=grad, checkpoint_path=path, resume=resume, progress=False)
+    return train.fit(
+        model,
+        LOSS,
+        arrays,
+        epochs=epochs,
+        batch_size=32,
+        opt=opt,
+        key=jax.random.PRNGKey(seed),
+        input_shape=(2,),
+        grad=grad,
+        checkpoint_path=path,
+        resume=resume,
+        progress=False,
+    )
 
 
 def test_training_learns_separable_blobs():
@@ -95,8 +108,17 @@ def test_every_optimizer_trains(name):
     ds, arrays = _blobs()
     lr = {"sgd": 0.3, "momentum": 0.05, "nesterov": 0.05}.get(name, 0.01)
     opt = train.optimizer(name, lr, "cosine", total_steps=45)
-    _, history = train.fit(nn.mlp([2, 16, 3]), LOSS, arrays, epochs=3, batch_size=32, opt=opt,
-                           key=jax.random.PRNGKey(0), input_shape=(2,), progress=False)
+    _, history = train.fit(
+        nn.mlp([2, 16, 3]),
+        LOSS,
+        arrays,
+        epochs=3,
+        batch_size=32,
+        opt=opt,
+        key=jax.random.PRNGKey(0),
+        input_shape=(2,),
+        progress=False,
+    )
     assert history["epochs"][-1]["test_accuracy"] > 0.9
 
 
@@ -112,8 +134,22 @@ def test_main_job_writes_metrics(request, tmp_path):
         pytest.skip("pass --data-dir ../shared/data")
     script = os.path.join(os.path.dirname(__file__), "..", "experiments", "train.py")
     out = tmp_path / "run"
-    subprocess.run([sys.executable, script, "--data-dir", os.path.join(root, "mnist"), "--epochs", "1",
-                    "--model", "linear", "--out", str(out), "--no-progress"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--data-dir",
+            os.path.join(root, "mnist"),
+            "--epochs",
+            "1",
+            "--model",
+            "linear",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        check=True,
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and 0.85 < metrics["test_accuracy"] <= 1.0
     assert metrics["train_seconds"] > 0 and metrics["config"]["model"] == "linear"
