@@ -43,6 +43,7 @@ def main():
     p.add_argument(
         "--datasets", nargs="+", default=["mnist", "fashion_mnist"], choices=["mnist", "fashion_mnist"]
     )
+    p.add_argument("--train-size", type=int, default=None, help="train on the first N examples (smoke tests)")
     args = p.parse_args()
     folder = out_dir(args.out, "batchnorm")
     results, panels = {}, {}
@@ -50,6 +51,8 @@ def main():
         ds = data.load(
             name, data_dir=os.path.join(args.data_dir, name) if args.data_dir else None, dtype="uint8"
         )
+        if args.train_size:
+            ds = ds._replace(x_train=ds.x_train[: args.train_size], y_train=ds.y_train[: args.train_size])
         panels[name] = {}
         for batchnorm in (False, True):
             label = "CNN + BatchNorm" if batchnorm else "CNN"

@@ -13,9 +13,27 @@ the loss NaN (and the hand-derived gradient rows of those examples NaN), so a tr
 watches for a non-finite loss stops on it.
 """
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+class ClassResiduals(NamedTuple):
+    p: Any  # softmax probabilities (batch, classes)
+    onehot: Any  # one-hot labels (NaN rows for labels out of range)
+
+
+class LectureResiduals(NamedTuple):
+    log_p: Any  # log softmax (batch, classes)
+    log_not: Any  # log(1 - softmax)
+    y: Any  # one-hot labels
+
+
+class BinaryResiduals(NamedTuple):
+    logits: Any
+    targets: Any
 
 
 def Loss(forward, backward, name):
@@ -89,7 +107,7 @@ def _sce_forward(logits, labels):
     log_p = z - lse
     onehot = _one_hot(labels, logits.shape[1], logits.dtype)
     value = -jnp.sum(onehot * log_p) / logits.shape[0]
-    return value, (jnp.exp(log_p), onehot)
+    return value, ClassResiduals(jnp.exp(log_p), onehot)
 
 
 def _sce_backward(residuals, g):
@@ -121,7 +139,7 @@ def _lecture_forward(logits, labels):
     log_not = jnp.log(jnp.sum(jnp.exp(others - others_max), axis=2)) + others_max[..., 0] - lse
     y = _one_hot(labels, classes, logits.dtype)
     value = -jnp.sum(y * log_p + (1 - y) * log_not) / n
-    return value, (log_p, log_not, y)
+    return value, LectureResiduals(log_p, log_not, y)
 
 
 def _lecture_backward(residuals, g):
@@ -155,7 +173,7 @@ def _bce_forward(logits, targets):
     _check_same_shape("binary_cross_entropy", logits, targets)
     targets = jnp.asarray(targets, logits.dtype)
     n = logits.shape[0]
-    return jnp.sum(jnp.logaddexp(logits, 0) - targets * logits) / n, (logits, targets)
+    return jnp.sum(jnp.logaddexp(logits, 0) - targets * logits) / n, BinaryResiduals(logits, targets)
 
 
 def _bce_backward(residuals, g):

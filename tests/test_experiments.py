@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 HERE = os.path.join(os.path.dirname(__file__), "..", "experiments")
 
 
@@ -35,3 +37,28 @@ def test_simple_vs_complex_draws_boundaries(tmp_path):
     assert results["spirals/linear"]["test_accuracy"] < 0.8  # the complex set: it does not
     for name in ("boundaries_linear.png", "boundaries_mlp.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_batchnorm_experiment_compares_both_cnns(request, tmp_path):
+    data_dir = request.config.getoption("--data-dir")
+    if not data_dir:
+        pytest.skip("needs --data-dir")
+    _run(
+        "batchnorm.py",
+        "--data-dir",
+        data_dir,
+        "--datasets",
+        "mnist",
+        "--epochs",
+        "1",
+        "--train-size",
+        "1024",
+        "--out",
+        str(tmp_path),
+    )
+    results = json.loads((tmp_path / "metrics.json").read_text())["results"]
+    assert set(results) == {"mnist/CNN", "mnist/CNN + BatchNorm"}
+    assert all(0.5 < r["test_accuracy"] <= 1 for r in results.values())
+    assert "BatchNorm" in results["mnist/CNN + BatchNorm"]["model"]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
