@@ -44,19 +44,8 @@ def test_batchnorm_experiment_compares_both_cnns(request, tmp_path):
     data_dir = request.config.getoption("--data-dir")
     if not data_dir:
         pytest.skip("needs --data-dir")
-    _run(
-        "batchnorm.py",
-        "--data-dir",
-        data_dir,
-        "--datasets",
-        "mnist",
-        "--epochs",
-        "1",
-        "--train-size",
-        "1024",
-        "--out",
-        str(tmp_path),
-    )
+    options = ["--datasets", "mnist", "--epochs", "1", "--train-size", "1024", "--out", str(tmp_path)]
+    _run("batchnorm.py", "--data-dir", data_dir, *options)
     results = json.loads((tmp_path / "metrics.json").read_text())["results"]
     assert set(results) == {"mnist/CNN", "mnist/CNN + BatchNorm"}
     assert all(0.5 < r["test_accuracy"] <= 1 for r in results.values())
