@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from common import out_dir, parser, write_metrics
+from common import cli, out_dir, parser, write_metrics, write_text
 from jaxnn import data, plots, train
 
 
@@ -67,11 +67,10 @@ def main():
     lines += [
         f"| {k} | {100 * v['test_accuracy']:.2f}% | {v['train_seconds']:.2f} |" for k, v in results.items()
     ]
-    with open(os.path.join(folder, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(os.path.join(folder, "results.md"), "\n".join(lines) + "\n")
     write_metrics(folder, {"results": results, "config": vars(args), "epochs": args.epochs})
     print("\n".join(lines) + f"\n-> {folder}")
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

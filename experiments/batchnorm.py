@@ -13,7 +13,7 @@ import os
 import jax
 
 import jaxnn as nn
-from common import MODELS, out_dir, parser, write_metrics
+from common import MODELS, cli, out_dir, parser, write_metrics, write_text
 from jaxnn import data, plots, train
 
 
@@ -80,8 +80,7 @@ def main():
     for key, r in results.items():
         dataset, label = key.split("/")
         lines.append(f"| {dataset} | {label} | {100 * r['test_accuracy']:.2f}% | {r['train_seconds']:.1f} |")
-    with open(os.path.join(folder, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(os.path.join(folder, "results.md"), "\n".join(lines) + "\n")
     write_metrics(
         folder, {"results": results, "config": vars(args), "epochs": args.epochs, "recipe": MODELS["cnn"]}
     )
@@ -89,4 +88,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 import jaxnn as nn
-from common import MODELS, build_model, out_dir, parser, write_metrics
+from common import MODELS, build_model, cli, out_dir, parser, write_metrics
 from jaxnn import data, plots, train
 
 
@@ -70,4 +70,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

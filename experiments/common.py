@@ -4,19 +4,66 @@ import argparse
 import json
 import os
 import platform
+import sys
+import tempfile
 import time
 
 import jax
 
 import jaxnn as nn
+from jaxnn.files import write_text
+
+
+def cli(main):
+    """Run an experiment's main(): a jaxnn error, a file-system error (missing folder, full disk,
+    no permission) or Ctrl-C ends in one line `error: ...` and exit status 1, not a traceback
+    (`--debug` shows the traceback)."""
+    try:
+        return main()
+    except (nn.Error, OSError) as e:
+        if "--debug" in sys.argv:
+            raise
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("error: interrupted")
+
+
+def positive(kind):
+    """An argparse type: a number of `kind` (int or float) > 0, finite."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def check_out_folder(path):
+    """Raise InputError unless path is (or can become) a folder this process can write into."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise nn.InputError(f"--out {path!r} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".jaxnn-probe-")
+        probe.close()
+    except OSError as e:
+        raise nn.InputError(f"cannot write into --out {path!r}: {e.strerror or e}") from None
 
 
 def parser(doc, epochs=None):
-    """The options every experiment shares: --data-dir, --seed, --out (and --epochs with a default)."""
+    """The options every experiment shares: --data-dir, --seed, --out, --debug (and --epochs with a
+    default)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     p.add_argument("--data-dir", default=None, help="folder with the IDX files (default: download and cache)")
     if epochs is not None:
-        p.add_argument("--epochs", type=int, default=epochs)
+        p.add_argument("--epochs", type=positive(int), default=epochs)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default results/<experiment>)")
     return p
@@ -24,7 +71,7 @@ def parser(doc, epochs=None):
 
 def out_dir(path, default_name):
     path = path or os.path.join("results", default_name)
-    os.makedirs(path, exist_ok=True)
+    check_out_folder(path)
     return path
 
 
@@ -44,9 +91,7 @@ def write_metrics(folder, metrics):
         },
     )
     path = os.path.join(folder, "metrics.json")
-    with open(path, "w") as f:
-        json.dump(metrics, f, indent=2)
-    return path
+    return write_text(path, json.dumps(metrics, indent=2))  # atomic: a full disk keeps the old file
 
 
 # the default recipe of each model of the zoo (jaxnn.models), chosen by measurement (README)

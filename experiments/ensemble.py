@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 import jaxnn as nn
-from common import out_dir, parser, write_metrics
+from common import cli, out_dir, parser, write_metrics
 from jaxnn import data, train
 
 
@@ -116,4 +116,4 @@ def _set_rates(opt_state, rates):
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

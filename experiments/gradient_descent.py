@@ -12,7 +12,7 @@ import jax
 import optax
 
 import jaxnn as nn
-from common import out_dir, parser, write_metrics
+from common import cli, out_dir, parser, write_metrics
 from jaxnn import data, plots, train
 
 
@@ -66,4 +66,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 import jaxnn as nn
-from common import out_dir, parser, write_metrics
+from common import cli, out_dir, parser, write_metrics
 from jaxnn import data, plots, train
 
 
@@ -83,4 +83,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxnn as nn
-from common import out_dir, write_metrics
+from common import cli, out_dir, write_metrics
 from jaxnn import data, plots, train
 
 DATASETS = {"blobs": dict(classes=2), "moons": {}, "spirals": dict(classes=3)}
@@ -65,4 +65,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

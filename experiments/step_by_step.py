@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from common import out_dir, write_metrics
+from common import cli, out_dir, write_metrics, write_text
 
 
 def show(name, value, out):
@@ -73,8 +73,7 @@ def main():
         show("W2'", new[2]["w"], lines), show("b2'", new[2]["b"], lines)
         new_value = loss(model.apply(new, x), labels)
         show("loss after the step", new_value, lines)
-    with open(os.path.join(folder, "step_by_step.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(os.path.join(folder, "step_by_step.txt"), "\n".join(lines) + "\n")
     write_metrics(
         folder,
         {
@@ -88,4 +87,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -2,7 +2,7 @@
 
     python experiments/train.py [--dataset mnist] [--data-dir DIR] [--model mlp|linear|...]
                                 [--epochs N] [--batch-size B] [--seed S] [--grad manual|autodiff]
-                                [--out DIR] [--resume]
+                                [--out DIR] [--resume | --overwrite] [--checkpoint-every SECONDS]
 
 Defaults: the MLP 784-256-256-10 (ReLU), Adam with a one-cycle schedule peaking at 3e-3, batch 128,
 4 epochs: the recipe chosen by measurement (README, "Speed"). Writes into --out (default
@@ -11,12 +11,11 @@ results/<run name>/): metrics.json, curves.png and checkpoint.npz.
 
 import argparse
 import os
-import sys
 
 import jax
 
 import jaxnn as nn
-from common import MODEL_OPTIONS, MODELS, build_model, out_dir, write_metrics
+from common import MODEL_OPTIONS, MODELS, build_model, cli, out_dir, positive, write_metrics
 from jaxnn import data, parallel, plots, train
 
 
@@ -25,24 +24,48 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(data.known_datasets())}")
     p.add_argument("--data-dir", default=None, help="folder with the IDX files (default: download and cache)")
     p.add_argument("--model", default="mlp", choices=sorted(MODELS))
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
+    p.add_argument("--epochs", type=positive(int), default=None)
+    p.add_argument("--batch-size", type=positive(int), default=None)
+    p.add_argument("--lr", type=positive(float), default=None, help="(peak) learning rate")
     p.add_argument("--optimizer", default=None, choices=train.OPTIMIZERS)
     p.add_argument("--schedule", default=None, choices=train.SCHEDULES)
-    p.add_argument("--width", type=int, default=None, help="hidden width of the MLP")
+    p.add_argument("--width", type=positive(int), default=None, help="hidden width of the MLP")
     p.add_argument("--activation", default="relu", help=f"one of {', '.join(nn.activations.names())}")
-    p.add_argument("--dropout", type=float, default=None, help="dropout rate before the CNN's Dense layers")
+    p.add_argument(
+        "--dropout", type=float, default=None, help="dropout rate in [0, 1) before the CNN's Dense layers"
+    )
     p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each of the CNN's convolutions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grad", default="manual", choices=nn.gradients.MODES)
-    p.add_argument("--devices", type=int, default=1, help="data parallelism over this many devices")
+    p.add_argument("--devices", type=positive(int), default=1, help="data parallelism over this many devices")
     p.add_argument("--out", default=None, help="output folder (default results/<run name>)")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.npz")
+    p.add_argument("--overwrite", action="store_true", help="start afresh over --out's checkpoint.npz")
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="also checkpoint within an epoch after this many seconds (default 60; 0: every chunk)",
+    )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     args = p.parse_args(argv)
     if args.batchnorm and "batchnorm" not in MODEL_OPTIONS[args.model]:
         p.error(f"--batchnorm applies to --model cnn, not {args.model}")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        p.error(f"--dropout must lie in [0, 1), got {args.dropout}")
+    if args.activation not in nn.activations.names():
+        p.error(f"unknown --activation {args.activation!r}; valid: {', '.join(nn.activations.names())}")
+    if not args.checkpoint_every >= 0:
+        p.error(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
+    if args.resume and args.overwrite:
+        p.error("--resume and --overwrite exclude each other")
+    if args.devices > len(jax.devices()):
+        p.error(
+            f"--devices {args.devices} but {len(jax.devices())} available; on a CPU set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
+        )
     recipe = MODELS[args.model]
     for name, value in recipe.items():
         if getattr(args, name, None) is None:
@@ -57,14 +80,16 @@ def main(argv=None):
     model_name = args.model + ("-bn" if args.batchnorm else "")
     run_name = f"{args.dataset.replace(':', '_')}-{model_name}-{args.grad}-seed{args.seed}"
     folder = out_dir(args.out, run_name)
-    try:
-        ds = data.load(args.dataset, data_dir=args.data_dir, dtype="uint8")
-    except data.DataError as e:
-        sys.exit(f"error: {e}")
-    if args.devices > len(jax.devices()):
-        sys.exit(
-            f"error: --devices {args.devices} but {len(jax.devices())} available; on a CPU set "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
+    ckpt = os.path.join(folder, "checkpoint.npz")
+    if os.path.exists(ckpt) and not (args.resume or args.overwrite):
+        raise nn.InputError(
+            f"{folder} already holds a checkpoint: pass --resume to continue it or --overwrite "
+            "to start afresh (or choose another --out)"
+        )
+    ds = data.load(args.dataset, data_dir=args.data_dir, dtype="uint8")
+    if args.batch_size > len(ds.x_train):
+        raise nn.InputError(
+            f"--batch-size {args.batch_size} is larger than the training set ({len(ds.x_train)})"
         )
     model, input_shape = build_model(args.model, ds.classes, ds.x_train.shape[1:], args)
     steps = args.epochs * (len(ds.x_train) // args.batch_size)
@@ -74,25 +99,22 @@ def main(argv=None):
         f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
         f"on {jax.devices()[0].device_kind}"
     )
-    ckpt = os.path.join(folder, "checkpoint.npz")
-    try:
-        state, history = train.fit(
-            model,
-            nn.losses.softmax_cross_entropy,
-            (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            opt=opt,
-            key=jax.random.PRNGKey(args.seed),
-            input_shape=input_shape,
-            grad=args.grad,
-            checkpoint_path=ckpt,
-            resume=args.resume,
-            progress=not args.no_progress,
-            mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
-        )
-    except train.TrainingDiverged as e:
-        sys.exit(f"error: {e}")
+    state, history = train.fit(
+        model,
+        nn.losses.softmax_cross_entropy,
+        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        opt=opt,
+        key=jax.random.PRNGKey(args.seed),
+        input_shape=input_shape,
+        grad=args.grad,
+        checkpoint_path=ckpt,
+        resume=args.resume,
+        progress=not args.no_progress,
+        mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
+        checkpoint_every=args.checkpoint_every,
+    )
     last = history["epochs"][-1]
     metrics = {
         "test_accuracy": last["test_accuracy"],
@@ -114,4 +136,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

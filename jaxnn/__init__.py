@@ -8,7 +8,16 @@ value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params,
 
 from . import activations, gradcheck, losses, models
 from .activations import activation, prelu, softmax
-from .core import Layer, Residual, make_layer, output_shape, serial
+from .core import Layer, Residual, check_params, make_layer, output_shape, serial
+from .errors import (
+    CheckpointError,
+    DataError,
+    DownloadError,
+    Error,
+    InputError,
+    InputTypeError,
+    TrainingDiverged,
+)
 from .gradients import loss_with_hand_rules, per_example_grads, value_and_grad, with_hand_rules
 from .layers import AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, GroupNorm, LayerNorm, MaxPool, Pool
 from .models import mlp
@@ -17,6 +26,14 @@ from .recurrent import GRU, LSTM, RNN, LastStep
 __version__ = "0.2.0"
 
 __all__ = [
+    "Error",
+    "InputError",
+    "InputTypeError",
+    "DataError",
+    "DownloadError",
+    "CheckpointError",
+    "TrainingDiverged",
+    "check_params",
     "Layer",
     "make_layer",
     "output_shape",

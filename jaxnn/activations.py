@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax.scipy.special import erf
 
 from .core import make_layer
+from .errors import InputError, InputTypeError
 
 
 class Row(NamedTuple):
@@ -95,19 +96,19 @@ def activation(name, **options):
       the initial alpha for "prelu".
     """
     if not isinstance(name, str):
-        raise TypeError(f"activation name must be a string, got {type(name).__name__}")
+        raise InputTypeError(f"activation name must be a string, got {type(name).__name__}")
     key = ALIASES.get(name.lower(), name.lower())
     if key == "prelu":
         return prelu(**options)
     if key == "softmax":
         return softmax(**options)
     if key not in TABLE:
-        raise ValueError(f"unknown activation {name!r}; valid names: {', '.join(names())}")
+        raise InputError(f"unknown activation {name!r}; valid names: {', '.join(names())}")
     row = TABLE[key]
     unknown = set(options) - set(row.options)
     if unknown:
         valid = ", ".join(row.options) or "none"
-        raise TypeError(f"activation {key!r} got unknown option(s) {sorted(unknown)}; valid: {valid}")
+        raise InputTypeError(f"activation {key!r} got unknown option(s) {sorted(unknown)}; valid: {valid}")
     opts = {**row.options, **options}
 
     def init(key_, input_shape, dtype=jnp.float32):

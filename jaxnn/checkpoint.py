@@ -1,18 +1,24 @@
 """Atomic save/restore of a training state (any pytree of arrays) plus JSON metadata.
 
-    save(path, state, meta={"epoch": 3})        # writes path.tmp-*, then renames: never half-written
+    save(path, state, meta={"epoch": 3})        # a temporary file, synced, then renamed: never half-written
     state, meta = restore(path, like=state)     # `like` gives the tree structure to fill
 
 The arrays go into one .npz, keyed by their tree paths; a reader checks that the stored paths,
-shapes and dtypes match the template, so a checkpoint of another model is refused clearly.
+shapes and dtypes match the template, so a checkpoint of another model is refused clearly. A file
+that cannot be read as a checkpoint (truncated, empty, foreign) raises CheckpointError; `set_aside`
+renames it so that nothing overwrites it and nothing loads it by mistake.
 """
 
 import json
 import os
-import tempfile
+import time
+import zipfile
 
 import jax
 import numpy as np
+
+from .errors import CheckpointError
+from .files import atomic_write
 
 
 def _flat(tree):
@@ -21,41 +27,55 @@ def _flat(tree):
 
 
 def save(path, tree, meta=None):
-    """Write tree (and meta, JSON-serialisable) to `path` atomically."""
+    """Write tree (and meta, JSON-serialisable) to `path` atomically (permissions from the umask)."""
     names, leaves, _ = _flat(tree)
     arrays = {f"a{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays["__names__"] = np.asarray(json.dumps(names))
     arrays["__meta__"] = np.asarray(json.dumps(meta or {}))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".npz")
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read(path):
+    """(names, arrays, meta) of a checkpoint file; CheckpointError if it is not one."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with np.load(path, allow_pickle=False) as f:
+            names = json.loads(str(f["__names__"]))
+            meta = json.loads(str(f["__meta__"]))
+            arrays = [f[f"a{i}"] for i in range(len(names))]
+    except FileNotFoundError:
         raise
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        raise CheckpointError(
+            f"{path} is not a readable jaxnn checkpoint ({size} bytes; {type(e).__name__}: {e})"
+        ) from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata is not a JSON object")
+    return names, arrays, meta
 
 
 def restore(path, like):
     """Read a checkpoint into the structure of `like`; returns (tree, meta)."""
     names, leaves, treedef = _flat(like)
-    with np.load(path) as f:
-        stored = json.loads(str(f["__names__"]))
-        if stored != names:
-            raise ValueError(
-                f"checkpoint {path} holds a different tree: {stored[:4]}... vs expected {names[:4]}..."
-            )
-        arrays = [f[f"a{i}"] for i in range(len(names))]
-        meta = json.loads(str(f["__meta__"]))
+    stored, arrays, meta = read(path)
+    if stored != names:
+        missing = [n for n in names if n not in stored][:3]
+        extra = [n for n in stored if n not in names][:3]
+        raise CheckpointError(
+            f"checkpoint {path} holds another model or state ({len(stored)} arrays, expected {len(names)}; "
+            f"missing {missing}, unexpected {extra})"
+        )
     for name, got, want in zip(names, arrays, leaves):
         if got.shape != np.shape(want) or got.dtype != np.asarray(want).dtype:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {path}: {name} is {got.dtype}{got.shape}, expected "
-                f"{np.asarray(want).dtype}{np.shape(want)}"
+                f"{np.asarray(want).dtype}{np.shape(want)} (a checkpoint of another model?)"
             )
     return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in arrays]), meta
+
+
+def set_aside(path):
+    """Rename an unusable checkpoint to PATH.corrupt-<time> (kept for inspection); returns the new name."""
+    aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(path, aside)
+    return aside

@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .errors import InputError, InputTypeError
+
 
 def no_state(input_shape, dtype=jnp.float32):
     """The state of a layer without state: the empty pytree ()."""
@@ -77,7 +79,7 @@ def make_layer(name, init, forward, backward, init_state=None, stateful=None):
 
     def forward_(params, x, key=None, state=None, train=None, **options):
         if state is None and stateful:
-            raise ValueError(
+            raise InputError(
                 f"{name} has state (running statistics): pass state=model.init_state(input_shape) "
                 "(one example's shape); apply then returns (y, new_state)"
             )
@@ -141,7 +143,7 @@ def check_batch(name, x, input_shape):
     x_shape = tuple(jnp.shape(x))
     expected = "(batch, " + ", ".join(str(d) for d in input_shape) + ")"
     if len(x_shape) != len(input_shape) + 1 or x_shape[1:] != tuple(input_shape):
-        raise ValueError(f"{name}: expected input of shape {expected}, got {x_shape}")
+        raise InputError(f"{name}: expected input of shape {expected}, got {x_shape}")
 
 
 def serial(*layers):
@@ -152,10 +154,10 @@ def serial(*layers):
     which is the dL/dy of the layer before it.
     """
     if not layers:
-        raise ValueError("serial() needs at least one layer")
+        raise InputError("serial() needs at least one layer")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
-            raise TypeError(f"serial: argument {i} is a {type(layer).__name__}, expected a jaxnn Layer")
+            raise InputTypeError(f"serial: argument {i} is a {type(layer).__name__}, expected a jaxnn Layer")
     n = len(layers)
     name = "serial(" + ", ".join(layer.name for layer in layers) + ")"
 
@@ -203,7 +205,7 @@ def serial(*layers):
 def _check_tuple(what, tree, n):
     if not isinstance(tree, (tuple, list)) or len(tree) != n:
         got = f"a {type(tree).__name__}" + (f" of length {len(tree)}" if hasattr(tree, "__len__") else "")
-        raise ValueError(f"serial: expected {what} as a tuple of {n} entries (one per layer), got {got}")
+        raise InputError(f"serial: expected {what} as a tuple of {n} entries (one per layer), got {got}")
 
 
 def Residual(inner):
@@ -212,12 +214,12 @@ def Residual(inner):
     Backward adds the two paths: dL/dx = dy (the identity path) + f.backward(dy)'s dx.
     """
     if not isinstance(inner, Layer):
-        raise TypeError(f"Residual: expected a jaxnn Layer, got {type(inner).__name__}")
+        raise InputTypeError(f"Residual: expected a jaxnn Layer, got {type(inner).__name__}")
 
     def init(key, input_shape, dtype=jnp.float32):
         out_shape, params = inner.init(key, input_shape, dtype=dtype)
         if tuple(out_shape) != tuple(input_shape):
-            raise ValueError(
+            raise InputError(
                 f"Residual: {inner.name} maps {tuple(input_shape)} to {tuple(out_shape)}; "
                 "y = x + f(x) needs the same shape"
             )
@@ -235,3 +237,23 @@ def Residual(inner):
         f"Residual({inner.name})", init, forward, backward, inner.init_state, stateful=inner.stateful
     )
     return layer._replace(stochastic=inner.stochastic)
+
+
+def check_params(model, params, input_shape):
+    """Raise InputError unless params have the tree structure and shapes that model.init gives
+    for input_shape (found by tracing init: no arrays are made): catches the parameters of a
+    differently sized model, or of another model, before they are trained or applied."""
+    expected = jax.eval_shape(lambda key: model.init(key, tuple(input_shape))[1], jax.random.PRNGKey(0))
+    want, want_tree = jax.tree_util.tree_flatten_with_path(expected)
+    got, got_tree = jax.tree_util.tree_flatten_with_path(params)
+    if want_tree != got_tree:
+        raise InputError(
+            f"{model.name}: params have another structure than the model's ({len(got)} arrays, expected "
+            f"{len(want)}): are they another model's?"
+        )
+    for (path, w), (_, g) in zip(want, got):
+        if tuple(jnp.shape(g)) != tuple(w.shape):
+            raise InputError(
+                f"{model.name}: params{jax.tree_util.keystr(path)} has shape {tuple(jnp.shape(g))}, "
+                f"the model needs {tuple(w.shape)} for inputs of shape {tuple(input_shape)}"
+            )

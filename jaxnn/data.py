@@ -11,14 +11,20 @@ checked and then renamed, so a cut or corrupt download never becomes the cached 
 
 import gzip
 import hashlib
+import http.client
 import os
-import tempfile
+import time
 import urllib.request
+import zlib
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
+
+from .errors import DataError, DownloadError
+from .files import atomic_write
 
 FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -50,10 +56,6 @@ IDX_DATASETS = {
     },
 }
 SYNTHETIC = ("blobs", "moons", "circles", "spirals")
-
-
-class DataError(ValueError):
-    """A dataset is missing, truncated, corrupt or unknown; the message says which and what to do."""
 
 
 class Dataset(NamedTuple):
@@ -99,7 +101,7 @@ def read_idx(path):
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise
-    except (OSError, EOFError) as e:  # a cut gzip stream raises EOFError / BadGzipFile
+    except (OSError, EOFError, zlib.error) as e:  # a cut or damaged gzip stream
         raise DataError(f"{path}: corrupt or truncated gzip file ({e})") from e
     return parse_idx(raw, str(path))
 
@@ -119,28 +121,47 @@ def md5sum(path):
     return h.hexdigest()
 
 
-def download(url, dest, md5, timeout=60):
-    """Fetch url into dest atomically: a temporary file in dest's folder, md5-checked, then renamed."""
-    folder = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            expected_size = response.headers.get("Content-Length")
-            size = 0
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                size += len(block)
-        if expected_size is not None and size != int(expected_size):
-            raise DataError(f"download of {url} was cut: {size} of {expected_size} bytes")
-        got = md5sum(tmp)
+def download(url, dest, md5, timeout=30, deadline=900, progress=True):
+    """Fetch url into dest atomically: a temporary file in dest's folder, md5-checked, then renamed.
+
+    timeout bounds each network read, deadline the whole download (a server that trickles a byte
+    a second fails after `deadline` seconds, not hours); a tqdm bar shows the bytes. Any failure
+    raises DataError (with what went wrong) and leaves no partial file behind.
+    """
+    start = time.monotonic()
+
+    def fetch(f):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                expected = response.headers.get("Content-Length")
+                total = int(expected) if expected and expected.isdigit() else None
+                with tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=os.path.basename(dest),
+                    disable=not progress,
+                    leave=False,
+                ) as bar:
+                    size = 0
+                    for block in iter(lambda: response.read(1 << 16), b""):
+                        f.write(block)
+                        size += len(block)
+                        bar.update(len(block))
+                        if time.monotonic() - start > deadline:
+                            raise DataError(
+                                f"download of {url} took longer than {deadline} s ({size} bytes so far)"
+                            )
+        except (OSError, http.client.HTTPException, ValueError) as e:  # URLError, timeouts, cut bodies
+            raise DataError(f"download of {url} failed: {type(e).__name__}: {e}") from e
+        if total is not None and size != total:
+            raise DataError(f"download of {url} was cut: {size} of {total} bytes")
+        f.flush()
+        got = md5sum(f.name)
         if got != md5:
             raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    return atomic_write(dest, fetch)
 
 
 def _fetch(name, filename, folder):
@@ -153,9 +174,9 @@ def _fetch(name, filename, folder):
         try:
             download(mirror + filename, dest, spec["md5"][filename])
             return dest
-        except (OSError, DataError) as e:
+        except (OSError, DataError) as e:  # every failure of one mirror: try the next
             errors.append(f"{mirror}: {e}")
-    raise DataError(
+    raise DownloadError(
         f"could not download {filename} for {name}:\n  "
         + "\n  ".join(errors)
         + f"\nDownload it by hand into {folder} or pass data_dir= a folder holding the four IDX files."
@@ -209,6 +230,12 @@ def _load_idx(name, data_dir, dtype):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{name}: {split} images {x.shape} and labels {y.shape} do not match")
+        if len(y) == 0:
+            raise DataError(f"{name}: the {split} set is empty")
+        if y.min() < 0 or y.max() >= 10:
+            raise DataError(
+                f"{name}: {split} labels must lie in [0, 10), got values from {y.min()} to {y.max()}"
+            )
     return Dataset(
         _images(arrays["x_train"], dtype),
         arrays["y_train"].astype(np.int32),

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .core import Layer, call_forward
+from .errors import InputError, InputTypeError
 from .losses import is_loss
 
 MODES = ("manual", "autodiff")
@@ -33,11 +34,11 @@ def value_and_grad(model, loss, mode="manual", with_outputs=False):
     last in the first part: `(value, new_state), grads` or `(value, out, new_state), grads`.
     """
     if mode not in MODES:
-        raise ValueError(f"value_and_grad: mode must be one of {MODES}, got {mode!r}")
+        raise InputError(f"value_and_grad: mode must be one of {MODES}, got {mode!r}")
     if not isinstance(model, Layer):
-        raise TypeError(f"value_and_grad: model must be a jaxnn Layer, got {type(model).__name__}")
+        raise InputTypeError(f"value_and_grad: model must be a jaxnn Layer, got {type(model).__name__}")
     if not is_loss(loss):
-        raise TypeError(f"value_and_grad: loss must be a jaxnn Loss, got {type(loss).__name__}")
+        raise InputTypeError(f"value_and_grad: loss must be a jaxnn Loss, got {type(loss).__name__}")
 
     def pack(value, out, new_state, has_state):
         parts = (value,) + ((out,) if with_outputs else ()) + ((new_state,) if has_state else ())

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from .core import check_batch, make_layer
+from .errors import InputError
 
 
 def lecun_normal(key, shape, dtype=jnp.float32):
@@ -28,11 +29,11 @@ def Dense(features, w_init=lecun_normal):
         dL/dw = x^T dy        dL/db = sum over the batch of dy        dL/dx = dy w^T
     """
     if not isinstance(features, int) or features < 1:
-        raise ValueError(f"Dense: features must be a positive int, got {features!r}")
+        raise InputError(f"Dense: features must be a positive int, got {features!r}")
 
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 1:
-            raise ValueError(
+            raise InputError(
                 f"Dense: expected one example of shape (n_in,), got input_shape {tuple(input_shape)}; "
                 "put Flatten() before Dense for images"
             )
@@ -41,6 +42,11 @@ def Dense(features, w_init=lecun_normal):
 
     def forward(params, x):
         w, b = params["w"], params["b"]
+        if jnp.ndim(w) != 2 or w.shape[1] != features or jnp.shape(b) != (features,):
+            raise InputError(
+                f"Dense({features}): params w {jnp.shape(w)}, b {jnp.shape(b)} are not those of a "
+                f"Dense({features}) layer (w: (n_in, {features}), b: ({features},))"
+            )
         check_batch("Dense", x, w.shape[:1])
         return x @ w + b, (x, w)
 
@@ -59,7 +65,7 @@ def Flatten():
 
     def forward(params, x):
         if jnp.ndim(x) < 1:
-            raise ValueError(f"Flatten: expected input with a batch axis, got shape {jnp.shape(x)}")
+            raise InputError(f"Flatten: expected input with a batch axis, got shape {jnp.shape(x)}")
         return jnp.reshape(x, (x.shape[0], -1)), x.shape
 
     def backward(shape, dy):
@@ -81,15 +87,15 @@ class ConvResiduals(NamedTuple):
 def _pair(v, what):
     v = (v, v) if isinstance(v, int) else tuple(v)
     if len(v) != 2 or not all(isinstance(i, int) and i > 0 for i in v):
-        raise ValueError(f"{what} must be a positive int or a pair of them, got {v!r}")
+        raise InputError(f"{what} must be a positive int or a pair of them, got {v!r}")
     return v
 
 
 def _check_image(name, x, channels=None):
     if jnp.ndim(x) != 4:
-        raise ValueError(f"{name}: expected images of shape (batch, H, W, C), got {jnp.shape(x)}")
+        raise InputError(f"{name}: expected images of shape (batch, H, W, C), got {jnp.shape(x)}")
     if channels is not None and x.shape[-1] != channels:
-        raise ValueError(
+        raise InputError(
             f"{name}: expected {channels} input channels, got {x.shape[-1]} (shape {jnp.shape(x)})"
         )
 
@@ -118,16 +124,16 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
     """
     kernel_size, stride = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
     if padding not in ("SAME", "VALID"):
-        raise ValueError(f"Conv2D: padding must be 'SAME' or 'VALID', got {padding!r}")
+        raise InputError(f"Conv2D: padding must be 'SAME' or 'VALID', got {padding!r}")
     if backward not in ("auto", "conv", "taps"):
-        raise ValueError(f"Conv2D: backward must be 'auto', 'conv' or 'taps', got {backward!r}")
+        raise InputError(f"Conv2D: backward must be 'auto', 'conv' or 'taps', got {backward!r}")
 
     def pads(spatial):
         return jax.lax.padtype_to_pads(spatial, kernel_size, stride, padding)
 
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 3:
-            raise ValueError(
+            raise InputError(
                 f"Conv2D: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}"
             )
         h, w, c = input_shape
@@ -135,7 +141,7 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         out_h = (h + lo_h + hi_h - kernel_size[0]) // stride[0] + 1
         out_w = (w + lo_w + hi_w - kernel_size[1]) // stride[1] + 1
         if out_h < 1 or out_w < 1:
-            raise ValueError(
+            raise InputError(
                 f"Conv2D: input {h}x{w} is smaller than the kernel {kernel_size} with {padding} padding"
             )
         weights = w_init(key, kernel_size + (c, features), dtype)
@@ -143,6 +149,11 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
 
     def forward(params, x):
         w = params["w"]
+        if jnp.ndim(w) != 4 or w.shape[:2] != kernel_size or w.shape[3] != features:
+            raise InputError(
+                f"Conv2D({features}): params w {jnp.shape(w)} are not those of this layer "
+                f"(w: {kernel_size + ('c_in', features)})"
+            )
         _check_image("Conv2D", x, w.shape[2])
         y = jax.lax.conv_general_dilated(x, w, stride, pads(x.shape[1:3]), dimension_numbers=_CONV_DIMS)
         return y + params["b"], ConvResiduals(x, w)
@@ -300,16 +311,16 @@ def Pool(reduction, window=(2, 2), stride=None):
     size = window[0] * window[1]
     kind = reduction.name
     if size > 127:
-        raise ValueError(f"{kind}: windows of at most 127 inputs are supported, got {window}")
+        raise InputError(f"{kind}: windows of at most 127 inputs are supported, got {window}")
 
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 3:
-            raise ValueError(
+            raise InputError(
                 f"{kind}: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}"
             )
         h, w, c = input_shape
         if h < window[0] or w < window[1]:
-            raise ValueError(f"{kind}: input {h}x{w} is smaller than the window {window}")
+            raise InputError(f"{kind}: input {h}x{w} is smaller than the window {window}")
         return ((h - window[0]) // stride[0] + 1, (w - window[1]) // stride[1] + 1, c), ()
 
     def forward(params, x):
@@ -368,14 +379,14 @@ def Dropout(rate):
     given a key (the rule of DESIGN.md section 2).
     """
     if not 0 <= rate < 1:
-        raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
+        raise InputError(f"Dropout: rate must be in [0, 1), got {rate}")
 
     def init(key, input_shape, dtype=jnp.float32):
         return tuple(input_shape), ()
 
     def forward(params, x, key=None, train=None):
         if train and key is None:
-            raise ValueError(
+            raise InputError(
                 "Dropout: train=True needs key=... (a PRNG key for the masks); pass train=False to evaluate"
             )
         on = key is not None if train is None else train
@@ -436,7 +447,7 @@ def _affine_grads(dy, xhat):
 
 def _check_features(name, x, params):
     if jnp.ndim(x) < 2 or x.shape[-1] != params["scale"].shape[0]:
-        raise ValueError(
+        raise InputError(
             f"{name}: expected (batch, ..., {params['scale'].shape[0]}) with the features "
             f"last, got shape {jnp.shape(x)}"
         )
@@ -488,7 +499,7 @@ def BatchNorm(momentum=0.9, eps=1e-5):
     The state gets no gradient: it is not trained.
     """
     if not 0 <= momentum <= 1:
-        raise ValueError(f"BatchNorm: momentum must be in [0, 1], got {momentum}")
+        raise InputError(f"BatchNorm: momentum must be in [0, 1], got {momentum}")
 
     def init(key, input_shape, dtype=jnp.float32):
         return tuple(input_shape), _scale_and_bias(input_shape[-1], dtype)
@@ -503,7 +514,7 @@ def BatchNorm(momentum=0.9, eps=1e-5):
         if train:
             n = x.size // x.shape[-1]
             if n < 2:
-                raise ValueError(
+                raise InputError(
                     f"BatchNorm: training needs more than one value per channel to take "
                     f"batch statistics, got input of shape {x.shape}"
                 )
@@ -545,11 +556,11 @@ def GroupNorm(groups, eps=1e-5):
         dL/dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(var + eps)   per group
     """
     if not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"GroupNorm: groups must be a positive int, got {groups!r}")
+        raise InputError(f"GroupNorm: groups must be a positive int, got {groups!r}")
 
     def init(key, input_shape, dtype=jnp.float32):
         if input_shape[-1] % groups:
-            raise ValueError(f"GroupNorm: {input_shape[-1]} channels do not split into {groups} groups")
+            raise InputError(f"GroupNorm: {input_shape[-1]} channels do not split into {groups} groups")
         return tuple(input_shape), _scale_and_bias(input_shape[-1], dtype)
 
     def grouped(a):  # (batch, ..., C) -> (batch, S, groups, C / groups)

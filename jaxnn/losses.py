@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .errors import InputError, InputTypeError
+
 
 class ClassResiduals(NamedTuple):
     p: Any  # softmax probabilities (batch, classes)
@@ -57,11 +59,11 @@ def _check_class_labels(name, logits, labels):
     """logits (batch, classes) and integer labels (batch,) in [0, classes)."""
     logits_shape, labels_shape = jnp.shape(logits), jnp.shape(labels)
     if len(logits_shape) != 2:
-        raise ValueError(f"{name}: expected logits of shape (batch, classes), got {logits_shape}")
+        raise InputError(f"{name}: expected logits of shape (batch, classes), got {logits_shape}")
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-        raise TypeError(f"{name}: expected integer class labels, got dtype {jnp.result_type(labels)}")
+        raise InputTypeError(f"{name}: expected integer class labels, got dtype {jnp.result_type(labels)}")
     if labels_shape != logits_shape[:1]:
-        raise ValueError(
+        raise InputError(
             f"{name}: batch sizes differ: logits {logits_shape} need labels of shape ({logits_shape[0]},), "
             f"got {labels_shape}"
         )
@@ -69,7 +71,7 @@ def _check_class_labels(name, logits, labels):
         values = np.asarray(labels)
         classes = logits_shape[1]
         if values.size and (values.min() < 0 or values.max() >= classes):
-            raise ValueError(
+            raise InputError(
                 f"{name}: labels must lie in [0, {classes}) for {classes} classes, "
                 f"got values from {values.min()} to {values.max()}"
             )
@@ -77,11 +79,11 @@ def _check_class_labels(name, logits, labels):
 
 def _check_same_shape(name, pred, target):
     if jnp.shape(pred) != jnp.shape(target):
-        raise ValueError(
+        raise InputError(
             f"{name}: prediction and target shapes differ: {jnp.shape(pred)} vs {jnp.shape(target)}"
         )
     if jnp.ndim(pred) < 1:
-        raise ValueError(f"{name}: expected a batch axis, got a scalar")
+        raise InputError(f"{name}: expected a batch axis, got a scalar")
 
 
 def _one_hot(labels, classes, dtype):

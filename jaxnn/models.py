@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from .activations import activation as activation_layer
 from .core import Layer, serial
+from .errors import InputError
 from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool
 from .recurrent import GRU, LSTM, RNN, LastStep
 
@@ -25,7 +26,7 @@ def mlp(sizes, activation="relu", **options):
     """
     sizes = list(sizes)
     if len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
-        raise ValueError(f"mlp: sizes must be at least two positive ints (input width first), got {sizes}")
+        raise InputError(f"mlp: sizes must be at least two positive ints (input width first), got {sizes}")
     act = activation if isinstance(activation, Layer) else None
     layers = []
     for width in sizes[1:-1]:
@@ -35,7 +36,7 @@ def mlp(sizes, activation="relu", **options):
 
     def init(key, input_shape=(sizes[0],), dtype=jnp.float32):
         if tuple(input_shape) != (sizes[0],):
-            raise ValueError(
+            raise InputError(
                 f"mlp: built for inputs of shape ({sizes[0]},), got input_shape {tuple(input_shape)}"
             )
         return model.init(key, input_shape, dtype=dtype)
@@ -90,5 +91,5 @@ BUILDERS = {
 def build(name, classes, image_shape, **options):
     """(model, input_shape) for the zoo's `name` (one of BUILDERS), with its keyword options."""
     if name not in BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(BUILDERS)}")
+        raise InputError(f"unknown model {name!r}; choose from {sorted(BUILDERS)}")
     return BUILDERS[name](classes, tuple(image_shape), **options)

@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .errors import InputError
+
 DATA = "data"
 
 
@@ -22,7 +24,7 @@ def data_mesh(n_devices=None):
     devices = jax.devices()
     n = len(devices) if n_devices is None else n_devices
     if n < 1 or n > len(devices):
-        raise ValueError(
+        raise InputError(
             f"asked for {n} devices, {len(devices)} available ({jax.default_backend()}); on a CPU set "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={n} before JAX starts"
         )

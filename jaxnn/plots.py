@@ -1,9 +1,9 @@
 """Figures the experiments write (matplotlib, no display needed). Each function saves a PNG and
 returns its path."""
 
-import os
-
 import numpy as np
+
+from .files import atomic_path
 
 
 def _plt():
@@ -16,10 +16,13 @@ def _plt():
 
 
 def _save(fig, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    """Write the figure atomically (a kill mid-write keeps the previous figure), then close it."""
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        _plt().close(fig)
     return path
 
 

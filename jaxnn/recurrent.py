@@ -15,27 +15,28 @@ import jax
 import jax.numpy as jnp
 
 from .core import make_layer
+from .errors import InputError
 
 
 def _check_sequence(name, x, features):
     if jnp.ndim(x) != 3:
-        raise ValueError(
+        raise InputError(
             f"{name}: expected a sequence of shape (batch, time, {features}), got {jnp.shape(x)}"
         )
     if x.shape[1] == 0:
-        raise ValueError(f"{name}: got a sequence of length 0 (shape {jnp.shape(x)})")
+        raise InputError(f"{name}: got a sequence of length 0 (shape {jnp.shape(x)})")
     if x.shape[2] != features:
-        raise ValueError(f"{name}: expected {features} features per step, got shape {jnp.shape(x)}")
+        raise InputError(f"{name}: expected {features} features per step, got shape {jnp.shape(x)}")
 
 
 def _recurrent_init(name, hidden, gates, forget_bias=0.0):
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 2:
-            raise ValueError(
+            raise InputError(
                 f"{name}: expected one example of shape (time, features), got {tuple(input_shape)}"
             )
         if input_shape[0] == 0:
-            raise ValueError(f"{name}: sequences of length 0 have nothing to read")
+            raise InputError(f"{name}: sequences of length 0 have nothing to read")
         n_in = input_shape[1]
         kx, kh = jax.random.split(key)
         scale = 1 / math.sqrt(hidden)
@@ -58,7 +59,7 @@ def _initial(name, x, hidden, given, parts):
         return zeros if parts == 1 else (zeros,) * parts
     arrays = (given,) if parts == 1 else tuple(given)
     if len(arrays) != parts or any(jnp.shape(a) != zeros.shape for a in arrays):
-        raise ValueError(
+        raise InputError(
             f"{name}: initial_state must be {parts} array(s) of shape {zeros.shape}, got "
             f"{[jnp.shape(a) for a in arrays]}"
         )
@@ -113,6 +114,11 @@ def recurrent(cell, hidden):
 
     def forward(params, x, initial_state=None):
         wx, wh, b = params["wx"], params["wh"], params["b"]
+        if jnp.shape(wh) != (hidden, cell.gates * hidden):
+            raise InputError(
+                f"{cell.name}({hidden}): params wh {jnp.shape(wh)} are not those of this layer "
+                f"(wh: {(hidden, cell.gates * hidden)})"
+            )
         _check_sequence(cell.name, x, wx.shape[0])
         xs = _time_major(x)
         carry = _initial(cell.name, x, wh.shape[0], initial_state, cell.parts)
@@ -151,7 +157,7 @@ def RNN(hidden, activation="tanh"):
         dz_t = dh_t (1 - h_t^2);   to step t-1: dz_t wh^T;   dwx += x_t^T dz_t;   dwh += h_{t-1}^T dz_t
     """
     if activation != "tanh":
-        raise ValueError(f"RNN: only activation='tanh' is implemented, got {activation!r}")
+        raise InputError(f"RNN: only activation='tanh' is implemented, got {activation!r}")
     return recurrent(Cell("RNN", 1, 1, _rnn_step, _rnn_back), hidden)
 
 
@@ -240,7 +246,7 @@ def LastStep():
 
     def forward(params, x):
         if jnp.ndim(x) != 3:
-            raise ValueError(f"LastStep: expected (batch, time, features), got {jnp.shape(x)}")
+            raise InputError(f"LastStep: expected (batch, time, features), got {jnp.shape(x)}")
         return x[:, -1], x.shape
 
     def backward(shape, dy):

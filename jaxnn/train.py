@@ -11,6 +11,7 @@ state's key, so the same seed gives the same run, bit for bit on the CPU.
 `train` knows nothing of datasets on disk: it takes arrays.
 """
 
+import math
 import os
 import time
 from typing import Any, NamedTuple
@@ -22,6 +23,8 @@ import optax
 from tqdm.auto import tqdm
 
 from . import checkpoint, parallel
+from .core import check_params, output_shape
+from .errors import CheckpointError, DataError, InputError, TrainingDiverged
 from .gradients import value_and_grad
 from .losses import accuracy
 
@@ -34,10 +37,6 @@ class TrainState(NamedTuple):
     model_state: Any = ()  # the model's state (BatchNorm's running statistics), updated every step
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says when, and the last good state is kept."""
-
-
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "warmup_cosine")
 
@@ -47,7 +46,7 @@ def schedule(kind, learning_rate, total_steps=None):
     if kind == "constant":
         return learning_rate
     if total_steps is None or total_steps < 1:
-        raise ValueError(f"schedule {kind!r} needs total_steps >= 1, got {total_steps}")
+        raise InputError(f"schedule {kind!r} needs total_steps >= 1, got {total_steps}")
     if kind == "cosine":
         return optax.cosine_decay_schedule(learning_rate, total_steps)
     if kind == "onecycle":
@@ -55,7 +54,7 @@ def schedule(kind, learning_rate, total_steps=None):
     if kind == "warmup_cosine":
         warmup = max(1, total_steps // 20)
         return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, total_steps)
-    raise ValueError(f"unknown schedule {kind!r}; choose from {SCHEDULES}")
+    raise InputError(f"unknown schedule {kind!r}; choose from {SCHEDULES}")
 
 
 def optimizer(
@@ -78,7 +77,7 @@ def optimizer(
         return optax.adam(lr)
     if name == "adamw":
         return optax.adamw(lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+    raise InputError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
 def init_state(model, opt, key, input_shape, dtype=jnp.float32):
@@ -121,25 +120,42 @@ def make_step(model, loss, opt, grad="manual", input_shape=None, mesh=None):
     return step
 
 
-def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual", mesh=None):
-    """epoch(state, images, labels) -> (state, step_losses, step_accuracies), not yet jitted:
-    one `lax.scan` over a fresh permutation of the whole (on-device) dataset. The last
-    len(images) % batch_size examples of each permutation are left out of that epoch."""
+def epoch_order(state, n, batch_size):
+    """The epoch's permutation, drawn from the state's key: (state with its key advanced, order), order
+    (steps, batch_size) indices. The last n % batch_size examples of the permutation sit this epoch out."""
+    steps = n // batch_size
+    key, perm_key = jax.random.split(state.key)
+    order = jax.random.permutation(perm_key, n)[: steps * batch_size].reshape(steps, batch_size)
+    return state._replace(key=key), order
+
+
+def steps_function(model, loss, opt, input_shape, grad="manual", mesh=None):
+    """run(state, images, labels, order) -> (state, step_losses, step_accuracies): one `lax.scan`
+    over the rows of order (batches of indices into the on-device dataset); not yet jitted."""
     step = make_step(model, loss, opt, grad, input_shape, mesh)
 
-    def epoch(state, images, labels):
-        n = images.shape[0]
-        steps = n // batch_size
-        if steps == 0:
-            raise ValueError(f"batch size {batch_size} is larger than the dataset ({n} examples)")
-        key, perm_key = jax.random.split(state.key)
-        order = jax.random.permutation(perm_key, n)[: steps * batch_size].reshape(steps, batch_size)
-
+    def run(state, images, labels, order):
         def body(s, idx):
             return step(s, images[idx], labels[idx])
 
-        state, (losses, accs) = jax.lax.scan(body, state._replace(key=key), order)
+        state, (losses, accs) = jax.lax.scan(body, state, order)
         return state, losses, accs
+
+    return run
+
+
+def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual", mesh=None):
+    """epoch(state, images, labels) -> (state, step_losses, step_accuracies), not yet jitted:
+    one `lax.scan` over a fresh permutation of the whole (on-device) dataset."""
+    check_positive_int("batch_size", batch_size)
+    run = steps_function(model, loss, opt, input_shape, grad, mesh)
+
+    def epoch(state, images, labels):
+        n = images.shape[0]
+        if n < batch_size:
+            raise InputError(f"batch size {batch_size} is larger than the dataset ({n} examples)")
+        state, order = epoch_order(state, n, batch_size)
+        return run(state, images, labels, order)
 
     return epoch
 
@@ -166,16 +182,20 @@ def make_evaluate(model, loss, input_shape, batch_size=1000):
     """evaluate(params, images, labels, model_state=None) -> (mean loss, accuracy) over the whole set,
     in evaluation mode (train=False: BatchNorm uses the running statistics of model_state).
 
+    The arrays are checked first (outside jit: lengths, shapes, finiteness, label range, not empty).
     Whole batches run under one `lax.scan`; a last, partial batch runs once after it. Each batch's
     mean loss is weighted by its size, so the result is the mean over all examples.
     """
+    check_positive_int("batch_size", batch_size)
+    input_shape = tuple(input_shape)
+    classes = output_classes(model, input_shape)
 
     def totals(params, model_state, images, labels):
         out = model.apply(params, to_inputs(images, input_shape), state=model_state, train=False)
         out = out if model_state is None else out[0]
         return loss(out, labels) * labels.shape[0], jnp.sum(jnp.argmax(out, 1) == labels)
 
-    def evaluate(params, images, labels, model_state=None):
+    def run(params, images, labels, model_state):
         n = images.shape[0]
         whole = n // batch_size
 
@@ -193,13 +213,99 @@ def make_evaluate(model, loss, input_shape, batch_size=1000):
         if whole:
             (total_loss, correct), _ = jax.lax.scan(body, (0.0, 0), jnp.arange(whole))
         if n % batch_size:
-            rest_loss, rest_correct = totals(
-                params, model_state, images[whole * batch_size :], labels[whole * batch_size :]
-            )
+            rest = slice(whole * batch_size, None)
+            rest_loss, rest_correct = totals(params, model_state, images[rest], labels[rest])
             total_loss, correct = total_loss + rest_loss, correct + rest_correct
         return total_loss / n, correct / n
 
-    return jax.jit(evaluate)
+    run = jax.jit(run)
+
+    def evaluate(params, images, labels, model_state=None):
+        if not isinstance(images, jax.core.Tracer):
+            check_data(images, labels, input_shape, classes, "evaluation")
+        return run(params, images, labels, model_state)
+
+    return evaluate
+
+
+# --- checks where the data enter, outside jit ------------------------------------------------------
+
+
+def check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def output_classes(model, input_shape):
+    """The number of classes a model's output row holds (its last axis), or None if not a vector."""
+    out = output_shape(model, input_shape)
+    return out[0] if len(out) == 1 else None
+
+
+def check_data(images, labels, input_shape, classes, what):
+    """Raise DataError unless images and labels are a usable set for a model reading input_shape:
+    equal lengths, not empty, images numeric, finite and of the input's size, labels integers in
+    [0, classes). Runs on the host, outside jit, once."""
+    n_images, n_labels = np.shape(images)[:1], np.shape(labels)[:1]
+    if not n_images or not n_labels:
+        raise DataError(
+            f"{what} images and labels need a batch axis, got shapes {np.shape(images)}, {np.shape(labels)}"
+        )
+    if n_images != n_labels:
+        raise DataError(
+            f"{what} images and labels differ in length: {n_images[0]} images, {n_labels[0]} labels"
+        )
+    if n_images[0] == 0:
+        raise DataError(f"the {what} set is empty (0 examples)")
+    per_example = math.prod(np.shape(images)[1:])
+    if per_example != math.prod(input_shape):
+        raise DataError(
+            f"{what} images of shape {np.shape(images)[1:]} ({per_example} values) do not fit the model's "
+            "input "
+            f"{tuple(input_shape)} ({math.prod(input_shape)} values)"
+        )
+    kind = np.dtype(jnp.result_type(images)).kind
+    if kind not in "uif":
+        raise DataError(
+            f"{what} images must be numbers (uint8 or float), got dtype {jnp.result_type(images)}"
+        )
+    host_images = np.asarray(images)
+    if kind == "f" and not np.all(np.isfinite(host_images)):
+        bad = int(np.sum(~np.isfinite(host_images)))
+        raise DataError(f"{what} images hold {bad} NaN or infinite values; clean or drop those examples")
+    if np.ndim(labels) != 1 or not np.issubdtype(np.dtype(jnp.result_type(labels)), np.integer):
+        raise DataError(
+            f"{what} labels must be integers of shape (n,), got {jnp.result_type(labels)}{np.shape(labels)}"
+        )
+    if classes is not None:
+        host_labels = np.asarray(labels)
+        low, high = int(host_labels.min()), int(host_labels.max())
+        if low < 0 or high >= classes:
+            raise DataError(
+                f"{what} labels must lie in [0, {classes}) for the model's {classes} outputs, "
+                "got values from "
+                f"{low} to {high}"
+            )
+
+
+def _all_finite(tree):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+all_finite = jax.jit(_all_finite)
+
+
+# --- fit ---------------------------------------------------------------------------------------------
+
+
+def chunk_steps(steps, checkpoint_every):
+    """Steps per compiled call: the whole epoch, or with checkpoint_every about an eighth of it
+    (a divisor of steps when one is near, so that one compiled program serves every chunk)."""
+    if checkpoint_every is None:
+        return steps
+    target = max(1, steps // 8)
+    best = min((d for d in range(1, steps + 1) if steps % d == 0), key=lambda d: abs(d - target))
+    return best if best >= target / 2 else target
 
 
 def fit(
@@ -219,35 +325,69 @@ def fit(
     eval_every_epoch=True,
     log=print,
     mesh=None,
+    checkpoint_every=None,
 ):
     """Train for `epochs` whole epochs; return (state, history).
 
-    data: (x_train, y_train, x_test, y_test) numpy arrays (images uint8 or float).
-    history: one dict per epoch (train/test loss and accuracy, seconds) and `step_losses`.
-    train_seconds counts training only (compilation included; evaluation and loading excluded);
-    compile_seconds is the compilation part of it.
-    A NaN/inf loss raises TrainingDiverged; the checkpoint of the last good epoch stays.
+    data: (x_train, y_train, x_test, y_test) arrays (images uint8 or float), checked first: equal
+    lengths, finite, labels in range, not empty (DataError). history: one dict per epoch (train/test
+    loss and accuracy, seconds) and `step_losses`. train_seconds counts training only (compilation
+    included; evaluation and loading excluded); compile_seconds is the compilation part of it.
+
+    A NaN/inf loss or parameter raises TrainingDiverged; the last good checkpoint stays.
+    checkpoint_path: saved after every epoch (atomically) and, with checkpoint_every=SECONDS, also
+    within an epoch once that many seconds have passed since the last save, so that a kill loses at
+    most that much work; resume=True continues from it, bit for bit as if never stopped (CPU).
+    A checkpoint that cannot be read is renamed aside (PATH.corrupt-TIME) and reported.
     mesh: data parallelism over its devices (batch_size must divide evenly among them).
     """
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
+    if checkpoint_every is not None and not checkpoint_every >= 0:
+        raise InputError(f"checkpoint_every must be a number of seconds >= 0, got {checkpoint_every!r}")
     if mesh is not None and batch_size % mesh.size:
-        raise ValueError(f"batch size {batch_size} does not split evenly over {mesh.size} devices")
+        raise InputError(f"batch size {batch_size} does not split evenly over {mesh.size} devices")
+    input_shape = tuple(input_shape)
+    classes = output_classes(model, input_shape)
+    if len(data) != 4:
+        raise InputError(f"data must be (x_train, y_train, x_test, y_test), got {len(data)} arrays")
+    check_data(data[0], data[1], input_shape, classes, "training")
+    check_data(data[2], data[3], input_shape, classes, "test")
+    if batch_size > len(data[0]):
+        raise InputError(f"batch size {batch_size} is larger than the training set ({len(data[0])} examples)")
     place = jax.device_put if mesh is None else (lambda a: parallel.replicate(a, mesh))
     x_train, y_train, x_test, y_test = (place(a) for a in data)
-    epoch_fn = make_epoch(model, loss, opt, batch_size, input_shape, grad, mesh)
+    steps = len(data[0]) // batch_size
+    chunk = chunk_steps(steps, checkpoint_every)
+    run = jax.jit(steps_function(model, loss, opt, input_shape, grad, mesh), donate_argnums=0)
+    begin = jax.jit(epoch_order, static_argnums=(1, 2))
     evaluate = make_evaluate(model, loss, input_shape)
     state = init_state(model, opt, key, input_shape)
+    order = place(jnp.zeros((steps, batch_size), jnp.int32))
     if mesh is not None:
         state = parallel.replicate(state, mesh)
-    history, start_epoch = {"epochs": [], "step_losses": [], "train_seconds": 0.0}, 0
+    history = {"epochs": [], "step_losses": [], "train_seconds": 0.0}
+    start_epoch, position, partial = 0, 0, {"losses": [], "accuracies": []}
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
-        state, meta = checkpoint.restore(checkpoint_path, like=state)
-        if mesh is not None:
-            state = parallel.replicate(state, mesh)
-        history, start_epoch = meta["history"], meta["epoch"]
-        log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+        state, order, meta = _resume(checkpoint_path, state, order, model, input_shape)
+        state, order = (state, order) if mesh is None else parallel.replicate((state, order), mesh)
+        history, start_epoch, position, partial = (
+            meta["history"],
+            meta["epoch"],
+            meta["position"],
+            meta["partial"],
+        )
+        where = f" and {position} of {steps} steps of epoch {start_epoch + 1}" if position else ""
+        log(f"resumed from {checkpoint_path} after epoch {start_epoch}{where}")
+
+    def save(epoch, position, partial):
+        meta = {"epoch": epoch, "position": position, "partial": partial, "history": history, "format": 2}
+        checkpoint.save(checkpoint_path, (state, order), meta)
 
     t0 = time.perf_counter()
-    epoch_fn = epoch_fn.lower(state, x_train, y_train).compile()  # ahead of time: its cost is reported
+    compiled = run.lower(
+        state, x_train, y_train, order[:chunk]
+    ).compile()  # ahead of time: its cost is reported
     history["compile_seconds"] = time.perf_counter() - t0
     history["train_seconds"] += history["compile_seconds"]
     bar = tqdm(
@@ -258,35 +398,40 @@ def fit(
         initial=start_epoch,
         disable=not progress,
     )
+    last_save = time.monotonic()
     for epoch in bar:
         t0 = time.perf_counter()
-        new_state, losses, accs = epoch_fn(state, x_train, y_train)
-        losses = np.asarray(losses)  # waits for the epoch to finish
+        if position == 0:
+            state, order = begin(state, len(data[0]), batch_size)
+            order = place(order)
+        while position < steps:
+            end = min(position + chunk, steps)
+            call = compiled if end - position == chunk else run
+            new_state, losses, accs = call(state, x_train, y_train, order[position:end])
+            losses = np.asarray(losses)  # waits for the chunk to finish
+            _stop_if_diverged(losses, new_state, epoch, position, history, partial, checkpoint_path)
+            state, position = new_state, end
+            partial["losses"] += [float(v) for v in losses]
+            partial["accuracies"] += [float(v) for v in np.asarray(accs)]
+            if checkpoint_path and checkpoint_every is not None and position < steps:
+                if time.monotonic() - last_save >= checkpoint_every:
+                    save(epoch, position, partial)
+                    last_save = time.monotonic()
         seconds = time.perf_counter() - t0
-        if not np.all(np.isfinite(losses)):
-            bad = int(np.argmax(~np.isfinite(losses)))
-            kept = f"; the last good checkpoint is {checkpoint_path}" if checkpoint_path and epoch > 0 else ""
-            history["step_losses"].extend(float(v) for v in losses[: bad + 1])
-            err = TrainingDiverged(
-                f"loss became {losses[bad]} at step {bad} of epoch {epoch + 1} "
-                f"(learning rate too large?); stopped{kept}"
-            )
-            err.history = history  # the run up to the first non-finite loss, for plotting
-            raise err
-        state = new_state
         history["train_seconds"] += seconds
         row = {
             "epoch": epoch + 1,
-            "train_loss": float(losses.mean()),
-            "train_accuracy": float(np.mean(accs)),
+            "train_loss": float(np.mean(partial["losses"])),
+            "train_accuracy": float(np.mean(partial["accuracies"])),
             "seconds": seconds,
-            "samples_per_second": losses.size * batch_size / seconds,
+            "samples_per_second": steps * batch_size / seconds,
         }
         if eval_every_epoch or epoch + 1 == epochs:
             test_loss, test_acc = evaluate(state.params, x_test, y_test, state.model_state)
             row.update(test_loss=float(test_loss), test_accuracy=float(test_acc))
         history["epochs"].append(row)
-        history["step_losses"].extend(float(v) for v in losses)
+        history["step_losses"].extend(partial["losses"])
+        position, partial = 0, {"losses": [], "accuracies": []}
         bar.set_postfix(
             loss=f"{row['train_loss']:.4f}",
             acc=f"{row['train_accuracy']:.4f}",
@@ -294,5 +439,65 @@ def fit(
             sps=f"{row['samples_per_second']:.0f}",
         )
         if checkpoint_path:
-            checkpoint.save(checkpoint_path, state, {"epoch": epoch + 1, "history": history})
+            save(epoch + 1, 0, partial)
+            last_save = time.monotonic()
     return state, history
+
+
+def _stop_if_diverged(losses, new_state, epoch, position, history, partial, checkpoint_path):
+    """Raise TrainingDiverged if a step's loss, or the parameters after the steps, are not finite."""
+    bad_loss = not np.all(np.isfinite(losses))
+    if not bad_loss and bool(all_finite(new_state.params)):
+        return
+    kept = (
+        f"; the last good checkpoint is {checkpoint_path}"
+        if checkpoint_path and os.path.exists(checkpoint_path)
+        else ""
+    )
+    if bad_loss:
+        bad = int(np.argmax(~np.isfinite(losses)))
+        what = f"loss became {losses[bad]} at step {position + bad} of epoch {epoch + 1}"
+        history["step_losses"].extend(partial["losses"] + [float(v) for v in losses[: bad + 1]])
+    else:
+        last = position + len(losses) - 1
+        what = f"parameters became NaN or infinite in steps {position}-{last} of epoch {epoch + 1}"
+        history["step_losses"].extend(partial["losses"] + [float(v) for v in losses])
+    err = TrainingDiverged(f"{what} (learning rate too large?); stopped{kept}")
+    err.history = history  # the run up to the first non-finite value, for plotting
+    raise err
+
+
+def _resume(path, state, order, model, input_shape):
+    """(state, order, meta) from the checkpoint at path; a corrupt file is set aside and reported."""
+    try:
+        checkpoint.read(path)
+    except CheckpointError as e:
+        aside = checkpoint.set_aside(path)
+        raise CheckpointError(
+            f"{e}; moved it aside to {aside} (nothing was loaded); start again without "
+            "--resume or restore a good copy"
+        ) from e
+    try:
+        (state, order), meta = checkpoint.restore(path, like=(state, order))
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"cannot resume: {e}; resume needs a checkpoint of the same model, batch size and dataset size"
+        ) from e
+    needed = {"epoch": int, "position": int, "partial": dict, "history": dict}
+    missing = [k for k, t in needed.items() if not isinstance(meta.get(k), t)]
+    if missing:
+        raise CheckpointError(
+            f"cannot resume from {path}: it has no training metadata ({', '.join(missing)} "
+            "missing); it was not written by train.fit"
+        )
+    check_params(model, state.params, input_shape)
+    return state, order, meta
+
+
+def load_checkpoint(path, like):
+    """(state, meta) from a checkpoint written by `fit`; like: a TrainState of the same model (e.g.
+    from init_state). fit stores (state, the epoch's batch order) so that it can resume mid-epoch."""
+    _, arrays, _ = checkpoint.read(path)
+    order_like = np.zeros(arrays[-1].shape, np.int32) if arrays else np.zeros((0,), np.int32)
+    (state, _), meta = checkpoint.restore(path, like=(like, order_like))
+    return state, meta

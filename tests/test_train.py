@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxnn as nn
-from jaxnn import checkpoint, data, train
+from jaxnn import data, train
 
 LOSS = nn.losses.softmax_cross_entropy
 
@@ -74,7 +74,7 @@ def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
     good, _ = _fit(tmp_path, epochs=1, name="run.npz")
     with pytest.raises(train.TrainingDiverged, match="loss became"):
         _fit(tmp_path, epochs=3, lr=1e35, resume=True, name="run.npz")
-    kept, meta = checkpoint.restore(str(tmp_path / "run.npz"), like=good)
+    kept, meta = train.load_checkpoint(str(tmp_path / "run.npz"), like=good)
     assert meta["epoch"] == 1
     for u, v in zip(jax.tree_util.tree_leaves(good), jax.tree_util.tree_leaves(kept)):
         np.testing.assert_array_equal(u, v)
@@ -84,7 +84,7 @@ def test_checkpoint_refuses_another_model(tmp_path):
     state, _ = _fit(tmp_path, epochs=1, name="a.npz")
     other = train.init_state(nn.mlp([2, 8, 3]), train.optimizer("momentum", 0.1), jax.random.PRNGKey(0), (2,))
     with pytest.raises(ValueError, match="expected"):
-        checkpoint.restore(str(tmp_path / "a.npz"), like=other)
+        train.load_checkpoint(str(tmp_path / "a.npz"), like=other)
 
 
 def test_uint8_images_are_scaled_inside_the_step():

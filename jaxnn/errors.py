@@ -1,0 +1,37 @@
+"""One family of errors: everything jaxnn raises on purpose is a `jaxnn.Error`, and each message
+names what was expected and what came. The subclasses also derive from the matching built-in
+(ValueError, TypeError, RuntimeError), so `except ValueError` keeps working.
+
+    try:
+        train.fit(...)
+    except jaxnn.Error as e:        # a user's mistake or a fault jaxnn detected: report, don't crash
+        sys.exit(f"error: {e}")
+"""
+
+
+class Error(Exception):
+    """Base of every error jaxnn raises on purpose."""
+
+
+class InputError(Error, ValueError):
+    """A bad argument, shape or value was given (the message says what was expected)."""
+
+
+class InputTypeError(Error, TypeError):
+    """An argument of the wrong type was given."""
+
+
+class DataError(InputError):
+    """A dataset is missing, truncated, corrupt, unknown or invalid (NaN, labels out of range, ...)."""
+
+
+class DownloadError(DataError):
+    """No mirror could deliver a file (each mirror's failure is listed)."""
+
+
+class CheckpointError(Error, ValueError):
+    """A checkpoint is unreadable, corrupt, or from another model or version."""
+
+
+class TrainingDiverged(Error, RuntimeError):
+    """The loss or the parameters became NaN or infinite; the last good checkpoint is kept."""
