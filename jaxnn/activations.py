@@ -54,7 +54,8 @@ TABLE = {
     # arctan: f(x) = tan^-1(x);  f'(x) = 1 / (x^2 + 1)
     "arctan": Row(jnp.arctan, lambda x, y: 1 / (x * x + 1), {}),
     # ReLU: f(x) = x if x >= 0 else 0;  f'(x) = 1 if x >= 0 else 0
-    "relu": Row(lambda x: jnp.where(x >= 0, x, 0), lambda x, y: (x >= 0).astype(x.dtype), {}),
+    # (written where(x < 0, 0, x) so that a NaN input stays NaN: training then stops on it)
+    "relu": Row(lambda x: jnp.where(x < 0, 0, x), lambda x, y: (x >= 0).astype(x.dtype), {}),
     # leaky ReLU: f(x) = x if x >= 0 else s x;  f'(x) = 1 if x >= 0 else s
     "leaky_relu": Row(
         lambda x, negative_slope: jnp.where(x >= 0, x, negative_slope * x),

@@ -144,14 +144,14 @@ def download(url, dest, md5, timeout=30, deadline=900, progress=True):
                     leave=False,
                 ) as bar:
                     size = 0
-                    for block in iter(lambda: response.read(1 << 16), b""):
+                    for block in iter(lambda: response.read1(1 << 16), b""):  # what has arrived
                         f.write(block)
                         size += len(block)
                         bar.update(len(block))
                         if time.monotonic() - start > deadline:
-                            raise DataError(
-                                f"download of {url} took longer than {deadline} s ({size} bytes so far)"
-                            )
+                            raise DataError(f"download of {url} took over {deadline} s ({size} bytes so far)")
+        except DataError:
+            raise
         except (OSError, http.client.HTTPException, ValueError) as e:  # URLError, timeouts, cut bodies
             raise DataError(f"download of {url} failed: {type(e).__name__}: {e}") from e
         if total is not None and size != total:

@@ -29,6 +29,7 @@ def test_step_by_step_prints_every_number(tmp_path):
     assert (tmp_path / "step_by_step.txt").exists()
 
 
+@pytest.mark.slow
 def test_simple_vs_complex_draws_boundaries(tmp_path):
     _run("simple_vs_complex.py", "--epochs", "20", "--out", str(tmp_path))
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -237,7 +237,7 @@ def test_hand_rule_under_jit_and_vmap(name):
         rule = _hand_rule(layer)
         eager = [rule(params, xs[i], dys[i]) for i in range(2)]
         _assert_trees_close(jax.jit(rule)(params, xs[0], dys[0]), eager[0], 1e-12)
-        batched = jax.vmap(rule, in_axes=(None, 0, 0))(params, xs, dys)
+        batched = jax.jit(jax.vmap(rule, in_axes=(None, 0, 0)))(params, xs, dys)
         for i in range(2):
             _assert_trees_close(jax.tree_util.tree_map(lambda t, i=i: t[i], batched), eager[i], 1e-12)
 
