@@ -445,11 +445,30 @@ CLI = {
 }
 
 
+def _train_script():
+    """experiments/train.py imported in this process (its folder on sys.path, as when it runs)."""
+    sys.path.insert(0, os.path.dirname(TRAIN_PY))
+    try:
+        import train as script  # noqa: PLC0415
+    finally:
+        sys.path.pop(0)
+    return script
+
+
 @pytest.mark.parametrize("name", sorted(CLI))
-def test_command_line_arguments_are_checked_up_front(name):
+def test_command_line_arguments_are_checked_up_front(name, capsys):
+    """In-process (fast): argparse's exit with `error: ...` before any data is read."""
     args, words = CLI[name]
-    out = _cli(*args)
-    assert out.returncode != 0 and "error:" in out.stderr and words in out.stderr, out.stderr
+    with pytest.raises(SystemExit) as caught:
+        _train_script().parse_args(args)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and "error:" in err and words in err, err
+
+
+def test_a_bad_command_line_prints_one_error_line_and_no_traceback():
+    """The same, end to end in a process of its own."""
+    out = _cli("--epochs", "0")
+    assert out.returncode == 2 and "error: argument --epochs: must be > 0" in out.stderr
     assert "Traceback" not in out.stderr
 
 
@@ -491,6 +510,7 @@ def test_cli_labels_of_255(tmp_path):
     _cli_error(_cli("--data-dir", str(folder), "--out", str(tmp_path / "o")), "labels must lie in [0, 10)")
 
 
+@pytest.mark.slow
 def test_cli_checkpoint_guard_resume_and_another_model(tmp_path, request):
     mnist, out = _mnist(request), str(tmp_path / "run")
     first = _cli("--data-dir", mnist, "--epochs", "1", "--width", "32", "--out", out)
@@ -525,6 +545,7 @@ def _small_disk(path, size="8m"):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_cli_full_disk_keeps_the_previous_results(tmp_path, request):
     mnist = _mnist(request)
     with _small_disk(tmp_path / "disk") as disk:
