@@ -94,6 +94,7 @@ def main(argv=None):
     model, input_shape = build_model(args.model, ds.classes, ds.x_train.shape[1:], args)
     steps = args.epochs * (len(ds.x_train) // args.batch_size)
     opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps)
+    print(nn.summary(model, input_shape))
     print(
         f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "
         f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "

@@ -8,6 +8,7 @@ value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params,
 
 from . import activations, gradcheck, losses, models
 from .activations import activation, prelu, softmax
+from .attention import Embedding, MultiHeadAttention
 from .core import Layer, Residual, check_params, make_layer, output_shape, serial
 from .errors import (
     CheckpointError,
@@ -19,9 +20,24 @@ from .errors import (
     TrainingDiverged,
 )
 from .gradients import loss_with_hand_rules, per_example_grads, value_and_grad, with_hand_rules
-from .layers import AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, GroupNorm, LayerNorm, MaxPool, Pool
+from .layers import (
+    AvgPool,
+    BatchNorm,
+    Conv1D,
+    Conv2D,
+    ConvTranspose2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    GroupNorm,
+    LayerNorm,
+    MaxPool,
+    Pool,
+)
 from .models import mlp
 from .recurrent import GRU, LSTM, RNN, LastStep
+from .summary import summary
 
 __version__ = "0.2.0"
 
@@ -34,6 +50,7 @@ __all__ = [
     "CheckpointError",
     "TrainingDiverged",
     "check_params",
+    "summary",
     "Layer",
     "make_layer",
     "output_shape",
@@ -50,6 +67,11 @@ __all__ = [
     "LayerNorm",
     "BatchNorm",
     "GroupNorm",
+    "Conv1D",
+    "ConvTranspose2D",
+    "GlobalAvgPool",
+    "Embedding",
+    "MultiHeadAttention",
     "RNN",
     "LSTM",
     "GRU",

@@ -49,6 +49,7 @@ class Layer(NamedTuple):
     stochastic: bool = False  # does forward use a PRNG key (Dropout)? Others skip the key splitting.
     init_state: Callable[..., Any] = no_state  # init_state(input_shape, dtype=float32) -> state pytree
     stateful: bool = False  # must apply/forward be given state=? (True for BatchNorm and models holding one)
+    layers: tuple = ()  # the layers a composite (serial) is made of, for summaries
 
     def __repr__(self):
         return f"Layer({self.name})"
@@ -199,7 +200,7 @@ def serial(*layers):
     layer = make_layer(
         name, init, forward, backward, init_state, stateful=any(layer.stateful for layer in layers)
     )
-    return layer._replace(stochastic=stochastic)
+    return layer._replace(stochastic=stochastic, layers=tuple(layers))
 
 
 def _check_tuple(what, tree, n):

@@ -9,6 +9,11 @@ For a tensor argument we differentiate along random directions v: the hand gradi
 
     rel(a, b) = ||a - b|| / max(||a||, ||b||)        (0 when both are 0)
 
+A leaf whose gradient is 0 or nearly so is compared against a floor, a small fraction of the
+largest gradient norm in the check (AUTODIFF_FLOOR, FINITE_DIFF_FLOOR): its rounding noise is then
+not a 100% relative error, while a wrong rule (off by more than 1e-16, resp. 1e-9, of the largest
+gradient) still fails.
+
 Mind the kinks: ReLU-like functions at x = 0 have one-sided derivatives, so finite differences
 there disagree with any rule; compare with `jax.grad` at kinks, with finite differences away from them.
 
@@ -52,10 +57,14 @@ class Report(NamedTuple):
         return self
 
 
-def relative_error(a, b):
-    """||a - b|| / max(||a||, ||b||) over whole arrays, in float64 numpy; 0 if both are 0."""
+AUTODIFF_FLOOR = 1e-6  # x the largest gradient norm: below 1e-16 of it, differences are rounding
+FINITE_DIFF_FLOOR = 1e-3  # finite differences carry noise of about 1e-10 |f| (float64, h = 1e-6)
+
+
+def relative_error(a, b, floor=0.0):
+    """||a - b|| / max(||a||, ||b||, floor) over whole arrays, in float64 numpy; 0 if all are 0."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    scale = max(np.linalg.norm(a), np.linalg.norm(b))
+    scale = max(np.linalg.norm(a), np.linalg.norm(b), floor)
     return 0.0 if scale == 0 else float(np.linalg.norm(a - b) / scale)
 
 
@@ -71,6 +80,11 @@ def compare(scalar_fn, args, hand_grads, *, names=None, key=None, eps=1e-6, dire
     auto = jax.jit(jax.grad(scalar_fn, argnums=diff_argnums))(*args)  # one compiled program
     vs_auto, vs_fd = {}, {}
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    # a leaf whose true gradient is 0 (a bias that softmax ignores) is compared against a floor
+    # proportional to the largest gradient of the check, not against its own rounding noise
+    largest = max(
+        (float(np.linalg.norm(np.asarray(g))) for g in jax.tree_util.tree_leaves(hand_grads)), default=0.0
+    )
     for argnum, auto_tree in zip(diff_argnums, auto):
         paths, hand_leaves = _leaves(hand_grads[argnum], names[argnum])
         auto_leaves = jax.tree_util.tree_leaves(auto_tree)
@@ -83,7 +97,7 @@ def compare(scalar_fn, args, hand_grads, *, names=None, key=None, eps=1e-6, dire
                 raise AssertionError(
                     f"{path}: gradient shape {jnp.shape(hand)} != argument shape {jnp.shape(arg_leaves[i])}"
                 )
-            vs_auto[path] = relative_error(hand, auto_leaf)
+            vs_auto[path] = relative_error(hand, auto_leaf, floor=AUTODIFF_FLOOR * largest)
             if finite_diff:
                 predicted, measured = [], []
                 for _ in range(directions):
@@ -91,7 +105,7 @@ def compare(scalar_fn, args, hand_grads, *, names=None, key=None, eps=1e-6, dire
                     v[i] = rng.standard_normal(np.shape(arg_leaves[i])).astype(jnp.result_type(arg_leaves[i]))
                     measured.append(float(central(args, v, eps)))
                     predicted.append(float(np.vdot(np.asarray(hand), v[i])))
-                vs_fd[path] = relative_error(predicted, measured)
+                vs_fd[path] = relative_error(predicted, measured, floor=FINITE_DIFF_FLOOR * largest)
     return Report(vs_auto, vs_fd)
 
 

@@ -578,3 +578,130 @@ def GroupNorm(groups, eps=1e-5):
         return _affine_grads(dy, xhat), dx.reshape(dy.shape)
 
     return make_layer(f"GroupNorm({groups})", init, forward, backward)
+
+
+# --- more convolutions and pooling --------------------------------------------------------------------------
+
+
+def GlobalAvgPool():
+    """(batch, H, W, C) -> (batch, C): the mean over all positions. Backward: dx = dy / (H W) at
+    every position. Params: ()."""
+
+    def init(key, input_shape, dtype=jnp.float32):
+        if len(input_shape) != 3:
+            raise InputError(
+                f"GlobalAvgPool: expected one example of shape (H, W, C), got {tuple(input_shape)}"
+            )
+        return (input_shape[-1],), ()
+
+    def forward(params, x):
+        _check_image("GlobalAvgPool", x)
+        return jnp.mean(x, axis=(1, 2)), x.shape
+
+    def backward(shape, dy):
+        return (), jnp.broadcast_to(dy[:, None, None, :] / (shape[1] * shape[2]), shape)
+
+    return make_layer("GlobalAvgPool", init, forward, backward)
+
+
+def Conv1D(features, kernel_size, stride=1, padding="SAME", w_init=lecun_normal, backward="auto"):
+    """1-D convolution over time: x (batch, time, c_in) -> (batch, time', features);
+    params {"w": (k, c_in, features), "b": (features,)}.
+
+        y[n, t, o] = sum_{i, c} x[n, s t + i, c] w[i, c, o] + b[o]     (x padded as `padding` says)
+
+    It is Conv2D on (batch, 1, time, c_in) with a (1, k) kernel, so forward and hand backward are
+    Conv2D's (see there), with the height axis of size 1 added and removed.
+    """
+    if not isinstance(kernel_size, int) or not isinstance(stride, int):
+        raise InputError(f"Conv1D: kernel_size and stride must be ints, got {kernel_size!r}, {stride!r}")
+    inner = Conv2D(features, (1, kernel_size), (1, stride), padding, w_init, backward)
+
+    def init(key, input_shape, dtype=jnp.float32):
+        if len(input_shape) != 2:
+            raise InputError(
+                f"Conv1D: expected one example of shape (time, channels), got {tuple(input_shape)}"
+            )
+        (_, t, f), params = inner.init(key, (1,) + tuple(input_shape), dtype)
+        return (t, f), {"w": params["w"][0], "b": params["b"]}
+
+    def forward(params, x):
+        if jnp.ndim(x) != 3:
+            raise InputError(f"Conv1D: expected (batch, time, channels), got {jnp.shape(x)}")
+        y, residuals = inner.forward({"w": params["w"][None], "b": params["b"]}, x[:, None])
+        return y[:, 0], residuals
+
+    def backward_rule(residuals, dy):
+        grads, dx = inner.backward(residuals, dy[:, None])
+        return {"w": grads["w"][0], "b": grads["b"]}, dx[:, 0]
+
+    return make_layer(f"Conv1D({features}, {kernel_size}, {stride}, {padding})", init, forward, backward_rule)
+
+
+def ConvTranspose2D(features, kernel_size, stride=(1, 1), padding="VALID", w_init=lecun_normal):
+    """Transposed convolution (the adjoint of a strided Conv2D: it spreads each input pixel over a
+    kernel-sized patch of the output), NHWC. params {"w": (kh, kw, c_in, features), "b": (features,)}.
+
+        y[n, s i + a, s j + b, o] += x[n, i, j, c] w[a, b, c, o]      (+ b[o]);  size (H - 1) s + k
+
+    Backward (dy: (batch, (H - 1) s + kh, (W - 1) s + kw, features)):
+        dL/dx[n, i, j, c] = sum_{a, b, o} dy[n, s i + a, s j + b, o] w[a, b, c, o]
+                            (a strided convolution of dy with w, in/out channels swapped)
+        dL/dw[a, b] = x^T dy[:, a::s, b::s]      (one matmul per kernel tap; x's H x W positions)
+        dL/db = sum dy
+    The forward is the convolution of x dilated by s, padded by k - 1, with w flipped in space.
+    """
+    kernel_size, stride = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
+    if padding != "VALID":
+        raise InputError(f"ConvTranspose2D: only padding='VALID' is implemented, got {padding!r}")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        if len(input_shape) != 3:
+            raise InputError(
+                f"ConvTranspose2D: expected one example of shape (H, W, C), got {tuple(input_shape)}"
+            )
+        h, w, c = input_shape
+        out = ((h - 1) * stride[0] + kernel_size[0], (w - 1) * stride[1] + kernel_size[1], features)
+        fan_in = c * math.prod(kernel_size) / math.prod(stride)  # inputs reaching one output, on average
+        weights = jax.random.normal(key, kernel_size + (c, features), dtype) / math.sqrt(fan_in)
+        return out, {"w": weights, "b": jnp.zeros((features,), dtype)}
+
+    def forward(params, x):
+        w = params["w"]
+        if jnp.ndim(w) != 4 or w.shape[:2] != kernel_size or w.shape[3] != features:
+            raise InputError(
+                f"ConvTranspose2D({features}): params w {jnp.shape(w)} are not those of this layer"
+            )
+        _check_image("ConvTranspose2D", x, w.shape[2])
+        pads = [(k - 1, k - 1) for k in kernel_size]
+        y = jax.lax.conv_general_dilated(
+            x, jnp.flip(w, (0, 1)), (1, 1), pads, lhs_dilation=stride, dimension_numbers=_CONV_DIMS
+        )
+        return y + params["b"], ConvResiduals(x, w)
+
+    def backward(residuals, dy):
+        x, w = residuals
+        dx = jax.lax.conv_general_dilated(dy, w, stride, "VALID", dimension_numbers=("NHWC", "HWOI", "NHWC"))
+        h, wd = x.shape[1:3]
+        dw = jnp.stack(
+            [
+                jnp.stack(
+                    [
+                        jnp.einsum(
+                            "nijc,nijo->co",
+                            x,
+                            dy[
+                                :,
+                                a : a + stride[0] * (h - 1) + 1 : stride[0],
+                                b : b + stride[1] * (wd - 1) + 1 : stride[1],
+                            ],
+                        )
+                        for b in range(kernel_size[1])
+                    ]
+                )
+                for a in range(kernel_size[0])
+            ]
+        )
+        return {"w": dw, "b": jnp.sum(dy, axis=(0, 1, 2))}, dx
+
+    return make_layer(f"ConvTranspose2D({features}, {kernel_size}, {stride})", init, forward, backward)

@@ -44,6 +44,7 @@ def _serial(shape):
 
 # name -> make(example_shape) -> (layer, input_shape of one example)
 LAYERS = {name: _activation_case(name) for name in nn.activations.NAMES}
+INTEGER_INPUTS = {"Embedding": 7}  # name -> vocabulary: x drawn as integers below it
 ELEMENTWISE = set(LAYERS) | {"elu(alpha=0.7)", "leaky_relu(0.2)", "prelu(alpha=-0.5)"}
 
 
@@ -176,6 +177,17 @@ LAYERS.update(
             nn.serial(nn.Conv2D(3, (3, 3)), nn.activation("relu"), nn.MaxPool(), nn.Flatten(), nn.Dense(2))
         ),
         "lstm classifier": _sequence(nn.serial(nn.LSTM(3), nn.LastStep(), nn.Dense(2))),
+        "Embedding": lambda shape: (nn.Embedding(7, 3), (shape[-1],)),
+        "MultiHeadAttention": _sequence(nn.MultiHeadAttention(2), features=4),
+        "MultiHeadAttention causal": _sequence(nn.MultiHeadAttention(2, causal=True), features=4),
+        "GlobalAvgPool": _image(nn.GlobalAvgPool()),
+        "Conv1D 3 SAME": _sequence(nn.Conv1D(3, 3), features=2),
+        "Conv1D 3 stride 2 VALID": lambda shape: (
+            nn.Conv1D(2, 3, stride=2, padding="VALID"),
+            (shape[-1] + 2, 2),
+        ),
+        "ConvTranspose2D 2x2 stride 2": _image(nn.ConvTranspose2D(3, 2, 2)),
+        "ConvTranspose2D 3x2 stride (2, 1)": _image(nn.ConvTranspose2D(2, (3, 2), (2, 1))),
         "elu(alpha=0.7)": _activation_case("elu", alpha=0.7),
         "leaky_relu(0.2)": _activation_case("leaky_relu", negative_slope=0.2),
         "prelu(alpha=-0.5)": _activation_case("prelu", alpha=-0.5),
@@ -190,6 +202,8 @@ def _build(name, shape, batch, seed, away_from_kinks):
     layer, input_shape = LAYERS[name](shape)
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
     _, params = layer.init(k1, input_shape, dtype=jnp.float64)
+    if name in INTEGER_INPUTS:  # token ids: no gradient for x, only for the table
+        return layer, params, jax.random.randint(k2, (batch,) + tuple(input_shape), 0, INTEGER_INPUTS[name])
     x = jax.random.normal(k2, (batch,) + tuple(input_shape), jnp.float64) * 2
     if name not in ELEMENTWISE:  # kinks only where an element-wise op has one; MaxPool's are ties
         return layer, params, x
@@ -245,7 +259,7 @@ def test_hand_rule_under_jit_and_vmap(name):
         layer, params, x = _build(name, (FIXED_DIMS[1],), FIXED_DIMS[0], seed=3, away_from_kinks=True)
         y, _ = layer.forward(params, x)
         dys = jax.random.normal(jax.random.PRNGKey(4), (2,) + y.shape, y.dtype)
-        xs = jnp.stack([x, -0.5 * x + 0.25])
+        xs = jnp.stack([x, x[::-1] if name in INTEGER_INPUTS else -0.5 * x + 0.25])
         rule = _hand_rule(layer)
         eager = [rule(params, xs[i], dys[i]) for i in range(2)]
         batched = jax.jit(jax.vmap(rule, in_axes=(None, 0, 0)))(params, xs, dys)

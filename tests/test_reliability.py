@@ -187,9 +187,6 @@ def test_api_catalogue(name):
 def test_training_stops_on_nan_parameters_with_a_finite_loss(tmp_path):
     """Binary step maps a NaN pre-activation to 0, so a NaN weight can hide behind a finite loss."""
 
-    class Poison(Exception):
-        pass
-
     def poisoned_dense():
         base = nn.Dense(8)
 

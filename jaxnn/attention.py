@@ -1,0 +1,136 @@
+"""Layers for sequences of tokens: Embedding and MultiHeadAttention, each backward written by hand.
+
+emb = Embedding(vocab, d)              # integer tokens (batch, time) -> (batch, time, d)
+att = MultiHeadAttention(heads, causal=True)   # (batch, time, d) -> (batch, time, d)
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .core import make_layer
+from .errors import InputError
+
+
+def Embedding(vocab, features, scale=1.0):
+    """A table lookup: y[..., :] = table[x[...]] for integer x of shape (batch, ...).
+    params {"table": (vocab, features)}, drawn from N(0, scale^2).
+
+    Backward: dL/dtable[v] = sum of dy over every position where x == v (rows of repeated indices
+    add up: a scatter-add); x is integer and gets no gradient (None). An index outside [0, vocab)
+    is refused outside jit; under jit it looks up a row of NaN, so training stops on it.
+    """
+    if not all(isinstance(v, int) and v > 0 for v in (vocab, features)):
+        raise InputError(f"Embedding: vocab and features must be positive ints, got {vocab!r}, {features!r}")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        return tuple(input_shape) + (features,), {
+            "table": scale * jax.random.normal(key, (vocab, features), dtype)
+        }
+
+    def forward(params, x):
+        if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
+            raise InputError(f"Embedding: expected integer token ids, got dtype {jnp.result_type(x)}")
+        if not isinstance(x, jax.core.Tracer) and jnp.size(x):
+            low, high = int(jnp.min(x)), int(jnp.max(x))
+            if low < 0 or high >= vocab:
+                raise InputError(f"Embedding: token ids must lie in [0, {vocab}), got {low} to {high}")
+        table = params["table"]
+        return jnp.take(table, x, axis=0, mode="fill", fill_value=jnp.nan), (x, table.shape)
+
+    def backward(residuals, dy):
+        x, shape = residuals
+        dtable = jnp.zeros(shape, dy.dtype).at[x.reshape(-1)].add(dy.reshape(-1, shape[1]))
+        return {"table": dtable}, None
+
+    return make_layer(f"Embedding({vocab}, {features})", init, forward, backward)
+
+
+class AttentionResiduals(NamedTuple):
+    x: Any  # the input (batch, time, d)
+    q: Any  # queries, keys and values split into heads: (batch, heads, time, d / heads)
+    k: Any
+    v: Any
+    a: Any  # attention weights softmax(q k^T / sqrt(d / heads)): (batch, heads, time, time)
+    o: Any  # the heads' outputs a v, concatenated: (batch, time, d)
+    params: Any
+
+
+def MultiHeadAttention(heads, causal=False):
+    """Self-attention. x: (batch, time, d) -> (batch, time, d); d divisible by heads, h = d / heads.
+    params {"wq", "wk", "wv", "wo": (d, d); "bq", "bk", "bv", "bo": (d,)}.
+
+        q = x wq + bq, k = x wk + bk, v = x wv + bv;  head j uses features [j h, (j + 1) h)
+        s = q k^T / sqrt(h)  (positions t' > t set to -inf when causal);  a = softmax(s) over t'
+        o = a v, the heads concatenated;  y = o wo + bo
+
+    Backward (dy: (batch, time, d)); sums over batch and time for the weights:
+        dwo = o^T dy   dbo = sum dy   do = dy wo^T (split into heads)
+        da = do v^T    dv = a^T do
+        ds = a (da - sum_t' da a)            (the softmax backward, row by row; 0 where masked)
+        dq = ds k / sqrt(h)   dk = ds^T q / sqrt(h)
+        dw* = x^T d*   db* = sum d*   (* = q, k, v, heads merged back)
+        dbk = 0 exactly: adding one vector to every key shifts each row of scores by a constant,
+              which the softmax ignores (the rows of ds sum to 0)
+        dx = dq wq^T + dk wk^T + dv wv^T
+    """
+    if not isinstance(heads, int) or heads < 1:
+        raise InputError(f"MultiHeadAttention: heads must be a positive int, got {heads!r}")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        if len(input_shape) != 2 or input_shape[1] % heads:
+            raise InputError(
+                f"MultiHeadAttention: expected (time, d) with d divisible by {heads} heads, "
+                f"got {tuple(input_shape)}"
+            )
+        d = input_shape[1]
+        keys = jax.random.split(key, 4)
+        params = {f"w{n}": jax.random.normal(k, (d, d), dtype) / math.sqrt(d) for n, k in zip("qkvo", keys)}
+        params.update({f"b{n}": jnp.zeros((d,), dtype) for n in "qkvo"})
+        return tuple(input_shape), params
+
+    def split(t):  # (batch, time, d) -> (batch, heads, time, h)
+        b, n, d = t.shape
+        return t.reshape(b, n, heads, d // heads).transpose(0, 2, 1, 3)
+
+    def merge(t):  # (batch, heads, time, h) -> (batch, time, d)
+        b, _, n, h = t.shape
+        return t.transpose(0, 2, 1, 3).reshape(b, n, heads * h)
+
+    def forward(params, x):
+        if jnp.ndim(x) != 3 or x.shape[2] != params["wq"].shape[0]:
+            raise InputError(
+                f"MultiHeadAttention: expected (batch, time, {params['wq'].shape[0]}), got {jnp.shape(x)}"
+            )
+        q, k, v = (split(x @ params[f"w{n}"] + params[f"b{n}"]) for n in "qkv")
+        s = jnp.einsum("bhtf,bhuf->bhtu", q, k) / math.sqrt(q.shape[-1])
+        if causal:
+            n = x.shape[1]
+            s = jnp.where(jnp.tril(jnp.ones((n, n), bool)), s, -jnp.inf)
+        s = s - jnp.max(s, axis=-1, keepdims=True)
+        a = jnp.exp(s)
+        a = a / jnp.sum(a, axis=-1, keepdims=True)
+        o = merge(jnp.einsum("bhtu,bhuf->bhtf", a, v))
+        return o @ params["wo"] + params["bo"], AttentionResiduals(x, q, k, v, a, o, params)
+
+    def backward(residuals, dy):
+        x, q, k, v, a, o, params = residuals
+        root = math.sqrt(q.shape[-1])
+        do = split(dy @ params["wo"].T)
+        da = jnp.einsum("bhtf,bhuf->bhtu", do, v)
+        dv = jnp.einsum("bhtu,bhtf->bhuf", a, do)
+        ds = a * (da - jnp.sum(da * a, axis=-1, keepdims=True))
+        dq = jnp.einsum("bhtu,bhuf->bhtf", ds, k) / root
+        dk = jnp.einsum("bhtu,bhtf->bhuf", ds, q) / root
+        grads = {"wo": jnp.einsum("btd,bte->de", o, dy), "bo": jnp.sum(dy, axis=(0, 1))}
+        dx = 0
+        for name, d in zip("qkv", (dq, dk, dv)):
+            d = merge(d)
+            grads[f"w{name}"] = jnp.einsum("btd,bte->de", x, d)
+            grads[f"b{name}"] = jnp.zeros_like(params["bk"]) if name == "k" else jnp.sum(d, axis=(0, 1))
+            dx = dx + d @ params[f"w{name}"].T
+        return grads, dx
+
+    return make_layer(f"MultiHeadAttention({heads}{', causal' if causal else ''})", init, forward, backward)

@@ -1,0 +1,95 @@
+"""Embedding, attention, Conv1D, ConvTranspose2D, GlobalAvgPool: contracts and properties; and the
+FLOP counts of nn.summary, checked by hand on Dense and Conv2D."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnn as nn
+from jaxnn.summary import rows
+
+KEY = jax.random.PRNGKey(0)
+
+
+def test_embedding_looks_up_rows_and_adds_repeated_gradients():
+    layer = nn.Embedding(5, 3)
+    out_shape, params = layer.init(KEY, (4,))
+    assert out_shape == (4, 3) and params["table"].shape == (5, 3)
+    x = jnp.array([[0, 2, 2, 4]])
+    y, residuals = layer.forward(params, x)
+    np.testing.assert_array_equal(y[0], params["table"][jnp.array([0, 2, 2, 4])])
+    grads, dx = layer.backward(residuals, jnp.ones_like(y))
+    np.testing.assert_array_equal(grads["table"][:, 0], [1, 0, 2, 0, 1])  # row 2 appears twice
+    assert dx is None
+    with pytest.raises(nn.InputError, match=r"\[0, 5\)"):
+        layer.apply(params, jnp.array([[5]]))
+    with pytest.raises(nn.InputError, match="integer"):
+        layer.apply(params, jnp.ones((1, 4)))
+
+
+def test_causal_attention_never_looks_ahead():
+    layer = nn.MultiHeadAttention(2, causal=True)
+    _, params = layer.init(KEY, (6, 4))
+    x = jax.random.normal(KEY, (2, 6, 4))
+    changed = x.at[:, 4:].set(7.0)  # change the last two positions only
+    np.testing.assert_allclose(layer.apply(params, x)[:, :4], layer.apply(params, changed)[:, :4], rtol=1e-5)
+    assert not np.allclose(layer.apply(params, x)[:, 4:], layer.apply(params, changed)[:, 4:])
+    full = nn.MultiHeadAttention(2)
+    assert not np.allclose(full.apply(params, x)[:, :4], full.apply(params, changed)[:, :4])
+
+
+def test_attention_matches_its_formula_head_by_head():
+    layer = nn.MultiHeadAttention(2)
+    _, params = layer.init(KEY, (3, 4))
+    x = jax.random.normal(KEY, (1, 3, 4))
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    q, k, v = (np.asarray(x[0], np.float64) @ p[f"w{n}"] + p[f"b{n}"] for n in "qkv")
+    heads = []
+    for h in range(2):
+        cols = slice(2 * h, 2 * h + 2)
+        s = q[:, cols] @ k[:, cols].T / np.sqrt(2)
+        a = np.exp(s - s.max(1, keepdims=True))
+        heads.append(a / a.sum(1, keepdims=True) @ v[:, cols])
+    expected = np.concatenate(heads, 1) @ p["wo"] + p["bo"]
+    np.testing.assert_allclose(layer.apply(params, x)[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conv1d_and_transposed_conv_shapes_and_adjointness():
+    conv1d = nn.Conv1D(5, 3, stride=2, padding="VALID")
+    out_shape, params = conv1d.init(KEY, (9, 2))
+    assert out_shape == (4, 5) and params["w"].shape == (3, 2, 5)
+    assert conv1d.apply(params, jnp.ones((2, 9, 2))).shape == (2, 4, 5)
+    up = nn.ConvTranspose2D(3, (2, 2), (2, 2))
+    out_shape, params = up.init(KEY, (7, 7, 4))
+    assert out_shape == (14, 14, 3) and params["w"].shape == (2, 2, 4, 3)
+    # the transposed convolution is the adjoint of the strided convolution with the same kernel:
+    # <T x, z> = <x, C z> for C = Conv2D(4, (2, 2), stride 2, VALID) with w's in/out channels swapped
+    x = jax.random.normal(KEY, (1, 7, 7, 4))
+    z = jax.random.normal(jax.random.PRNGKey(1), (1, 14, 14, 3))
+    zero_bias = {"w": params["w"], "b": jnp.zeros(3)}
+    conv = nn.Conv2D(4, (2, 2), stride=2, padding="VALID")
+    cz = conv.apply({"w": jnp.swapaxes(params["w"], 2, 3), "b": jnp.zeros(4)}, z)
+    np.testing.assert_allclose(jnp.vdot(up.apply(zero_bias, x), z), jnp.vdot(x, cz), rtol=1e-4)
+
+
+def test_global_average_pool():
+    layer = nn.GlobalAvgPool()
+    x = jax.random.normal(KEY, (2, 3, 5, 4))
+    np.testing.assert_allclose(layer.apply((), x), x.mean(axis=(1, 2)), rtol=1e-6)
+
+
+def test_summary_flops_by_hand():
+    (row,) = rows(nn.Dense(256), (784,))
+    assert row.params == 784 * 256 + 256
+    assert row.flops == 2 * 784 * 256 + 256  # a multiply-add per weight, an add per bias
+    (row,) = rows(nn.Conv2D(32, (3, 3), padding="VALID"), (28, 28, 1))
+    assert row.output_shape == (26, 26, 32) and row.params == 9 * 32 + 32
+    assert row.flops == 2 * 9 * 1 * 32 * 26 * 26 + 32 * 26 * 26
+    (row,) = rows(nn.Conv2D(32, (3, 3)), (28, 28, 1))  # SAME: only taps inside the image count
+    inside = (3 * 28 - 2) ** 2  # sum over output pixels of the taps that fall inside
+    assert row.flops == 2 * inside * 32 + 32 * 28 * 28
+    model, shape = nn.models.cnn(10, (28, 28, 1))
+    table = rows(model, shape)
+    assert [r.output_shape for r in table][-1] == (10,) and sum(r.params for r in table) == 421_642
+    assert "total" in nn.summary(model, shape)
