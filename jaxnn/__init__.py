@@ -8,7 +8,7 @@ value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params,
 
 from . import activations, gradcheck, losses, models
 from .activations import activation, prelu, softmax
-from .attention import Embedding, MultiHeadAttention
+from .attention import Embedding, MultiHeadAttention, PositionalEmbedding
 from .core import Layer, Residual, check_params, make_layer, output_shape, serial
 from .errors import (
     CheckpointError,
@@ -72,6 +72,7 @@ __all__ = [
     "GlobalAvgPool",
     "Embedding",
     "MultiHeadAttention",
+    "PositionalEmbedding",
     "RNN",
     "LSTM",
     "GRU",

@@ -134,3 +134,34 @@ def MultiHeadAttention(heads, causal=False):
         return grads, dx
 
     return make_layer(f"MultiHeadAttention({heads}{', causal' if causal else ''})", init, forward, backward)
+
+
+def PositionalEmbedding(max_len, scale=0.02):
+    """A learned position embedding added to a sequence: y[:, t] = x[:, t] + table[t].
+    x: (batch, time, d) with time <= max_len; params {"table": (max_len, d)}, drawn from N(0, scale^2).
+
+    Backward: dL/dx = dy;  dL/dtable[t] = sum over the batch of dy[:, t] (rows past time get 0).
+    """
+    if not isinstance(max_len, int) or max_len < 1:
+        raise InputError(f"PositionalEmbedding: max_len must be a positive int, got {max_len!r}")
+
+    def init(key, input_shape, dtype=jnp.float32):
+        if len(input_shape) != 2 or input_shape[0] > max_len:
+            raise InputError(
+                f"PositionalEmbedding({max_len}): expected (time <= {max_len}, d), got {tuple(input_shape)}"
+            )
+        return tuple(input_shape), {"table": scale * jax.random.normal(key, (max_len, input_shape[1]), dtype)}
+
+    def forward(params, x):
+        table = params["table"]
+        if jnp.ndim(x) != 3 or x.shape[1] > table.shape[0] or x.shape[2] != table.shape[1]:
+            raise InputError(
+                f"PositionalEmbedding: expected (batch, time <= {table.shape[0]}, {table.shape[1]}), "
+                f"got {jnp.shape(x)}"
+            )
+        return x + table[: x.shape[1]], table.shape
+
+    def backward(shape, dy):
+        return {"table": jnp.zeros(shape, dy.dtype).at[: dy.shape[1]].set(jnp.sum(dy, axis=0))}, dy
+
+    return make_layer(f"PositionalEmbedding({max_len})", init, forward, backward)

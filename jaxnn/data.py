@@ -274,6 +274,50 @@ def load_tfds(name, data_dir=None, dtype="float32", image_key="image", label_key
     return Dataset(x_train, y_train, x_test, y_test, classes, f"tfds:{name}")
 
 
+# --- text ------------------------------------------------------------------------------------------------
+
+TEXTS = {"tinyshakespeare": {"file": "input.txt", "md5": "6fb458f1232090904fb40fe944165e91"}}
+
+
+class TextData(NamedTuple):
+    train: np.ndarray  # int32 token ids of the first `split` of the text
+    val: np.ndarray  # int32 token ids of the rest
+    vocab: str  # the characters, in token-id order
+    name: str
+
+    def decode(self, ids):
+        return "".join(self.vocab[int(i)] for i in ids)
+
+    def encode(self, text):
+        index = {c: i for i, c in enumerate(self.vocab)}
+        missing = sorted(set(text) - set(index))
+        if missing:
+            raise DataError(f"characters {missing} are not in the vocabulary of {self.name}")
+        return np.asarray([index[c] for c in text], np.int32)
+
+
+def load_text(data_dir, name="tinyshakespeare", split=0.9):
+    """A character-level text set from data_dir (e.g. ../shared/data/tinyshakespeare): the file is
+    md5-checked, its characters sorted into the vocabulary, the first `split` of it (90%, the
+    customary split) is training text and the rest validation text."""
+    if name not in TEXTS:
+        raise DataError(f"unknown text {name!r}; known: {', '.join(TEXTS)}")
+    path = os.path.join(data_dir, TEXTS[name]["file"])
+    if not os.path.isfile(path):
+        raise DataError(f"{name}: {path} is missing")
+    if md5sum(path) != TEXTS[name]["md5"]:
+        raise DataError(
+            f"{name}: {path} has md5 {md5sum(path)}, expected {TEXTS[name]['md5']} (damaged or another file)"
+        )
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+    alphabet = np.unique(codes)
+    tokens = np.searchsorted(alphabet, codes).astype(np.int32)
+    cut = int(len(tokens) * split)
+    return TextData(tokens[:cut], tokens[cut:], "".join(chr(c) for c in alphabet), name)
+
+
 # --- synthetic 2-D sets ------------------------------------------------------------------------------------
 
 

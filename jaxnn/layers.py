@@ -23,22 +23,23 @@ def lecun_normal(key, shape, dtype=jnp.float32):
 def Dense(features, w_init=lecun_normal):
     """Fully connected: y = x @ w + b (the lecture's F(W, x, b) = Wx + b, rows as examples).
 
-    params {"w": (n_in, features), "b": (features,)};  x: (batch, n_in) -> y: (batch, features).
+    params {"w": (n_in, features), "b": (features,)};  x: (batch, n_in) -> y: (batch, features),
+    or (batch, ..., n_in) -> (batch, ..., features) position by position (sequences).
 
-    Backward, with dy = dL/dy of shape (batch, features):
+    Backward, with dy = dL/dy of shape (batch, features) (more axes: every position is a row):
         dL/dw = x^T dy        dL/db = sum over the batch of dy        dL/dx = dy w^T
     """
     if not isinstance(features, int) or features < 1:
         raise InputError(f"Dense: features must be a positive int, got {features!r}")
 
     def init(key, input_shape, dtype=jnp.float32):
-        if len(input_shape) != 1:
+        if len(input_shape) not in (1, 2):
             raise InputError(
-                f"Dense: expected one example of shape (n_in,), got input_shape {tuple(input_shape)}; "
-                "put Flatten() before Dense for images"
+                f"Dense: expected one example of shape (n_in,) or (time, n_in), got input_shape "
+                f"{tuple(input_shape)}; put Flatten() before Dense for images"
             )
-        w = w_init(key, (input_shape[0], features), dtype)
-        return (features,), {"w": w, "b": jnp.zeros((features,), dtype)}
+        w = w_init(key, (input_shape[-1], features), dtype)
+        return tuple(input_shape[:-1]) + (features,), {"w": w, "b": jnp.zeros((features,), dtype)}
 
     def forward(params, x):
         w, b = params["w"], params["b"]
@@ -47,12 +48,14 @@ def Dense(features, w_init=lecun_normal):
                 f"Dense({features}): params w {jnp.shape(w)}, b {jnp.shape(b)} are not those of a "
                 f"Dense({features}) layer (w: (n_in, {features}), b: ({features},))"
             )
-        check_batch("Dense", x, w.shape[:1])
+        if jnp.ndim(x) < 2 or x.shape[-1] != w.shape[0]:  # (batch, n_in), or (batch, ..., n_in) for sequences
+            check_batch("Dense", x, w.shape[:1])
         return x @ w + b, (x, w)
 
     def backward(residuals, dy):
         x, w = residuals
-        return {"w": x.T @ dy, "b": jnp.sum(dy, axis=0)}, dy @ w.T
+        rows_x, rows_dy = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])  # every position a row
+        return {"w": rows_x.T @ rows_dy, "b": jnp.sum(rows_dy, axis=0)}, dy @ w.T
 
     return make_layer(f"Dense({features})", init, forward, backward)
 

@@ -204,6 +204,37 @@ def _mse_backward(diff, g):
 
 mean_squared_error = Loss(_mse_forward, _mse_backward, "mean_squared_error")
 
+# --- next-token cross-entropy over sequences -------------------------------------------------------
+
+
+class SequenceResiduals(NamedTuple):
+    inner: Any  # softmax_cross_entropy's residuals over the flattened positions
+    shape: Any  # the logits' shape (batch, time, classes)
+
+
+def _seq_forward(logits, labels):
+    """Softmax cross-entropy at every position: logits (batch, time, classes), integer labels
+    (batch, time); the mean over all batch * time positions (nats per token):
+
+        L = -(1/(N T)) sum_{n,t} log softmax(z_nt)[y_nt]
+    """
+    if jnp.ndim(logits) != 3 or jnp.shape(labels) != jnp.shape(logits)[:2]:
+        raise InputError(
+            f"sequence_cross_entropy: expected logits (batch, time, classes) and labels (batch, time), "
+            f"got {jnp.shape(logits)} and {jnp.shape(labels)}"
+        )
+    classes = logits.shape[-1]
+    value, inner = _sce_forward(logits.reshape(-1, classes), jnp.reshape(labels, (-1,)))
+    return value, SequenceResiduals(inner, logits.shape)
+
+
+def _seq_backward(residuals, g):
+    """softmax_cross_entropy's gradient (p - onehot) g / (N T), reshaped back to (batch, time, classes)."""
+    return _sce_backward(residuals.inner, g).reshape(residuals.shape)
+
+
+sequence_cross_entropy = Loss(_seq_forward, _seq_backward, "sequence_cross_entropy")
+
 ALL = {
     loss.name: loss
     for loss in (
@@ -211,6 +242,7 @@ ALL = {
         softmax_binary_cross_entropy,
         binary_cross_entropy,
         mean_squared_error,
+        sequence_cross_entropy,
     )
 }
 

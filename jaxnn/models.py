@@ -12,9 +12,10 @@ import math
 import jax.numpy as jnp
 
 from .activations import activation as activation_layer
-from .core import Layer, serial
+from .attention import Embedding, MultiHeadAttention, PositionalEmbedding
+from .core import Layer, Residual, serial
 from .errors import InputError
-from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool
+from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerNorm, MaxPool
 from .recurrent import GRU, LSTM, RNN, LastStep
 
 
@@ -76,6 +77,29 @@ def recurrent_reader(cell, classes, image_shape, width=128):
     cell = {"lstm": LSTM, "gru": GRU, "rnn": RNN}.get(cell, cell)
     rows, cols = image_shape[0], math.prod(image_shape[1:])
     return serial(cell(width), LastStep(), Dense(classes)), (rows, cols)
+
+
+def transformer_block(d, heads, causal=True, mlp_ratio=4):
+    """A pre-norm transformer block on (batch, time, d):
+    x + attention(LayerNorm(x)), then that + MLP(LayerNorm(.)), the MLP Dense(mlp_ratio d), GELU, Dense(d)."""
+    attention = Residual(serial(LayerNorm(), MultiHeadAttention(heads, causal=causal)))
+    mlp_part = Residual(serial(LayerNorm(), Dense(mlp_ratio * d), activation_layer("gelu"), Dense(d)))
+    return serial(attention, mlp_part)._replace(
+        name=f"TransformerBlock({d}, {heads}{', causal' if causal else ''})"
+    )
+
+
+def char_transformer(vocab, context, d=128, heads=4, layers=4):
+    """A character-level GPT: token and position embeddings, `layers` causal pre-norm blocks, a final
+    LayerNorm and Dense(vocab). Integer tokens (batch, time <= context) -> logits (batch, time, vocab)."""
+    blocks = [transformer_block(d, heads) for _ in range(layers)]
+    model = serial(Embedding(vocab, d), PositionalEmbedding(context), *blocks, LayerNorm(), Dense(vocab))
+    return model, (context,)
+
+
+def char_lstm(vocab, context, d=64, hidden=256):
+    """A character-level LSTM: Embedding(vocab, d), LSTM(hidden), Dense(vocab) at every step."""
+    return serial(Embedding(vocab, d), LSTM(hidden), Dense(vocab)), (context,)
 
 
 BUILDERS = {

@@ -104,7 +104,15 @@ def test_shape_errors_also_fire_under_jit():
 
 def test_wrong_rank_for_init_suggests_flatten():
     with pytest.raises(ValueError, match="Flatten"):
-        nn.Dense(2).init(KEY, (28, 28))
+        nn.Dense(2).init(KEY, (28, 28, 1))  # an image (H, W, C)
+
+
+def test_dense_maps_every_position_of_a_sequence():
+    layer = nn.Dense(3)
+    out_shape, params = layer.init(KEY, (5, 4))  # (time, n_in)
+    assert out_shape == (5, 3) and params["w"].shape == (4, 3)
+    x = jax.random.normal(KEY, (2, 5, 4))
+    np.testing.assert_allclose(layer.apply(params, x)[1, 2], layer.apply(params, x[1, 2][None])[0], rtol=1e-6)
 
 
 def test_mlp_init_checks_the_input_width():

@@ -181,6 +181,8 @@ LAYERS.update(
         "MultiHeadAttention": _sequence(nn.MultiHeadAttention(2), features=4),
         "MultiHeadAttention causal": _sequence(nn.MultiHeadAttention(2, causal=True), features=4),
         "GlobalAvgPool": _image(nn.GlobalAvgPool()),
+        "PositionalEmbedding": lambda shape: (nn.PositionalEmbedding(8), (shape[-1], 3)),
+        "transformer block": _sequence(nn.models.transformer_block(4, 2), features=4),
         "Conv1D 3 SAME": _sequence(nn.Conv1D(3, 3), features=2),
         "Conv1D 3 stride 2 VALID": lambda shape: (
             nn.Conv1D(2, 3, stride=2, padding="VALID"),
@@ -192,6 +194,7 @@ LAYERS.update(
         "leaky_relu(0.2)": _activation_case("leaky_relu", negative_slope=0.2),
         "prelu(alpha=-0.5)": _activation_case("prelu", alpha=-0.5),
         "Dense": _dense,
+        "Dense on sequences": _sequence(nn.Dense(3), features=4),
         "Flatten": _flatten,
         "serial": _serial,
     }
@@ -246,6 +249,7 @@ COMPOSITE = {
     "lstm classifier",
     "cnn with BatchNorm, training",
     "cnn with BatchNorm, evaluation",
+    "transformer block",
 }
 
 
@@ -317,11 +321,18 @@ def _mse(batch, classes, key):
     return nn.losses.mean_squared_error, pred, jax.random.normal(k2, (batch, classes), jnp.float64)
 
 
+def _sequence_case(batch, classes, key):
+    k1, k2 = jax.random.split(key)
+    logits = 3 * jax.random.normal(k1, (batch, 3, classes), jnp.float64)
+    return nn.losses.sequence_cross_entropy, logits, jax.random.randint(k2, (batch, 3), 0, classes)
+
+
 LOSSES = {
     "softmax_cross_entropy": _class_case(nn.losses.softmax_cross_entropy),
     "softmax_binary_cross_entropy": _class_case(nn.losses.softmax_binary_cross_entropy),
     "binary_cross_entropy": _bce,
     "mean_squared_error": _mse,
+    "sequence_cross_entropy": _sequence_case,
 }
 
 

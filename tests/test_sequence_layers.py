@@ -93,3 +93,58 @@ def test_summary_flops_by_hand():
     table = rows(model, shape)
     assert [r.output_shape for r in table][-1] == (10,) and sum(r.params for r in table) == 421_642
     assert "total" in nn.summary(model, shape)
+
+
+def test_positional_embedding_adds_one_row_per_position():
+    layer = nn.PositionalEmbedding(10)
+    _, params = layer.init(KEY, (4, 3))
+    x = jnp.zeros((2, 4, 3))
+    np.testing.assert_array_equal(layer.apply(params, x)[1], params["table"][:4])
+    with pytest.raises(nn.InputError, match="time <= 10"):
+        layer.apply(params, jnp.zeros((1, 11, 3)))
+
+
+def test_text_loader_split_and_vocabulary(request):
+    root = request.config.getoption("--data-dir")
+    if not root:
+        pytest.skip("needs --data-dir")
+    from jaxnn import data
+
+    text = data.load_text(f"{root}/tinyshakespeare")
+    assert len(text.train) + len(text.val) == 1_115_394 and len(text.train) == 1_003_854
+    assert len(text.vocab) == 65 and text.decode(text.train[:14]) == "First Citizen:"
+    np.testing.assert_array_equal(text.encode("First"), text.train[:5])
+
+
+def test_text_loader_refuses_a_damaged_file(tmp_path):
+    from jaxnn import data
+
+    (tmp_path / "input.txt").write_text("not shakespeare")
+    with pytest.raises(nn.DataError, match="md5"):
+        data.load_text(str(tmp_path))
+
+
+def test_language_model_windows_evaluation_and_sampling():
+    from jaxnn import language, train
+
+    tokens = jnp.arange(50, dtype=jnp.int32) % 7
+    x, y = language.random_windows(KEY, tokens, 5, 3)
+    assert x.shape == y.shape == (3, 5)
+    np.testing.assert_array_equal((x + 1) % 7, y)  # y is x shifted by one position
+    model, shape = nn.models.char_transformer(7, 5, d=8, heads=2, layers=1)
+    opt = train.optimizer("adam", 1e-2)
+    state = train.init_state(model, opt, KEY, shape)
+    loss = nn.losses.sequence_cross_entropy
+    run = jax.jit(language.lm_steps_function(model, loss, opt, 5, 8), static_argnums=2)
+    evaluate = language.make_lm_evaluate(model, loss, 5, batch_size=4)
+    before = evaluate(state.params, tokens, state.model_state)
+    state, losses = run(state, tokens, 60)
+    assert losses.shape == (60,) and evaluate(state.params, tokens, state.model_state) < 0.5 * before
+    blocks = jnp.stack([tokens[i * 5 : i * 5 + 5] for i in range(9)])  # the 9 whole blocks of 49 + 1 tokens
+    targets = jnp.stack([tokens[i * 5 + 1 : i * 5 + 6] for i in range(9)])
+    out, _ = model.apply(state.params, blocks, state=state.model_state, train=False)
+    np.testing.assert_allclose(
+        evaluate(state.params, tokens, state.model_state), loss(out, targets), rtol=1e-5
+    )
+    ids = language.make_sampler(model, 5, 20)(state.params, tokens[:5], KEY, 0.5, state.model_state)
+    assert ids.shape == (20,) and int(ids.min()) >= 0 and int(ids.max()) < 7
