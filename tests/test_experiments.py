@@ -52,3 +52,18 @@ def test_batchnorm_experiment_compares_both_cnns(request, tmp_path):
     assert all(0.5 < r["test_accuracy"] <= 1 for r in results.values())
     assert "BatchNorm" in results["mnist/CNN + BatchNorm"]["model"]
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_char_lm_writes_metrics_samples_and_curve(request, tmp_path):
+    data_dir = request.config.getoption("--data-dir")
+    if not data_dir:
+        pytest.skip("needs --data-dir")
+    options = ["--steps", "20", "--chunk", "10", "--sample-length", "40", "--out", str(tmp_path)]
+    _run("char_lm.py", "--data-dir", f"{data_dir}/tinyshakespeare", "--model", "transformer", *options)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 20 and 1.5 < metrics["val_loss"] < 4.5
+    assert abs(metrics["bits_per_char"] - metrics["val_loss"] / 0.6931471805599453) < 1e-9
+    assert metrics["train_seconds"] >= metrics["compile_seconds"] > 0
+    assert len((tmp_path / "samples.txt").read_text().split("|||")[1].strip("\n")) >= 30
+    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
