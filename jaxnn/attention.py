@@ -162,6 +162,7 @@ def PositionalEmbedding(max_len, scale=0.02):
         return x + table[: x.shape[1]], table.shape
 
     def backward(shape, dy):
-        return {"table": jnp.zeros(shape, dy.dtype).at[: dy.shape[1]].set(jnp.sum(dy, axis=0))}, dy
+        rows = jnp.sum(dy, axis=0)  # (time, d); the rows past time get no gradient
+        return {"table": jnp.pad(rows, ((0, shape[0] - rows.shape[0]), (0, 0)))}, dy
 
     return make_layer(f"PositionalEmbedding({max_len})", init, forward, backward)
