@@ -15,7 +15,7 @@ from .activations import activation as activation_layer
 from .attention import Embedding, MultiHeadAttention, PositionalEmbedding
 from .core import Layer, Residual, serial
 from .errors import InputError
-from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, LayerNorm, MaxPool
+from .layers import BatchNorm, Conv2D, ConvTranspose2D, Dense, Dropout, Flatten, LayerNorm, MaxPool
 from .recurrent import GRU, LSTM, RNN, LastStep
 
 
@@ -100,6 +100,24 @@ def char_transformer(vocab, context, d=128, heads=4, layers=4):
 def char_lstm(vocab, context, d=64, hidden=256):
     """A character-level LSTM: Embedding(vocab, d), LSTM(hidden), Dense(vocab) at every step."""
     return serial(Embedding(vocab, d), LSTM(hidden), Dense(vocab)), (context,)
+
+
+def conv_autoencoder(image_shape=(28, 28, 1), channels=(16, 4)):
+    """Encoder: stride-2 3x3 convolutions with ReLU (28 -> 14 -> 7x7x4, a quarter of the pixels);
+    decoder: stride-2 2x2 transposed convolutions back (7 -> 14 -> 28), ReLU between, a logistic
+    output in [0, 1]."""
+    c1, c2 = channels
+    model = serial(
+        Conv2D(c1, (3, 3), stride=2),
+        activation_layer("relu"),
+        Conv2D(c2, (3, 3), stride=2),
+        activation_layer("relu"),
+        ConvTranspose2D(c1, 2, 2),
+        activation_layer("relu"),
+        ConvTranspose2D(image_shape[-1], 2, 2),
+        activation_layer("logistic"),
+    )
+    return model, tuple(image_shape)
 
 
 BUILDERS = {

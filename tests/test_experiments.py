@@ -67,3 +67,14 @@ def test_char_lm_writes_metrics_samples_and_curve(request, tmp_path):
     assert metrics["train_seconds"] >= metrics["compile_seconds"] > 0
     assert len((tmp_path / "samples.txt").read_text().split("|||")[1].strip("\n")) >= 30
     assert (tmp_path / "loss_curve.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_autoencoder_reconstructs(request, tmp_path):
+    data_dir = request.config.getoption("--data-dir")
+    if not data_dir:
+        pytest.skip("needs --data-dir")
+    _run("autoencoder.py", "--data-dir", f"{data_dir}/mnist", "--epochs", "1", "--out", str(tmp_path))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_mse_per_pixel"] < 0.03  # an image of its mean pixel alone scores about 0.09
+    assert (tmp_path / "reconstructions.png").stat().st_size > 1000
