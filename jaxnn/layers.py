@@ -94,6 +94,14 @@ def _pair(v, what):
     return v
 
 
+def _check_image_shape(name, input_shape):
+    """At init: raise unless input_shape is one image example (H, W, C)."""
+    if len(input_shape) != 3:
+        raise InputError(
+            f"{name}: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}"
+        )
+
+
 def _check_image(name, x, channels=None):
     if jnp.ndim(x) != 4:
         raise InputError(f"{name}: expected images of shape (batch, H, W, C), got {jnp.shape(x)}")
@@ -135,10 +143,7 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         return jax.lax.padtype_to_pads(spatial, kernel_size, stride, padding)
 
     def init(key, input_shape, dtype=jnp.float32):
-        if len(input_shape) != 3:
-            raise InputError(
-                f"Conv2D: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}"
-            )
+        _check_image_shape("Conv2D", input_shape)
         h, w, c = input_shape
         (lo_h, hi_h), (lo_w, hi_w) = pads((h, w))
         out_h = (h + lo_h + hi_h - kernel_size[0]) // stride[0] + 1
@@ -317,10 +322,7 @@ def Pool(reduction, window=(2, 2), stride=None):
         raise InputError(f"{kind}: windows of at most 127 inputs are supported, got {window}")
 
     def init(key, input_shape, dtype=jnp.float32):
-        if len(input_shape) != 3:
-            raise InputError(
-                f"{kind}: expected one example of shape (H, W, C), got input_shape {tuple(input_shape)}"
-            )
+        _check_image_shape(kind, input_shape)
         h, w, c = input_shape
         if h < window[0] or w < window[1]:
             raise InputError(f"{kind}: input {h}x{w} is smaller than the window {window}")
@@ -591,10 +593,7 @@ def GlobalAvgPool():
     every position. Params: ()."""
 
     def init(key, input_shape, dtype=jnp.float32):
-        if len(input_shape) != 3:
-            raise InputError(
-                f"GlobalAvgPool: expected one example of shape (H, W, C), got {tuple(input_shape)}"
-            )
+        _check_image_shape("GlobalAvgPool", input_shape)
         return (input_shape[-1],), ()
 
     def forward(params, x):
@@ -659,10 +658,7 @@ def ConvTranspose2D(features, kernel_size, stride=(1, 1), padding="VALID", w_ini
         raise InputError(f"ConvTranspose2D: only padding='VALID' is implemented, got {padding!r}")
 
     def init(key, input_shape, dtype=jnp.float32):
-        if len(input_shape) != 3:
-            raise InputError(
-                f"ConvTranspose2D: expected one example of shape (H, W, C), got {tuple(input_shape)}"
-            )
+        _check_image_shape("ConvTranspose2D", input_shape)
         h, w, c = input_shape
         out = ((h - 1) * stride[0] + kernel_size[0], (w - 1) * stride[1] + kernel_size[1], features)
         fan_in = c * math.prod(kernel_size) / math.prod(stride)  # inputs reaching one output, on average

@@ -41,12 +41,9 @@ def test_simple_vs_complex_draws_boundaries(tmp_path):
 
 
 @pytest.mark.slow
-def test_batchnorm_experiment_compares_both_cnns(request, tmp_path):
-    data_dir = request.config.getoption("--data-dir")
-    if not data_dir:
-        pytest.skip("needs --data-dir")
+def test_batchnorm_experiment_compares_both_cnns(data_root, tmp_path):
     options = ["--datasets", "mnist", "--epochs", "1", "--train-size", "1024", "--out", str(tmp_path)]
-    _run("batchnorm.py", "--data-dir", data_dir, *options)
+    _run("batchnorm.py", "--data-dir", data_root, *options)
     results = json.loads((tmp_path / "metrics.json").read_text())["results"]
     assert set(results) == {"mnist/CNN", "mnist/CNN + BatchNorm"}
     assert all(0.5 < r["test_accuracy"] <= 1 for r in results.values())
@@ -55,12 +52,9 @@ def test_batchnorm_experiment_compares_both_cnns(request, tmp_path):
 
 
 @pytest.mark.slow
-def test_char_lm_writes_metrics_samples_and_curve(request, tmp_path):
-    data_dir = request.config.getoption("--data-dir")
-    if not data_dir:
-        pytest.skip("needs --data-dir")
+def test_char_lm_writes_metrics_samples_and_curve(data_root, tmp_path):
     options = ["--steps", "20", "--chunk", "10", "--sample-length", "40", "--out", str(tmp_path)]
-    _run("char_lm.py", "--data-dir", f"{data_dir}/tinyshakespeare", "--model", "transformer", *options)
+    _run("char_lm.py", "--data-dir", f"{data_root}/tinyshakespeare", "--model", "transformer", *options)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 20 and 1.5 < metrics["val_loss"] < 4.5
     assert abs(metrics["bits_per_char"] - metrics["val_loss"] / 0.6931471805599453) < 1e-9
@@ -70,11 +64,8 @@ def test_char_lm_writes_metrics_samples_and_curve(request, tmp_path):
 
 
 @pytest.mark.slow
-def test_autoencoder_reconstructs(request, tmp_path):
-    data_dir = request.config.getoption("--data-dir")
-    if not data_dir:
-        pytest.skip("needs --data-dir")
-    _run("autoencoder.py", "--data-dir", f"{data_dir}/mnist", "--epochs", "1", "--out", str(tmp_path))
+def test_autoencoder_reconstructs(data_root, tmp_path):
+    _run("autoencoder.py", "--data-dir", f"{data_root}/mnist", "--epochs", "1", "--out", str(tmp_path))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_mse_per_pixel"] < 0.03  # an image of its mean pixel alone scores about 0.09
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000

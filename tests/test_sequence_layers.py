@@ -104,13 +104,10 @@ def test_positional_embedding_adds_one_row_per_position():
         layer.apply(params, jnp.zeros((1, 11, 3)))
 
 
-def test_text_loader_split_and_vocabulary(request):
-    root = request.config.getoption("--data-dir")
-    if not root:
-        pytest.skip("needs --data-dir")
+def test_text_loader_split_and_vocabulary(data_root):
     from jaxnn import data
 
-    text = data.load_text(f"{root}/tinyshakespeare")
+    text = data.load_text(f"{data_root}/tinyshakespeare")
     assert len(text.train) + len(text.val) == 1_115_394 and len(text.train) == 1_003_854
     assert len(text.vocab) == 65 and text.decode(text.train[:14]) == "First Citizen:"
     np.testing.assert_array_equal(text.encode("First"), text.train[:5])
