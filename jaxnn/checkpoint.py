@@ -56,8 +56,13 @@ def read(path):
 
 def restore(path, like):
     """Read a checkpoint into the structure of `like`; returns (tree, meta)."""
+    return fill(path, read(path), like)
+
+
+def fill(path, contents, like):
+    """(tree, meta) from `read(path)`'s contents, checked against the structure of `like`."""
     names, leaves, treedef = _flat(like)
-    stored, arrays, meta = read(path)
+    stored, arrays, meta = contents
     if stored != names:
         missing = [n for n in names if n not in stored][:3]
         extra = [n for n in stored if n not in names][:3]

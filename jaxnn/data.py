@@ -305,9 +305,10 @@ def load_text(data_dir, name="tinyshakespeare", split=0.9):
     path = os.path.join(data_dir, TEXTS[name]["file"])
     if not os.path.isfile(path):
         raise DataError(f"{name}: {path} is missing")
-    if md5sum(path) != TEXTS[name]["md5"]:
+    got = md5sum(path)
+    if got != TEXTS[name]["md5"]:
         raise DataError(
-            f"{name}: {path} has md5 {md5sum(path)}, expected {TEXTS[name]['md5']} (damaged or another file)"
+            f"{name}: {path} has md5 {got}, expected {TEXTS[name]['md5']} (damaged or another file)"
         )
     with open(path, encoding="utf-8") as f:
         text = f.read()

@@ -225,6 +225,7 @@ def make_evaluate(model, loss, input_shape, batch_size=1000):
             check_data(images, labels, input_shape, classes, "evaluation")
         return run(params, images, labels, model_state)
 
+    evaluate.unchecked = run  # for callers that checked the arrays already (fit, once per run)
     return evaluate
 
 
@@ -361,7 +362,7 @@ def fit(
     chunk = chunk_steps(steps, checkpoint_every)
     run = jax.jit(steps_function(model, loss, opt, input_shape, grad, mesh), donate_argnums=0)
     begin = jax.jit(epoch_order, static_argnums=(1, 2))
-    evaluate = make_evaluate(model, loss, input_shape)
+    evaluate = make_evaluate(model, loss, input_shape).unchecked  # the test set was checked above
     state = init_state(model, opt, key, input_shape)
     order = place(jnp.zeros((steps, batch_size), jnp.int32))
     if mesh is not None:
@@ -470,7 +471,7 @@ def _stop_if_diverged(losses, new_state, epoch, position, history, partial, chec
 def _resume(path, state, order, model, input_shape):
     """(state, order, meta) from the checkpoint at path; a corrupt file is set aside and reported."""
     try:
-        checkpoint.read(path)
+        contents = checkpoint.read(path)
     except CheckpointError as e:
         aside = checkpoint.set_aside(path)
         raise CheckpointError(
@@ -478,7 +479,7 @@ def _resume(path, state, order, model, input_shape):
             "--resume or restore a good copy"
         ) from e
     try:
-        (state, order), meta = checkpoint.restore(path, like=(state, order))
+        (state, order), meta = checkpoint.fill(path, contents, like=(state, order))
     except CheckpointError as e:
         raise CheckpointError(
             f"cannot resume: {e}; resume needs a checkpoint of the same model, batch size and dataset size"
@@ -497,7 +498,8 @@ def _resume(path, state, order, model, input_shape):
 def load_checkpoint(path, like):
     """(state, meta) from a checkpoint written by `fit`; like: a TrainState of the same model (e.g.
     from init_state). fit stores (state, the epoch's batch order) so that it can resume mid-epoch."""
-    _, arrays, _ = checkpoint.read(path)
+    contents = checkpoint.read(path)
+    arrays = contents[1]
     order_like = np.zeros(arrays[-1].shape, np.int32) if arrays else np.zeros((0,), np.int32)
-    (state, _), meta = checkpoint.restore(path, like=(like, order_like))
+    (state, _), meta = checkpoint.fill(path, contents, like=(like, order_like))
     return state, meta
