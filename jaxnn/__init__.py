@@ -6,7 +6,7 @@ out_shape, params = model.init(jax.random.PRNGKey(0), (784,))
 value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params, x, labels)
 """
 
-from . import activations, gradcheck, losses, models
+from . import activations, augment, gradcheck, losses, models
 from .activations import activation, prelu, softmax
 from .attention import Embedding, MultiHeadAttention, PositionalEmbedding
 from .core import Layer, Residual, check_params, make_layer, output_shape, serial
@@ -36,6 +36,7 @@ from .layers import (
     Pool,
 )
 from .models import mlp
+from .precision import mixed_precision
 from .recurrent import GRU, LSTM, RNN, LastStep
 from .summary import summary
 
@@ -50,6 +51,7 @@ __all__ = [
     "CheckpointError",
     "TrainingDiverged",
     "check_params",
+    "mixed_precision",
     "summary",
     "Layer",
     "make_layer",
@@ -88,4 +90,5 @@ __all__ = [
     "activations",
     "gradcheck",
     "models",
+    "augment",
 ]

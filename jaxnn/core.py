@@ -209,20 +209,26 @@ def _check_tuple(what, tree, n):
         raise InputError(f"serial: expected {what} as a tuple of {n} entries (one per layer), got {got}")
 
 
-def Residual(inner):
+def Residual(inner, shortcut=None):
     """y = x + f(x) for a Layer f whose output has the input's shape. params (and state): f's.
 
     Backward adds the two paths: dL/dx = dy (the identity path) + f.backward(dy)'s dx.
+
+    With a `shortcut` Layer g (a ResNet's 1x1 strided projection where f changes the shape):
+    y = g(x) + f(x); params and state are pairs (f's, g's); dL/dx = g.backward(dy)'s dx + f's.
     """
-    if not isinstance(inner, Layer):
-        raise InputTypeError(f"Residual: expected a jaxnn Layer, got {type(inner).__name__}")
+    if not isinstance(inner, Layer) or not (shortcut is None or isinstance(shortcut, Layer)):
+        bad = shortcut if isinstance(inner, Layer) else inner
+        raise InputTypeError(f"Residual: expected a jaxnn Layer, got {type(bad).__name__}")
+    if shortcut is not None:
+        return _projected_residual(inner, shortcut)
 
     def init(key, input_shape, dtype=jnp.float32):
         out_shape, params = inner.init(key, input_shape, dtype=dtype)
         if tuple(out_shape) != tuple(input_shape):
             raise InputError(
                 f"Residual: {inner.name} maps {tuple(input_shape)} to {tuple(out_shape)}; "
-                "y = x + f(x) needs the same shape"
+                "y = x + f(x) needs the same shape (or pass a shortcut= layer)"
             )
         return tuple(input_shape), params
 
@@ -238,6 +244,53 @@ def Residual(inner):
         f"Residual({inner.name})", init, forward, backward, inner.init_state, stateful=inner.stateful
     )
     return layer._replace(stochastic=inner.stochastic)
+
+
+def _projected_residual(inner, shortcut):
+    """Residual(inner, shortcut): y = shortcut(x) + inner(x), both paths' params and state as pairs."""
+
+    def init(key, input_shape, dtype=jnp.float32):
+        inner_key, shortcut_key = jax.random.split(key)
+        out_shape, inner_params = inner.init(inner_key, input_shape, dtype=dtype)
+        short_shape, shortcut_params = shortcut.init(shortcut_key, input_shape, dtype=dtype)
+        if tuple(out_shape) != tuple(short_shape):
+            raise InputError(
+                f"Residual: {inner.name} maps {tuple(input_shape)} to {tuple(out_shape)} but the "
+                f"shortcut {shortcut.name} to {tuple(short_shape)}; their sum needs one shape"
+            )
+        return tuple(out_shape), (inner_params, shortcut_params)
+
+    def init_state(input_shape, dtype=jnp.float32):
+        return (inner.init_state(input_shape, dtype=dtype), shortcut.init_state(input_shape, dtype=dtype))
+
+    stochastic = inner.stochastic or shortcut.stochastic
+
+    def forward(params, x, key=None, state=None, train=None):
+        _check_tuple("params", params, 2)
+        if state is not None:
+            _check_tuple("state", state, 2)
+        inner_state, shortcut_state = (None, None) if state is None else state
+        inner_key, shortcut_key = split_key(key if stochastic else None, 2)
+        y, inner_res, inner_state = call_forward(inner, params[0], x, inner_key, inner_state, train)
+        z, short_res, shortcut_state = call_forward(
+            shortcut, params[1], x, shortcut_key, shortcut_state, train
+        )
+        return y + z, (inner_res, short_res), (inner_state, shortcut_state)
+
+    def backward(residuals, dy):
+        dinner, dx_inner = inner.backward(residuals[0], dy)
+        dshortcut, dx_shortcut = shortcut.backward(residuals[1], dy)
+        return (dinner, dshortcut), dx_inner + dx_shortcut
+
+    layer = make_layer(
+        f"Residual({inner.name}, shortcut={shortcut.name})",
+        init,
+        forward,
+        backward,
+        init_state,
+        stateful=inner.stateful or shortcut.stateful,
+    )
+    return layer._replace(stochastic=stochastic)
 
 
 def check_params(model, params, input_shape):

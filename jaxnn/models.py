@@ -15,7 +15,17 @@ from .activations import activation as activation_layer
 from .attention import Embedding, MultiHeadAttention, PositionalEmbedding
 from .core import Layer, Residual, serial
 from .errors import InputError
-from .layers import BatchNorm, Conv2D, ConvTranspose2D, Dense, Dropout, Flatten, LayerNorm, MaxPool
+from .layers import (
+    BatchNorm,
+    Conv2D,
+    ConvTranspose2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    LayerNorm,
+    MaxPool,
+)
 from .recurrent import GRU, LSTM, RNN, LastStep
 
 
@@ -71,6 +81,44 @@ def cnn(
     return model, tuple(image_shape)
 
 
+def residual_block(features, stride=1, project=False, conv_backward="auto"):
+    """A ResNet basic block: ReLU(x' + BN(conv3x3(ReLU(BN(conv3x3_stride(x)))))), where x' is x, or
+    with project=True (needed when the block changes the shape: stride > 1 or new width) a 1x1
+    strided convolution and BatchNorm of x."""
+    relu = activation_layer("relu")
+    body = serial(
+        Conv2D(features, (3, 3), stride, backward=conv_backward),
+        BatchNorm(),
+        relu,
+        Conv2D(features, (3, 3), backward=conv_backward),
+        BatchNorm(),
+    )
+    shortcut = (
+        serial(Conv2D(features, (1, 1), stride, backward=conv_backward), BatchNorm()) if project else None
+    )
+    block = serial(Residual(body, shortcut=shortcut), relu)
+    return block._replace(name=f"ResBlock({features}{', stride ' + str(stride) if stride != 1 else ''})")
+
+
+def resnet(classes, image_shape, channels=(32, 64, 128), blocks=1, conv_backward="auto"):
+    """A small ResNet for 28x28 images: a 3x3 convolution stem (channels[0], BatchNorm, ReLU), then one
+    stage per entry of `channels` of `blocks` residual blocks each, every stage after the first halving
+    height and width (28 -> 14 -> 7), global average pooling and Dense(classes)."""
+    layers = [Conv2D(channels[0], (3, 3), backward=conv_backward), BatchNorm(), activation_layer("relu")]
+    width = channels[0]
+    for stage, c in enumerate(channels):
+        for b in range(blocks):
+            stride = 2 if stage > 0 and b == 0 else 1
+            layers.append(
+                residual_block(c, stride, project=stride != 1 or c != width, conv_backward=conv_backward)
+            )
+            width = c
+    model = serial(*layers, GlobalAvgPool(), Dense(classes))
+    return model._replace(
+        name=f"resnet({list(channels)}, {blocks} block{'s' * (blocks > 1)} per stage)"
+    ), tuple(image_shape)
+
+
 def recurrent_reader(cell, classes, image_shape, width=128):
     """Reads an image row by row (28 steps of 28 pixels for MNIST) with `cell` ("lstm", "gru",
     "rnn" or a constructor), then Dense on the last hidden state."""
@@ -124,6 +172,7 @@ BUILDERS = {
     "linear": linear,
     "mlp": image_mlp,
     "cnn": cnn,
+    "resnet": resnet,
     "lstm": lambda classes, image_shape, **kw: recurrent_reader("lstm", classes, image_shape, **kw),
     "gru": lambda classes, image_shape, **kw: recurrent_reader("gru", classes, image_shape, **kw),
     "rnn": lambda classes, image_shape, **kw: recurrent_reader("rnn", classes, image_shape, **kw),

@@ -132,6 +132,18 @@ LAYERS.update(
                 nn.Dense(2),
             )
         ),
+        "Residual with a projection shortcut": _image(
+            nn.Residual(
+                nn.serial(nn.Conv2D(3, (3, 3), stride=2), nn.activation("tanh"), nn.Conv2D(3, (3, 3))),
+                shortcut=nn.Conv2D(3, (1, 1), stride=2),
+            )
+        ),
+        "ResNet block with BatchNorm, training": _image(
+            _with_state(nn.models.residual_block(3, stride=2, project=True), train=True)
+        ),
+        "ResNet block with BatchNorm, evaluation": _image(
+            _with_state(nn.models.residual_block(3, stride=2, project=True), train=False)
+        ),
         "Conv2D 3x3 SAME": _image(nn.Conv2D(3, (3, 3))),
         "Conv2D 3x2 stride 2 VALID": _image(nn.Conv2D(2, (3, 2), stride=2, padding="VALID")),
         "Conv2D 1x1 stride (2,1) SAME": _image(
@@ -232,6 +244,8 @@ def test_layer_vs_jax_grad_and_finite_differences(name):
 # whole models are compositions of the ops above: their jit/vmap run waits for the slow run
 COMPOSITE = {
     "small ResNet",
+    "ResNet block with BatchNorm, training",
+    "ResNet block with BatchNorm, evaluation",
     "cnn",
     "lstm classifier",
     "cnn with BatchNorm, training",
