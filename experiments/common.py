@@ -14,10 +14,39 @@ import jaxnn as nn
 from jaxnn.files import write_text
 
 
+def compile_cache_folder():
+    """Where compiled programs are kept between runs: $JAXNN_COMPILE_CACHE, else jaxnn/xla under the
+    user's cache folder ($XDG_CACHE_HOME or ~/.cache)."""
+    if os.environ.get("JAXNN_COMPILE_CACHE"):
+        return os.environ["JAXNN_COMPILE_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxnn", "xla")
+
+
+def use_compile_cache(folder=None):
+    """Switch on JAX's persistent compilation cache in `folder` (default compile_cache_folder()),
+    for every program however quick to compile: a second identical run then loads its compiled
+    programs instead of compiling them again. A folder that cannot be made leaves the cache off
+    with a warning (compiling is slower, never wrong)."""
+    folder = folder or compile_cache_folder()
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        print(f"warning: compile cache off, cannot create {folder}: {e.strerror or e}", file=sys.stderr)
+        return None
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
 def cli(main):
     """Run an experiment's main(): a jaxnn error, a file-system error (missing folder, full disk,
     no permission) or Ctrl-C ends in one line `error: ...` and exit status 1, not a traceback
-    (`--debug` shows the traceback)."""
+    (`--debug` shows the traceback). The persistent compile cache is on unless --no-compile-cache
+    is given (see use_compile_cache)."""
+    if "--no-compile-cache" not in sys.argv:
+        use_compile_cache()
     try:
         return main()
     except (nn.Error, OSError) as e:
@@ -61,12 +90,23 @@ def parser(doc, epochs=None):
     default)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_compile_cache_flag(p)
     p.add_argument("--data-dir", default=None, help="folder with the IDX files (default: download and cache)")
     if epochs is not None:
         p.add_argument("--epochs", type=positive(int), default=epochs)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default results/<experiment>)")
     return p
+
+
+def add_compile_cache_flag(p):
+    """--no-compile-cache (read by `cli` before main runs; declared here so that --help shows it)."""
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile every program afresh (default: reuse compiled programs from $JAXNN_COMPILE_CACHE, "
+        "else ~/.cache/jaxnn/xla)",
+    )
 
 
 def out_dir(path, default_name):
@@ -102,7 +142,19 @@ MODELS = {
     "lstm": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
     "gru": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
     "rnn": dict(epochs=8, batch_size=128, optimizer="adam", lr=1e-3, schedule="onecycle", width=128),
+    "resnet": dict(
+        epochs=15,
+        batch_size=128,
+        optimizer="nesterov",
+        lr=0.1,
+        schedule="onecycle",
+        weight_decay=5e-4,
+        augment=True,
+    ),
 }
+
+# datasets whose labels survive a left-right mirror (clothes do; digits do not)
+FLIP_KEEPS_LABEL = ("fashion_mnist",)
 
 # which command-line options each model of the zoo takes
 MODEL_OPTIONS = {
@@ -112,7 +164,11 @@ MODEL_OPTIONS = {
     "lstm": ("width",),
     "gru": ("width",),
     "rnn": ("width",),
+    "resnet": (),
 }
+
+# the models that read images (batch, H, W, C), so that --augment applies
+IMAGE_MODELS = ("cnn", "resnet")
 
 
 def build_model(name, classes, image_shape, args):

@@ -15,12 +15,24 @@ import os
 import jax
 
 import jaxnn as nn
-from common import MODEL_OPTIONS, MODELS, build_model, cli, out_dir, positive, write_metrics
+from common import (
+    FLIP_KEEPS_LABEL,
+    IMAGE_MODELS,
+    MODEL_OPTIONS,
+    MODELS,
+    add_compile_cache_flag,
+    build_model,
+    cli,
+    out_dir,
+    positive,
+    write_metrics,
+)
 from jaxnn import data, parallel, plots, train
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_compile_cache_flag(p)
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(data.known_datasets())}")
     p.add_argument("--data-dir", default=None, help="folder with the IDX files (default: download and cache)")
     p.add_argument("--model", default="mlp", choices=sorted(MODELS))
@@ -29,12 +41,37 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=positive(float), default=None, help="(peak) learning rate")
     p.add_argument("--optimizer", default=None, choices=train.OPTIMIZERS)
     p.add_argument("--schedule", default=None, choices=train.SCHEDULES)
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="L2 weight decay (SGD family) or AdamW's decoupled decay (default: the recipe's)",
+    )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random 2-pixel translations (and left-right flips on fashion_mnist) inside the jitted "
+        "step; images models only (default: the recipe's, on for resnet)",
+    )
     p.add_argument("--width", type=positive(int), default=None, help="hidden width of the MLP")
     p.add_argument("--activation", default="relu", help=f"one of {', '.join(nn.activations.names())}")
     p.add_argument(
         "--dropout", type=float, default=None, help="dropout rate in [0, 1) before the CNN's Dense layers"
     )
     p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each of the CNN's convolutions")
+    p.add_argument(
+        "--train-size",
+        type=positive(int),
+        default=None,
+        help="train on the first N examples only (smoke runs)",
+    )
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16", "bf16"),
+        help="compute dtype of matmuls and convolutions; parameters, optimizer and loss stay float32",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grad", default="manual", choices=nn.gradients.MODES)
     p.add_argument("--devices", type=positive(int), default=1, help="data parallelism over this many devices")
@@ -53,6 +90,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.batchnorm and "batchnorm" not in MODEL_OPTIONS[args.model]:
         p.error(f"--batchnorm applies to --model cnn, not {args.model}")
+    if args.augment and args.model not in IMAGE_MODELS:
+        p.error(f"--augment applies to the image models ({', '.join(IMAGE_MODELS)}), not {args.model}")
+    if args.weight_decay is not None and not args.weight_decay >= 0:
+        p.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         p.error(f"--dropout must lie in [0, 1), got {args.dropout}")
     if args.activation not in nn.activations.names():
@@ -77,7 +118,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    model_name = args.model + ("-bn" if args.batchnorm else "")
+    model_name = args.model + ("-bn" if args.batchnorm else "") + ("-aug" if args.augment else "")
+    model_name += "" if args.precision == "float32" else "-bf16"
     run_name = f"{args.dataset.replace(':', '_')}-{model_name}-{args.grad}-seed{args.seed}"
     folder = out_dir(args.out, run_name)
     ckpt = os.path.join(folder, "checkpoint.npz")
@@ -87,17 +129,26 @@ def main(argv=None):
             "to start afresh (or choose another --out)"
         )
     ds = data.load(args.dataset, data_dir=args.data_dir, dtype="uint8")
+    if args.train_size:
+        ds = ds._replace(x_train=ds.x_train[: args.train_size], y_train=ds.y_train[: args.train_size])
     if args.batch_size > len(ds.x_train):
         raise nn.InputError(
             f"--batch-size {args.batch_size} is larger than the training set ({len(ds.x_train)})"
         )
     model, input_shape = build_model(args.model, ds.classes, ds.x_train.shape[1:], args)
-    steps = args.epochs * (len(ds.x_train) // args.batch_size)
-    opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps)
     print(nn.summary(model, input_shape))
+    model = nn.mixed_precision(model, args.precision)
+    steps = args.epochs * (len(ds.x_train) // args.batch_size)
+    if args.optimizer == "adam" and args.weight_decay:
+        raise nn.InputError("--weight-decay with --optimizer adam: use --optimizer adamw (decoupled decay)")
+    opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps, weight_decay=args.weight_decay)
+    augment = None
+    if args.augment:
+        augment = nn.augment.augmentation(shift=2, flip=args.dataset in FLIP_KEEPS_LABEL)
     print(
         f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "
         f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
+        f"augmentation: {augment.description if augment else 'none'}, "
         f"on {jax.devices()[0].device_kind}"
     )
     state, history = train.fit(
@@ -115,6 +166,7 @@ def main(argv=None):
         progress=not args.no_progress,
         mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
         checkpoint_every=args.checkpoint_every,
+        augment=augment,
     )
     last = history["epochs"][-1]
     metrics = {

@@ -63,21 +63,31 @@ def optimizer(
     schedule_kind="constant",
     total_steps=None,
     momentum=0.9,
-    weight_decay=1e-4,
+    weight_decay=None,
 ):
-    """An optax optimizer. "sgd" is the lecture's gradient descent, W <- W - lr * dL/dW."""
+    """An optax optimizer. "sgd" is the lecture's gradient descent, W <- W - lr * dL/dW.
+
+    weight_decay: AdamW's decoupled decay (default 1e-4); for the SGD family an L2 term
+    weight_decay * W added to the gradient (default none), as ResNet recipes use it.
+    """
     lr = schedule(schedule_kind, learning_rate, total_steps)
-    if name == "sgd":
-        return optax.sgd(lr)
-    if name == "momentum":
-        return optax.sgd(lr, momentum=momentum)
-    if name == "nesterov":
-        return optax.sgd(lr, momentum=momentum, nesterov=True)
-    if name == "adam":
-        return optax.adam(lr)
     if name == "adamw":
-        return optax.adamw(lr, weight_decay=weight_decay)
-    raise InputError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+        return optax.adamw(lr, weight_decay=1e-4 if weight_decay is None else weight_decay)
+    if name == "sgd":
+        opt = optax.sgd(lr)
+    elif name == "momentum":
+        opt = optax.sgd(lr, momentum=momentum)
+    elif name == "nesterov":
+        opt = optax.sgd(lr, momentum=momentum, nesterov=True)
+    elif name == "adam":
+        opt = optax.adam(lr)
+    else:
+        raise InputError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+    if weight_decay:
+        if name == "adam":
+            raise InputError("weight decay with Adam: use optimizer 'adamw' (decoupled decay)")
+        opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
+    return opt
 
 
 def init_state(model, opt, key, input_shape, dtype=jnp.float32):
@@ -97,10 +107,12 @@ def to_inputs(images, input_shape):
     return x.reshape((images.shape[0],) + tuple(input_shape))
 
 
-def make_step(model, loss, opt, grad="manual", input_shape=None, mesh=None):
+def make_step(model, loss, opt, grad="manual", input_shape=None, mesh=None, augment=None):
     """step(state, images, labels) -> (state, (loss, accuracy)); jit it or scan it.
 
     With a mesh (see `parallel.data_mesh`), each batch is split over the mesh's "data" axis.
+    augment: a function (key, x) -> x applied to each batch (see `jaxnn.augment.augmentation`),
+    its key drawn from the state's key and step like Dropout's.
     """
     f = value_and_grad(model, loss, grad, with_outputs=True)
 
@@ -108,7 +120,10 @@ def make_step(model, loss, opt, grad="manual", input_shape=None, mesh=None):
         x = images if input_shape is None else to_inputs(images, input_shape)
         if mesh is not None:
             x, labels = parallel.shard_batch(x, mesh), parallel.shard_batch(labels, mesh)
-        key = jax.random.fold_in(state.key, state.step) if model.stochastic else None  # for Dropout
+        step_key = jax.random.fold_in(state.key, state.step)
+        if augment is not None:
+            x = augment(jax.random.fold_in(step_key, 1), x)
+        key = step_key if model.stochastic else None  # for Dropout
         (value, out, model_state), grads = f(
             state.params, x, labels, key, state=state.model_state, train=True
         )
@@ -129,10 +144,10 @@ def epoch_order(state, n, batch_size):
     return state._replace(key=key), order
 
 
-def steps_function(model, loss, opt, input_shape, grad="manual", mesh=None):
+def steps_function(model, loss, opt, input_shape, grad="manual", mesh=None, augment=None):
     """run(state, images, labels, order) -> (state, step_losses, step_accuracies): one `lax.scan`
     over the rows of order (batches of indices into the on-device dataset); not yet jitted."""
-    step = make_step(model, loss, opt, grad, input_shape, mesh)
+    step = make_step(model, loss, opt, grad, input_shape, mesh, augment)
 
     def run(state, images, labels, order):
         def body(s, idx):
@@ -144,11 +159,11 @@ def steps_function(model, loss, opt, input_shape, grad="manual", mesh=None):
     return run
 
 
-def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual", mesh=None):
+def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual", mesh=None, augment=None):
     """epoch(state, images, labels) -> (state, step_losses, step_accuracies), not yet jitted:
     one `lax.scan` over a fresh permutation of the whole (on-device) dataset."""
     check_positive_int("batch_size", batch_size)
-    run = steps_function(model, loss, opt, input_shape, grad, mesh)
+    run = steps_function(model, loss, opt, input_shape, grad, mesh, augment)
 
     def epoch(state, images, labels):
         n = images.shape[0]
@@ -160,9 +175,10 @@ def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual", mes
     return epoch
 
 
-def make_epoch(model, loss, opt, batch_size, input_shape, grad="manual", mesh=None):
+def make_epoch(model, loss, opt, batch_size, input_shape, grad="manual", mesh=None, augment=None):
     """The jitted epoch (see `epoch_function`); the state's buffers are donated and reused."""
-    return jax.jit(epoch_function(model, loss, opt, batch_size, input_shape, grad, mesh), donate_argnums=0)
+    epoch = epoch_function(model, loss, opt, batch_size, input_shape, grad, mesh, augment)
+    return jax.jit(epoch, donate_argnums=0)
 
 
 def make_ensemble_epoch(model, loss, opt, batch_size, input_shape, grad="manual"):
@@ -327,6 +343,7 @@ def fit(
     log=print,
     mesh=None,
     checkpoint_every=None,
+    augment=None,
 ):
     """Train for `epochs` whole epochs; return (state, history).
 
@@ -341,6 +358,7 @@ def fit(
     most that much work; resume=True continues from it, bit for bit as if never stopped (CPU).
     A checkpoint that cannot be read is renamed aside (PATH.corrupt-TIME) and reported.
     mesh: data parallelism over its devices (batch_size must divide evenly among them).
+    augment: (key, x) -> x applied to every training batch inside the step (jaxnn.augment).
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
@@ -360,7 +378,7 @@ def fit(
     x_train, y_train, x_test, y_test = (place(a) for a in data)
     steps = len(data[0]) // batch_size
     chunk = chunk_steps(steps, checkpoint_every)
-    run = jax.jit(steps_function(model, loss, opt, input_shape, grad, mesh), donate_argnums=0)
+    run = jax.jit(steps_function(model, loss, opt, input_shape, grad, mesh, augment), donate_argnums=0)
     begin = jax.jit(epoch_order, static_argnums=(1, 2))
     evaluate = make_evaluate(model, loss, input_shape).unchecked  # the test set was checked above
     state = init_state(model, opt, key, input_shape)

@@ -69,3 +69,17 @@ def test_autoencoder_reconstructs(data_root, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_mse_per_pixel"] < 0.03  # an image of its mean pixel alone scores about 0.09
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_resnet_trains_with_augmentation(data_root, tmp_path):
+    """--model resnet (BatchNorm, projection shortcuts, global average pooling) with its recipe's
+    on-device augmentation, one short epoch on a slice of Fashion-MNIST."""
+    options = ["--dataset", "fashion_mnist", "--data-dir", f"{data_root}/fashion_mnist", "--model", "resnet"]
+    result = _run(
+        "train.py", *options, "--epochs", "1", "--train-size", "2048", "--no-progress", "--out", str(tmp_path)
+    )
+    assert "augmentation: shift 2, flip" in result.stdout and "GlobalAvgPool" in result.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["augment"] is True and metrics["config"]["weight_decay"] == 5e-4
+    assert 0.3 < metrics["test_accuracy"] <= 1.0  # 16 steps from 10% (chance)

@@ -439,6 +439,8 @@ CLI = {
     "negative checkpoint interval": (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
     "resume and overwrite": (["--resume", "--overwrite"], "exclude each other"),
     "unknown model": (["--model", "transformer"], "invalid choice"),
+    "augmentation of flat images": (["--model", "mlp", "--augment"], "--augment applies to the image models"),
+    "negative weight decay": (["--weight-decay", "-1e-4"], "--weight-decay must be >= 0"),
 }
 
 

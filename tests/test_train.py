@@ -169,3 +169,14 @@ def test_ensemble_epoch_trains_each_member_like_a_single_run():
         np.testing.assert_allclose(losses[i], alone_losses, rtol=1e-5, atol=1e-6)
         for u, v in zip(jax.tree_util.tree_leaves(alone.params), jax.tree_util.tree_leaves(states.params)):
             np.testing.assert_allclose(v[i], u, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_adds_an_l2_term_to_the_sgd_gradient():
+    """One SGD step with weight decay wd moves W by -lr (g + wd W); Adam refuses it (use AdamW)."""
+    params = {"w": jnp.array([1.0, -2.0])}
+    grads = {"w": jnp.array([0.5, 0.5])}
+    opt = train.optimizer("sgd", 0.1, weight_decay=0.01)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    assert jnp.allclose(updates["w"], -0.1 * (grads["w"] + 0.01 * params["w"]))
+    with pytest.raises(nn.InputError, match="adamw"):
+        train.optimizer("adam", 1e-3, weight_decay=1e-4)
