@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxnn as nn
-from common import cli, out_dir, write_metrics
+from common import add_compile_cache_flag, cli, out_dir, write_metrics
 from jaxnn import data, plots, train
 
 DATASETS = {"blobs": dict(classes=2), "moons": {}, "spirals": dict(classes=3)}
@@ -38,6 +38,7 @@ def fit(model, ds, epochs, lr, seed):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_compile_cache_flag(p)
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)

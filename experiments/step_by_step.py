@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from common import cli, out_dir, write_metrics, write_text
+from common import add_compile_cache_flag, cli, out_dir, write_metrics, write_text
 
 
 def show(name, value, out):
@@ -27,6 +27,7 @@ def show(name, value, out):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_compile_cache_flag(p)
     p.add_argument("--lr", type=float, default=0.5)
     p.add_argument("--out", default=None)
     args = p.parse_args()

@@ -1,0 +1,94 @@
+"""Mixed precision: bfloat16 compute around float32 parameters, with the hand backward."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxnn as nn
+from jaxnn import train
+
+
+def _cnn():
+    # BatchNorm after Flatten, not right after the convolution: a bias just before a BatchNorm has
+    # gradient 0 in exact arithmetic, so in any precision its computed gradient is pure rounding
+    return nn.serial(
+        nn.Conv2D(4, (3, 3)), nn.activation("relu"), nn.MaxPool(), nn.Flatten(), nn.BatchNorm(), nn.Dense(3)
+    )
+
+
+def _problem():
+    key1, key2, key3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    model = _cnn()
+    _, params = model.init(key1, (6, 6, 2))
+    x = jax.random.normal(key2, (8, 6, 6, 2))
+    labels = jax.random.randint(key3, (8,), 0, 3)
+    return model, params, model.init_state((6, 6, 2)), x, labels
+
+
+@pytest.mark.parametrize("compute", ["bfloat16", "float16"])
+def test_hand_backward_in_low_precision_matches_float32_gradients(compute):
+    """The gradients agree with float32's to the compute type's rounding (8 bits of mantissa for
+    bfloat16: a few parts in 100 after the sums), and keep the parameters' float32 dtype; the
+    output and the updated state stay float32."""
+    model, params, state, x, labels = _problem()
+    loss = nn.losses.softmax_cross_entropy
+    (value, new_state), grads = nn.value_and_grad(model, loss)(params, x, labels, state=state, train=True)
+    fast = nn.mixed_precision(model, compute)
+    (low_value, low_state), low_grads = nn.value_and_grad(fast, loss)(
+        params, x, labels, state=state, train=True
+    )
+    y, _ = fast.apply(params, x, state=state, train=True)
+    assert y.dtype == jnp.float32 and low_value.dtype == jnp.float32
+    assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves((low_grads, low_state)))
+    assert jnp.allclose(low_value, value, rtol=2e-2)
+    for g, low in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(low_grads)):
+        assert jnp.linalg.norm(low - g) <= 5e-2 * jnp.linalg.norm(g) + 1e-6
+
+
+def test_the_low_precision_hand_backward_is_jax_grad_of_the_low_precision_forward():
+    """Against jax.grad of the same bfloat16 forward. Both round in bfloat16 but in different orders
+    of operations, so they agree to its rounding (the bound of the float32 comparison), not better."""
+    model, params, state, x, labels = _problem()
+    fast = nn.mixed_precision(model, "bf16")
+    loss = nn.losses.softmax_cross_entropy
+    _, hand = nn.value_and_grad(fast, loss)(params, x, labels, state=state, train=True)
+    _, auto = nn.value_and_grad(fast, loss, "autodiff")(params, x, labels, state=state, train=True)
+    for h, a in zip(jax.tree_util.tree_leaves(hand), jax.tree_util.tree_leaves(auto)):
+        assert jnp.linalg.norm(h - a) <= 5e-2 * jnp.linalg.norm(a) + 1e-6
+
+
+def test_the_matmuls_run_in_bfloat16():
+    """The compiled forward holds bfloat16 dot and convolution operations."""
+    model, params, state, x, _ = _problem()
+    fast = nn.mixed_precision(model, "bfloat16")
+    text = jax.jit(lambda p, s, x: fast.apply(p, x, state=s, train=False)).lower(params, state, x).as_text()
+    assert "bf16" in text and ("convolution" in text or "conv" in text)
+
+
+def test_float32_is_the_model_itself_and_bad_names_are_refused():
+    model = _cnn()
+    assert nn.mixed_precision(model, "float32") is model
+    with pytest.raises(nn.InputError, match="compute must be one of"):
+        nn.mixed_precision(model, "int8")
+    with pytest.raises(nn.InputTypeError):
+        nn.mixed_precision(lambda x: x)
+
+
+def test_training_in_bfloat16_learns():
+    rng = jax.random.PRNGKey(1)
+    x = jax.random.normal(rng, (256, 2))
+    y = (x[:, 0] * x[:, 1] > 0).astype(jnp.int32)
+    model = nn.mixed_precision(nn.mlp([2, 32, 32, 2]), "bfloat16")
+    state, history = train.fit(
+        model,
+        nn.losses.softmax_cross_entropy,
+        (x, y, x, y),
+        epochs=30,
+        batch_size=32,
+        opt=train.optimizer("adam", 1e-2),
+        key=rng,
+        input_shape=(2,),
+        progress=False,
+    )
+    assert jax.tree_util.tree_leaves(state.params)[0].dtype == jnp.float32
+    assert history["epochs"][-1]["test_accuracy"] > 0.9
