@@ -1,3 +1,5 @@
+import os
+
 import jax
 import pytest
 
@@ -22,3 +24,16 @@ def pytest_addoption(parser):
     parser.addoption(
         "--data-dir", default=None, help="folder holding the MNIST IDX files (e.g. ../shared/data)"
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def compile_cache_of_its_own(tmp_path_factory):
+    """Experiment scripts run by the tests keep their compiled programs in a folder of the test
+    session's, not in the user's cache."""
+    old = os.environ.get("JAXNN_COMPILE_CACHE")
+    os.environ["JAXNN_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("compile-cache"))
+    yield
+    if old is None:
+        del os.environ["JAXNN_COMPILE_CACHE"]
+    else:
+        os.environ["JAXNN_COMPILE_CACHE"] = old

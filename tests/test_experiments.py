@@ -83,3 +83,18 @@ def test_resnet_trains_with_augmentation(data_root, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["augment"] is True and metrics["config"]["weight_decay"] == 5e-4
     assert 0.3 < metrics["test_accuracy"] <= 1.0  # 16 steps from 10% (chance)
+
+
+def test_compile_cache_is_written_unless_switched_off(data_root, tmp_path):
+    """The experiment scripts keep their compiled programs in $JAXNN_COMPILE_CACHE (loaded by the
+    next identical run); --no-compile-cache writes nothing there."""
+    options = ["--data-dir", f"{data_root}/mnist", "--model", "linear", "--epochs", "1"]
+    options += ["--train-size", "1024", "--no-progress", "--overwrite"]
+    env = dict(os.environ, JAXNN_COMPILE_CACHE=str(tmp_path / "cache"))
+    script = os.path.join(HERE, "train.py")
+    off = [sys.executable, script, *options, "--out", str(tmp_path / "off"), "--no-compile-cache"]
+    subprocess.run(off, check=True, capture_output=True, env=env, timeout=300)
+    assert not (tmp_path / "cache").exists()
+    on = [sys.executable, script, *options, "--out", str(tmp_path / "on")]
+    subprocess.run(on, check=True, capture_output=True, env=env, timeout=300)
+    assert len(list((tmp_path / "cache").iterdir())) >= 3  # the training chunk, evaluation, permutation, ...
