@@ -10,7 +10,11 @@ results/<run name>/): metrics.json, curves.png and checkpoint.npz.
 """
 
 import argparse
+import builtins
 import os
+import socket
+import subprocess
+import sys
 
 import jax
 
@@ -74,7 +78,26 @@ def parse_args(argv=None):
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grad", default="manual", choices=nn.gradients.MODES)
-    p.add_argument("--devices", type=positive(int), default=1, help="data parallelism over this many devices")
+    p.add_argument(
+        "--devices",
+        type=positive(int),
+        default=1,
+        help="data parallelism over this many devices (all processes')",
+    )
+    p.add_argument(
+        "--coordinator", default=None, metavar="HOST:PORT", help="process 0's address (many hosts)"
+    )
+    p.add_argument(
+        "--num-processes", type=positive(int), default=1, help="processes in the run (one per host)"
+    )
+    p.add_argument("--process-id", type=int, default=0, help="this process's id in [0, --num-processes)")
+    p.add_argument(
+        "--local-processes",
+        type=positive(int),
+        default=None,
+        metavar="N",
+        help="start N processes on this machine, --devices/N CPU devices each, as a multi-host run (testing)",
+    )
     p.add_argument("--out", default=None, help="output folder (default results/<run name>)")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.npz")
     p.add_argument("--overwrite", action="store_true", help="start afresh over --out's checkpoint.npz")
@@ -102,7 +125,16 @@ def parse_args(argv=None):
         p.error(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite exclude each other")
-    if args.devices > len(jax.devices()):
+    if args.num_processes > 1 and not args.coordinator:
+        p.error("--num-processes > 1 needs --coordinator HOST:PORT (process 0's address)")
+    if not 0 <= args.process_id < args.num_processes:
+        p.error(f"--process-id must lie in [0, {args.num_processes}), got {args.process_id}")
+    if args.local_processes and (args.coordinator or args.num_processes > 1):
+        p.error("--local-processes starts its own processes: leave out --coordinator and --num-processes")
+    if args.local_processes and args.devices % args.local_processes:
+        p.error(f"--devices {args.devices} does not split evenly over {args.local_processes} processes")
+    many = args.num_processes > 1 or args.local_processes
+    if not many and args.devices > len(jax.devices()):  # (JAX must not start before a multi-process run)
         p.error(
             f"--devices {args.devices} but {len(jax.devices())} available; on a CPU set "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
@@ -116,8 +148,49 @@ def parse_args(argv=None):
     return args
 
 
+def launch_local(args, argv):
+    """--local-processes N: run this command as N processes of one run on this machine (process 0
+    at a free local port is the coordinator), each with --devices / N CPU devices; wait for all."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, word in enumerate(argv):
+        if word == "--local-processes":
+            del argv[i : i + 2]
+            break
+        if word.startswith("--local-processes="):
+            del argv[i]
+            break
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    n = args.local_processes
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={args.devices // n}")
+    children = []
+    for i in range(n):
+        command = [sys.executable, os.path.abspath(__file__), *argv, "--coordinator", f"localhost:{port}"]
+        command += ["--num-processes", str(n), "--process-id", str(i)]
+        children.append(subprocess.Popen(command, env=env))
+    try:
+        codes = [child.wait() for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+    failed = [f"process {i} exited with status {code}" for i, code in enumerate(codes) if code]
+    if failed:
+        raise nn.Error("; ".join(failed))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.local_processes:
+        return launch_local(args, argv)
+    if args.num_processes > 1:
+        parallel.start_process(args.coordinator, args.num_processes, args.process_id)
+        if args.devices > len(jax.devices()):
+            raise nn.InputError(
+                f"--devices {args.devices} but the {args.num_processes} processes have {len(jax.devices())}"
+            )
+    print = builtins.print if parallel.is_main_process() else (lambda *a, **k: None)  # process 0 speaks
     model_name = args.model + ("-bn" if args.batchnorm else "") + ("-aug" if args.augment else "")
     model_name += "" if args.precision == "float32" else "-bf16"
     run_name = f"{args.dataset.replace(':', '_')}-{model_name}-{args.grad}-seed{args.seed}"
@@ -179,8 +252,9 @@ def main(argv=None):
         "model": model.name,
         "history": history["epochs"],
     }
-    write_metrics(folder, metrics)
-    plots.training_curves(history, os.path.join(folder, "curves.png"), title=run_name)
+    if parallel.is_main_process():  # across processes, process 0 alone writes
+        write_metrics(folder, metrics)
+        plots.training_curves(history, os.path.join(folder, "curves.png"), title=run_name)
     print(
         f"test accuracy {last['test_accuracy']:.4f}, training {history['train_seconds']:.2f} s "
         f"(of which compilation {history['compile_seconds']:.2f} s) -> {folder}"

@@ -6,8 +6,9 @@ gradients itself: no home-made distribution layer.
     state, history = train.fit(..., mesh=mesh)          # or experiments/train.py --devices 8
 
 On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before JAX starts) gives 8
-host devices to try it. Across hosts, call jax.distributed.initialize() first on every host
-(see the README); jax.devices() then lists all hosts' devices and the same mesh spans them.
+host devices to try it. Across hosts (one process per host), call `start_process` first on every
+host (see the README); jax.devices() then lists all processes' devices and the same mesh spans
+them; each process holds the same host arrays, and XLA's all-reduce crosses the processes.
 """
 
 import jax
@@ -31,6 +32,23 @@ def data_mesh(n_devices=None):
     return Mesh(np.array(devices[:n]), (DATA,))
 
 
+def start_process(coordinator, num_processes, process_id):
+    """Join a multi-process run (jax.distributed): call it before any other JAX work, in each of
+    num_processes processes, with the same coordinator "HOST:PORT" (process 0's host) and this
+    process's id in [0, num_processes). On CPUs the collectives run over gloo."""
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise InputError(f"process id {process_id} is not in [0, {num_processes})")
+    if not isinstance(coordinator, str) or ":" not in coordinator:
+        raise InputError(f"coordinator must be HOST:PORT, got {coordinator!r}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def is_main_process():
+    """True in process 0 (the one that writes files and prints), and in a single-process run."""
+    return jax.process_index() == 0
+
+
 def replicated(mesh):
     return NamedSharding(mesh, PartitionSpec())
 
@@ -40,7 +58,11 @@ def batch_sharded(mesh):
 
 
 def replicate(tree, mesh):
-    """Place every leaf of tree whole on every device of the mesh."""
+    """Place every leaf of tree whole on every device of the mesh. Across processes every process
+    passes the same values; they go through host memory (a process's own device arrays cannot be
+    sent to another process's devices directly)."""
+    if jax.process_count() > 1:
+        tree = jax.tree_util.tree_map(np.asarray, tree)
     return jax.device_put(tree, replicated(mesh))
 
 

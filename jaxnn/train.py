@@ -382,7 +382,7 @@ def fit(
     begin = jax.jit(epoch_order, static_argnums=(1, 2))
     evaluate = make_evaluate(model, loss, input_shape).unchecked  # the test set was checked above
     state = init_state(model, opt, key, input_shape)
-    order = place(jnp.zeros((steps, batch_size), jnp.int32))
+    order = place(np.zeros((steps, batch_size), np.int32))
     if mesh is not None:
         state = parallel.replicate(state, mesh)
     history = {"epochs": [], "step_losses": [], "train_seconds": 0.0}
@@ -399,7 +399,11 @@ def fit(
         where = f" and {position} of {steps} steps of epoch {start_epoch + 1}" if position else ""
         log(f"resumed from {checkpoint_path} after epoch {start_epoch}{where}")
 
+    writes = checkpoint_path and parallel.is_main_process()  # across processes, process 0 writes
+
     def save(epoch, position, partial):
+        if not writes:
+            return
         meta = {"epoch": epoch, "position": position, "partial": partial, "history": history, "format": 2}
         checkpoint.save(checkpoint_path, (state, order), meta)
 
@@ -415,7 +419,7 @@ def fit(
         unit="epoch",
         total=epochs,
         initial=start_epoch,
-        disable=not progress,
+        disable=not progress or not parallel.is_main_process(),
     )
     last_save = time.monotonic()
     for epoch in bar:

@@ -61,3 +61,37 @@ def test_too_many_devices_is_a_clear_error():
 
     with pytest.raises(ValueError, match="xla_force_host_platform_device_count"):
         parallel.data_mesh(10_000)
+
+
+@pytest.mark.slow
+def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
+    """experiments/train.py --local-processes 2 (jax.distributed, gloo collectives) ends with the
+    parameters of the one-process run over 8 host devices, to float32 rounding; process 0 alone
+    reports and writes."""
+    import numpy as np
+
+    script = os.path.join(os.path.dirname(__file__), "..", "experiments", "train.py")
+    common = ["--dataset", "spirals", "--epochs", "3", "--batch-size", "64", "--optimizer", "momentum"]
+    common += ["--lr", "0.05", "--schedule", "constant", "--devices", "8", "--no-progress"]
+    runs = {
+        "one": ([], dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")),
+        "two": (["--local-processes", "2"], dict(os.environ)),
+    }
+    for name, (extra, env) in runs.items():
+        out = subprocess.run(
+            [sys.executable, script, *common, *extra, "--out", str(tmp_path / name)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.count("test accuracy") == 1, out.stdout
+    one, two = (np.load(tmp_path / name / "checkpoint.npz") for name in runs)
+    arrays = [k for k in one.files if k != "__meta__"]
+    assert sorted(arrays) == sorted(k for k in two.files if k != "__meta__") and len(arrays) > 5
+    for k in arrays:
+        if one[k].dtype.kind == "f":
+            np.testing.assert_allclose(two[k], one[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        else:  # step counter, keys, the epoch's batch order
+            np.testing.assert_array_equal(two[k], one[k], err_msg=k)
