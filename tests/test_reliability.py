@@ -440,7 +440,7 @@ CLI = {
     "resume and overwrite": (["--resume", "--overwrite"], "exclude each other"),
     "unknown model": (["--model", "transformer"], "invalid choice"),
     "augmentation of flat images": (["--model", "mlp", "--augment"], "--augment applies to the image models"),
-    "negative weight decay": (["--weight-decay", "-1e-4"], "--weight-decay must be >= 0"),
+    "negative weight decay": (["--weight-decay=-1e-4"], "--weight-decay must be >= 0"),
     "many processes without a coordinator": (["--num-processes", "2"], "needs --coordinator"),
     "process id out of range": (
         ["--num-processes", "2", "--coordinator", "h:1", "--process-id", "2"],
