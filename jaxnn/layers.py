@@ -130,7 +130,11 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
       "taps": one matmul per kernel tap (i, j) on the strided view x[:, i::s, j::s]: kh*kw matmuls in
               a fori_loop (one view in memory at a time), no loop over pixels. XLA's CPU backend runs
               the swapped-axes convolution of "conv" about 20x slower inside a `lax.scan` (our
-              whole-epoch loop); these matmuls do not suffer.
+              whole-epoch loop); these matmuls do not suffer. Two refinements, measured on the
+              CPU training step of the small MNIST CNN (about 20% faster together): with few input
+              channels (kh kw c_in <= 32, a first layer) dw is one matmul of the patches (all taps'
+              views side by side); with stride 1, dx is "conv"'s formula, then a plain convolution
+              that XLA runs as fast as the forward.
       "auto" (default): "taps" on the CPU, "conv" elsewhere.
     """
     kernel_size, stride = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
@@ -195,6 +199,17 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         dw = jax.lax.fori_loop(0, kh * kw, tap, jnp.zeros((kh * kw, x.shape[3], dy.shape[3]), dy.dtype))
         return dw.reshape(kh, kw, x.shape[3], dy.shape[3])
 
+    def weight_grad_patches(x, dy):
+        """dw as one matmul: the patches (the kh*kw strided views of x_pad side by side along the
+        channels, (N P Q, kh kw c_in)) transposed times dy (N P Q, features). For few input
+        channels (a first layer) this reads dy once instead of once per tap."""
+        (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
+        x_pad = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+        views = [view for _, _, view in _taps(x_pad, kernel_size, stride, dy.shape[1:3])]
+        patches = jnp.concatenate(views, axis=-1).reshape(-1, len(views) * x.shape[3])
+        dw = jnp.einsum("mk,mo->ko", patches, dy.reshape(-1, dy.shape[3]))
+        return dw.reshape(kernel_size + (x.shape[3], dy.shape[3]))
+
     def input_grad_loop(x, w, dy):
         """dx as input_grad_taps for stride 1, one tap at a time in a fori_loop (a slice update)."""
         (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
@@ -247,13 +262,19 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         x, w = residuals
         kind = backward if backward != "auto" else ("taps" if jax.default_backend() == "cpu" else "conv")
         if kind == "taps":
-            dw, dx = weight_grad_taps(x, dy), input_grad_taps(x, w, dy)
+            few_inputs = x.shape[3] * kernel_size[0] * kernel_size[1] <= _PATCH_LIMIT
+            dw = weight_grad_patches(x, dy) if few_inputs else weight_grad_taps(x, dy)
+            dx = input_grad_conv(x, w, dy) if stride == (1, 1) else input_grad_taps(x, w, dy)
         else:
             dw, dx = weight_grad_conv(x, dy), input_grad_conv(x, w, dy)
         return {"w": dw, "b": jnp.sum(dy, axis=(0, 1, 2))}, dx
 
     name = f"Conv2D({features}, {kernel_size}, {stride}, {padding})"
     return make_layer(name, init, forward, backward_rule)
+
+
+# patches of at most this many numbers (kh kw c_in) make Conv2D's CPU weight gradient one matmul
+_PATCH_LIMIT = 32
 
 
 def _taps(x, window, stride, out_size):

@@ -144,7 +144,8 @@ LAYERS.update(
         "ResNet block with BatchNorm, evaluation": _image(
             _with_state(nn.models.residual_block(3, stride=2, project=True), train=False)
         ),
-        "Conv2D 3x3 SAME": _image(nn.Conv2D(3, (3, 3))),
+        "Conv2D 3x3 SAME": _image(nn.Conv2D(3, (3, 3))),  # 2 channels: the weight gradient as one matmul
+        "Conv2D 3x3 SAME, 4 input channels": _image(nn.Conv2D(3, (3, 3)), channels=4),  # per-tap matmuls
         "Conv2D 3x2 stride 2 VALID": _image(nn.Conv2D(2, (3, 2), stride=2, padding="VALID")),
         "Conv2D 1x1 stride (2,1) SAME": _image(
             nn.Conv2D(4, (1, 1), stride=(2, 1), padding="SAME"), channels=3
