@@ -4,7 +4,8 @@
 
 The CNN (conv 3x3x32, ReLU, max pool, conv 3x3x64, ReLU, max pool, Dense 128, ReLU, Dense 10), Adam
 1e-3, random data, as benchmarks/run.py builds it, for: jaxnn (hand backward, the default), plain
-JAX + optax (jax.grad), PyTorch eager. PyTorch's and XLA's thread pools slow each other in one
+JAX + optax (jax.grad), PyTorch eager (and, with --impls, jaxnn-bf16: the jaxnn step in nn.mixed_precision bfloat16).
+PyTorch's and XLA's thread pools slow each other in one
 process, so every measurement starts a fresh process; the implementations take turns, --rounds
 times, each process timing --repeats runs of --steps steps after its warm-up. Reported: seconds
 per step (median over every timing, with min and max), samples/s, GFLOP/s (25 MFLOP per example)
@@ -22,7 +23,8 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-IMPLS = ("jaxnn", "jax-optax", "torch-eager")
+IMPLS = ("jaxnn", "jax-optax", "torch-eager", "jaxnn-bf16")
+DEFAULT_IMPLS = IMPLS[:3]
 
 
 def child(impl, batch, steps, repeats):
@@ -40,9 +42,19 @@ def child(impl, batch, steps, repeats):
         import jax  # noqa: PLC0415
         import jax.numpy as jnp  # noqa: PLC0415
 
-        make = jaxnn_impl("cnn", "manual") if impl == "jaxnn" else plain_jax_impl("cnn")
+        make = plain_jax_impl("cnn") if impl == "jax-optax" else jaxnn_impl("cnn", "manual")
         key = jax.random.PRNGKey(0)
         step, state, shape = make(batch, key, jnp.float32)
+        if impl == "jaxnn-bf16":  # the same step on nn.mixed_precision(model, "bfloat16")
+            import optax  # noqa: PLC0415
+
+            import jaxnn as nn  # noqa: PLC0415
+            from jaxnn import train  # noqa: PLC0415
+
+            model = nn.mixed_precision(nn.models.cnn(10, (28, 28, 1))[0], "bfloat16")
+            opt = optax.adam(1e-3)
+            step = train.make_step(model, nn.losses.softmax_cross_entropy, opt)
+            state = train.init_state(model, opt, key, shape)
         x = jax.random.uniform(key, (batch,) + shape)
         y = jax.random.randint(key, (batch,), 0, 10)
         run, compile_s, _ = prepare_jax_step(step, state, x, y)
@@ -59,7 +71,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5, help="timings per process")
     p.add_argument("--rounds", type=int, default=3, help="processes per implementation, taking turns")
-    p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    p.add_argument("--impls", nargs="+", default=list(DEFAULT_IMPLS), choices=IMPLS)
     p.add_argument("--out", default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
