@@ -4,8 +4,8 @@
 
 The CNN (conv 3x3x32, ReLU, max pool, conv 3x3x64, ReLU, max pool, Dense 128, ReLU, Dense 10), Adam
 1e-3, random data, as benchmarks/run.py builds it, for: jaxnn (hand backward, the default), plain
-JAX + optax (jax.grad), PyTorch eager (and, with --impls, jaxnn-bf16: the jaxnn step in nn.mixed_precision bfloat16).
-PyTorch's and XLA's thread pools slow each other in one
+JAX + optax (jax.grad), PyTorch eager (and, with --impls, jaxnn-bf16: the jaxnn step on
+nn.mixed_precision(model, "bfloat16")). PyTorch's and XLA's thread pools slow each other in one
 process, so every measurement starts a fresh process; the implementations take turns, --rounds
 times, each process timing --repeats runs of --steps steps after its warm-up. Reported: seconds
 per step (median over every timing, with min and max), samples/s, GFLOP/s (25 MFLOP per example)
