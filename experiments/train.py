@@ -5,7 +5,7 @@
                                 [--out DIR] [--resume | --overwrite] [--checkpoint-every SECONDS]
 
 Defaults: the MLP 784-256-256-10 (ReLU), Adam with a one-cycle schedule peaking at 3e-3, batch 128,
-4 epochs: the recipe chosen by measurement (README, "Speed"). Writes into --out (default
+3 epochs: the recipe chosen by measurement (README, "Speed"). Writes into --out (default
 results/<run name>/): metrics.json, curves.png and checkpoint.npz.
 """
 

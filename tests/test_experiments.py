@@ -98,3 +98,20 @@ def test_compile_cache_is_written_unless_switched_off(data_root, tmp_path):
     on = [sys.executable, script, *options, "--out", str(tmp_path / "on")]
     subprocess.run(on, check=True, capture_output=True, env=env, timeout=300)
     assert len(list((tmp_path / "cache").iterdir())) >= 3  # the training chunk, evaluation, permutation, ...
+
+
+def test_train_in_bfloat16_from_the_command_line(data_root, tmp_path):
+    options = [
+        "--data-dir",
+        f"{data_root}/mnist",
+        "--epochs",
+        "1",
+        "--train-size",
+        "2048",
+        "--precision",
+        "bf16",
+    ]
+    _run("train.py", *options, "--no-progress", "--out", str(tmp_path))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["model"].startswith("mixed_precision(") and metrics["model"].endswith("bfloat16)")
+    assert 0.8 < metrics["test_accuracy"] <= 1.0  # 16 steps of the MLP
