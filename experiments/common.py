@@ -160,11 +160,11 @@ FLIP_KEEPS_LABEL = ("fashion_mnist",)
 MODEL_OPTIONS = {
     "linear": (),
     "mlp": ("width", "activation"),
-    "cnn": ("dropout", "batchnorm"),
+    "cnn": ("dropout", "batchnorm", "channels"),
     "lstm": ("width",),
     "gru": ("width",),
     "rnn": ("width",),
-    "resnet": (),
+    "resnet": ("channels",),
 }
 
 # the models that read images (batch, H, W, C), so that --augment applies
@@ -174,4 +174,6 @@ IMAGE_MODELS = ("cnn", "resnet")
 def build_model(name, classes, image_shape, args):
     """(model, input_shape) from jaxnn.models for `name`, with the options args holds for it."""
     options = {k: getattr(args, k) for k in MODEL_OPTIONS[name] if getattr(args, k, None) is not None}
+    if "channels" in options:
+        options["channels"] = tuple(options["channels"])
     return nn.models.build(name, classes, image_shape, **options)

@@ -63,7 +63,19 @@ def parse_args(argv=None):
     p.add_argument(
         "--dropout", type=float, default=None, help="dropout rate in [0, 1) before the CNN's Dense layers"
     )
-    p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each of the CNN's convolutions")
+    p.add_argument(
+        "--batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="BatchNorm after each of the CNN's convolutions (default: the recipe's)",
+    )
+    p.add_argument(
+        "--channels",
+        type=positive(int),
+        nargs="+",
+        default=None,
+        help="the CNN's convolution widths, or the ResNet's stage widths (default: the recipe's)",
+    )
     p.add_argument(
         "--train-size",
         type=positive(int),
@@ -113,6 +125,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.batchnorm and "batchnorm" not in MODEL_OPTIONS[args.model]:
         p.error(f"--batchnorm applies to --model cnn, not {args.model}")
+    if args.channels and "channels" not in MODEL_OPTIONS[args.model]:
+        p.error(f"--channels applies to --model cnn or resnet, not {args.model}")
     if args.augment and args.model not in IMAGE_MODELS:
         p.error(f"--augment applies to the image models ({', '.join(IMAGE_MODELS)}), not {args.model}")
     if args.weight_decay is not None and not args.weight_decay >= 0:
@@ -145,6 +159,7 @@ def parse_args(argv=None):
             setattr(args, name, value)
     if args.width is None:
         args.width = 256
+    args.batchnorm = bool(args.batchnorm)
     return args
 
 
