@@ -22,7 +22,7 @@ from bench_io import write_json
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 COMMANDS = {
-    "main job (MLP, 4 epochs)": [],
+    "main job (MLP, default recipe)": [],
     "cnn, 1 epoch": ["--model", "cnn", "--epochs", "1"],
 }
 
