@@ -85,6 +85,7 @@ def test_resnet_trains_with_augmentation(data_root, tmp_path):
     assert 0.3 < metrics["test_accuracy"] <= 1.0  # 16 steps from 10% (chance)
 
 
+@pytest.mark.slow
 def test_compile_cache_is_written_unless_switched_off(data_root, tmp_path):
     """The experiment scripts keep their compiled programs in $JAXNN_COMPILE_CACHE (loaded by the
     next identical run); --no-compile-cache writes nothing there."""
@@ -100,6 +101,7 @@ def test_compile_cache_is_written_unless_switched_off(data_root, tmp_path):
     assert len(list((tmp_path / "cache").iterdir())) >= 3  # the training chunk, evaluation, permutation, ...
 
 
+@pytest.mark.slow
 def test_train_in_bfloat16_from_the_command_line(data_root, tmp_path):
     options = [
         "--data-dir",
