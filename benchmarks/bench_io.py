@@ -1,6 +1,8 @@
-"""Shared by the benchmark scripts: write a result as JSON, creating the folder."""
+"""Shared by the benchmark scripts: write a result as JSON, creating the folder; a median with its spread."""
 
 import json
+
+import numpy as np
 
 from jaxnn.files import write_text
 
@@ -10,3 +12,8 @@ def write_json(path, result):
     if not path:
         return
     write_text(path, json.dumps(result, indent=2))  # atomic; the folder is created
+
+
+def spread(values):
+    """{"median", "min", "max"} of repeated measurements, as the README reports them."""
+    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}

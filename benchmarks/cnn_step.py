@@ -91,10 +91,6 @@ def child(impl, batch, steps, repeats):
     }
 
 
-def spread(values):
-    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=128)
@@ -110,7 +106,7 @@ def main():
         return
     from run import machine, step_flops  # noqa: PLC0415
 
-    from bench_io import write_json  # noqa: PLC0415
+    from bench_io import spread, write_json  # noqa: PLC0415
 
     def measure(impl):
         command = [sys.executable, __file__, "--child", impl, "--batch", str(args.batch)]

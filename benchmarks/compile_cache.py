@@ -16,19 +16,13 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
-from bench_io import write_json
+from bench_io import spread, write_json
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 COMMANDS = {
     "main job (MLP, default recipe)": [],
     "cnn, 1 epoch": ["--model", "cnn", "--epochs", "1"],
 }
-
-
-def spread(values):
-    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
 def run(options, cache, out):

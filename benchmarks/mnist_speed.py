@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 import jaxnn as nn
-from bench_io import write_json
+from bench_io import spread, write_json
 from jaxnn import data, train
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
@@ -104,10 +104,6 @@ def jaxnn_default(ds, seed=0, name="mlp", precision="float32"):
         "train_seconds": history["train_seconds"],
         "compile_seconds": history["compile_seconds"],
     }
-
-
-def spread(values):
-    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
 def main():
