@@ -245,6 +245,7 @@ def test_layer_vs_jax_grad_and_finite_differences(name):
 # whole models are compositions of the ops above: their jit/vmap run waits for the slow run
 COMPOSITE = {
     "small ResNet",
+    "Residual with a projection shortcut",
     "ResNet block with BatchNorm, training",
     "ResNet block with BatchNorm, evaluation",
     "cnn",

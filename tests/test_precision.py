@@ -25,6 +25,7 @@ def _problem():
     return model, params, model.init_state((6, 6, 2)), x, labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compute", ["bfloat16", "float16"])
 def test_hand_backward_in_low_precision_matches_float32_gradients(compute):
     """The gradients agree with float32's to the compute type's rounding (8 bits of mantissa for
