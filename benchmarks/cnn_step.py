@@ -67,19 +67,20 @@ def child(impl, batch, steps, repeats):
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
 
-    make = plain_jax_impl("cnn") if impl == "jax-optax" else jaxnn_impl("cnn", "manual")
     key = jax.random.PRNGKey(0)
-    step, state, shape = make(batch, key, jnp.float32)
-    if impl == "jaxnn-bf16":  # the same step on nn.mixed_precision(model, "bfloat16")
+    if impl == "jaxnn-bf16":  # jaxnn_impl's step on nn.mixed_precision(model, "bfloat16")
         import optax  # noqa: PLC0415
 
         import jaxnn as nn  # noqa: PLC0415
         from jaxnn import train  # noqa: PLC0415
 
-        model = nn.mixed_precision(nn.models.cnn(10, (28, 28, 1))[0], "bfloat16")
-        opt = optax.adam(1e-3)
+        model, shape = nn.models.cnn(10, (28, 28, 1))
+        model, opt = nn.mixed_precision(model, "bfloat16"), optax.adam(1e-3)
         step = train.make_step(model, nn.losses.softmax_cross_entropy, opt)
         state = train.init_state(model, opt, key, shape)
+    else:
+        make = plain_jax_impl("cnn") if impl == "jax-optax" else jaxnn_impl("cnn", "manual")
+        step, state, shape = make(batch, key, jnp.float32)
     x = jax.random.uniform(key, (batch,) + shape)
     y = jax.random.randint(key, (batch,), 0, 10)
     in_scan = scanned(step, jax.tree_util.tree_map(jnp.copy, state), x, y, steps)  # (both donate)

@@ -40,9 +40,6 @@ def mixed_precision(model, compute="bfloat16"):
         return model
     dtype = jnp.dtype(compute)
 
-    def init(key, input_shape, dtype=jnp.float32):
-        return model.init(key, input_shape, dtype=dtype)
-
     def forward(params, x, key=None, state=None, train=None):
         inner_state = None if state is None else _cast(state, dtype)
         y, residuals, new_state = call_forward(
@@ -60,7 +57,7 @@ def mixed_precision(model, compute="bfloat16"):
 
     layer = make_layer(
         f"mixed_precision({model.name}, {compute})",
-        init,
+        model.init,  # the parameters are the model's own, in their own dtype
         forward,
         backward,
         model.init_state,
