@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 
@@ -104,6 +105,13 @@ def parse_args(argv=None):
     )
     p.add_argument("--process-id", type=int, default=0, help="this process's id in [0, --num-processes)")
     p.add_argument(
+        "--join-timeout",
+        type=positive(float),
+        default=300.0,
+        metavar="SECONDS",
+        help="how long the processes wait for each other to start (default 300)",
+    )
+    p.add_argument(
         "--local-processes",
         type=positive(int),
         default=None,
@@ -184,15 +192,19 @@ def launch_local(args, argv):
         command = [sys.executable, os.path.abspath(__file__), *argv, "--coordinator", f"localhost:{port}"]
         command += ["--num-processes", str(n), "--process-id", str(i)]
         children.append(subprocess.Popen(command, env=env))
-    try:
-        codes = [child.wait() for child in children]
+    stopped = set()
+    try:  # wait for all; when one fails, stop the others rather than leave them waiting for it
+        while any(child.poll() is None for child in children) and not any(c.poll() for c in children):
+            time.sleep(0.2)
     finally:
-        for child in children:
+        for i, child in enumerate(children):
             if child.poll() is None:
                 child.terminate()
-    failed = [f"process {i} exited with status {code}" for i, code in enumerate(codes) if code]
+                stopped.add(i)
+    codes = [child.wait() for child in children]
+    failed = [f"process {i} exited with status {c}" for i, c in enumerate(codes) if c and i not in stopped]
     if failed:
-        raise nn.Error("; ".join(failed))
+        raise nn.Error("; ".join(failed) + (" (the others were stopped)" if stopped else ""))
 
 
 def main(argv=None):
@@ -200,7 +212,7 @@ def main(argv=None):
     if args.local_processes:
         return launch_local(args, argv)
     if args.num_processes > 1:
-        parallel.start_process(args.coordinator, args.num_processes, args.process_id)
+        parallel.start_process(args.coordinator, args.num_processes, args.process_id, args.join_timeout)
         if args.devices > len(jax.devices()):
             raise nn.InputError(
                 f"--devices {args.devices} but the {args.num_processes} processes have {len(jax.devices())}"

@@ -11,11 +11,14 @@ host (see the README); jax.devices() then lists all processes' devices and the s
 them; each process holds the same host arrays, and XLA's all-reduce crosses the processes.
 """
 
+import socket
+import time
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .errors import InputError
+from .errors import Error, InputError
 
 DATA = "data"
 
@@ -32,16 +35,71 @@ def data_mesh(n_devices=None):
     return Mesh(np.array(devices[:n]), (DATA,))
 
 
-def start_process(coordinator, num_processes, process_id):
+def start_process(coordinator, num_processes, process_id, timeout=300):
     """Join a multi-process run (jax.distributed): call it before any other JAX work, in each of
     num_processes processes, with the same coordinator "HOST:PORT" (process 0's host) and this
-    process's id in [0, num_processes). On CPUs the collectives run over gloo."""
+    process's id in [0, num_processes). On CPUs the collectives run over gloo.
+
+    Process 0 serves the coordinator at PORT; the others first wait up to `timeout` seconds for it
+    to answer, and fail with an Error if it does not (JAX itself would abort the process). Process 0
+    waits up to `timeout` seconds for the others; if they never come, JAX aborts it.
+    """
     if num_processes < 1 or not 0 <= process_id < num_processes:
         raise InputError(f"process id {process_id} is not in [0, {num_processes})")
-    if not isinstance(coordinator, str) or ":" not in coordinator:
-        raise InputError(f"coordinator must be HOST:PORT, got {coordinator!r}")
+    host, port = _host_port(coordinator)
+    if not timeout > 0:
+        raise InputError(f"timeout must be > 0 seconds, got {timeout}")
+    if process_id == 0:
+        _check_port_free(coordinator, port)
+    else:
+        _wait_for_coordinator(host, port, timeout)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+    try:
+        jax.distributed.initialize(
+            coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=max(1, round(timeout)),
+        )
+    except jax.errors.JaxRuntimeError as e:  # process 0: the port was taken after the check
+        raise Error(f"could not serve the coordinator at {coordinator} ({e}); is the port in use?") from None
+
+
+def _host_port(coordinator):
+    host, _, port = coordinator.rpartition(":") if isinstance(coordinator, str) else ("", "", "")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"coordinator must be HOST:PORT with a port in 1..65535, got {coordinator!r}")
+    return host, int(port)
+
+
+def _check_port_free(coordinator, port):
+    """Process 0 serves on every address at `port` (as JAX binds it): fail clearly if it is taken
+    (JAX itself can crash after failing to bind)."""
+    family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+        try:
+            probe.bind(("", port))
+        except OSError as e:
+            raise Error(
+                f"could not serve the coordinator at {coordinator}: port {port} is in use ({e.strerror or e})"
+            ) from None
+
+
+def _wait_for_coordinator(host, port, timeout):
+    """Try to open a TCP connection to process 0 until it answers or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, timeout)):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise Error(
+                    f"could not reach the coordinator {host}:{port} within {timeout:g} s "
+                    f"({e.strerror or e}): start process 0 there first, with the same --coordinator"
+                ) from None
+            time.sleep(0.2)
 
 
 def is_main_process():

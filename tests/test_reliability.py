@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -484,6 +485,45 @@ def _cli_error(out, *words):
     assert last.startswith("error: "), out.stderr
     for word in words:
         assert word in last, last
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def test_cli_coordinator_that_never_answers():
+    """A process other than 0 whose coordinator is not running ends with one error line after
+    --join-timeout, instead of JAX aborting it with a C++ stack trace after 5 minutes."""
+    port = _free_port()
+    out = _cli(
+        "--coordinator",
+        f"localhost:{port}",
+        "--num-processes",
+        "2",
+        "--process-id",
+        "1",
+        "--join-timeout",
+        "1",
+    )
+    _cli_error(out, "could not reach the coordinator", f"localhost:{port}", "within 1 s")
+
+
+def test_cli_coordinator_port_taken():
+    """Process 0 cannot serve on a port another program holds: one error line."""
+    with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as holder:
+        holder.bind(("", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        out = _cli("--coordinator", f"localhost:{port}", "--num-processes", "2", "--join-timeout", "1")
+    _cli_error(out, "could not serve the coordinator", "is in use")
+
+
+@pytest.mark.parametrize("coordinator", ["localhost", "localhost:0", "localhost:http", ":1234"])
+def test_start_process_checks_the_coordinator_address(coordinator):
+    with pytest.raises(nn.InputError, match="HOST:PORT"):
+        nn.parallel.start_process(coordinator, 2, 1)
 
 
 def test_cli_data_folder_missing(tmp_path):
