@@ -4,8 +4,10 @@ PyTorch eager and torch.compile (the peers only where installed: pip install -e 
     python benchmarks/run.py --out DIR [--models mlp cnn] [--batch-sizes 32 128 1024 8192] [--steps 20]
 
 Same model, optimizer (Adam 1e-3) and random data for every implementation. Per (model, batch,
-implementation): samples/s (median of --repeats timings of --steps steps, the implementations
-timed alternately so that machine noise hits all alike), compile time, peak
+implementation): samples/s (median of --repeats timings of --steps steps, with their min and
+max; the JAX implementations timed alternately in this process so that machine noise hits all
+alike, each PyTorch one in a fresh process of its own, since PyTorch's and XLA's thread pools
+slow each other down in one process), compile time, peak
 temporary memory (JAX: compiled.memory_analysis()), and the step's GFLOP/s as a fraction of a large
 matmul measured in the same run. Writes DIR/bench.json and DIR/throughput.png.
 """
@@ -14,6 +16,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import jax
@@ -22,6 +26,7 @@ import numpy as np
 import optax
 
 import jaxnn as nn
+from bench_io import spread, write_json
 from jaxnn import train
 
 MLP_SIZES = [784, 512, 512, 10]
@@ -223,6 +228,24 @@ def prepare_torch(name, batch, compiled, dtype="float32"):
     return run, compile_s, None
 
 
+def torch_in_own_process(model, batch, impl, dtype, steps, repeats):
+    """Time PyTorch's step in a fresh process (this script with --torch-child); returns
+    {"compile_s", "seconds_per_step": [one per repeat]}."""
+    command = [sys.executable, os.path.abspath(__file__), "--torch-child", model, str(batch), impl, dtype]
+    command += ["--steps", str(steps), "--repeats", str(repeats)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
+    time.sleep(1.0)  # let the machine settle after PyTorch's threads
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def torch_child(model, batch, impl, dtype, steps, repeats):
+    run, compile_s, _ = prepare_torch(model, int(batch), impl == "torch-compile", dtype)
+    seconds = [timeit(run, steps, 1) for _ in range(repeats)]
+    print(json.dumps({"compile_s": compile_s, "seconds_per_step": seconds}))
+
+
 def matmul_peak(dtype=jnp.float32):
     n = 4096 if jax.default_backend() != "cpu" else 2048
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
@@ -288,7 +311,10 @@ def main():
     )
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--torch-child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.torch_child:
+        return torch_child(*args.torch_child, args.steps, args.repeats)
     os.makedirs(args.out, exist_ok=True)
     if args.dtypes is None:
         args.dtypes = ["float32"] + (["bfloat16"] if jax.default_backend() != "cpu" else [])
@@ -303,42 +329,33 @@ def main():
         }
         for dtype, batch in [(d, b) for d in args.dtypes for b in args.batch_sizes]:
             key = jax.random.PRNGKey(0)
-            rows, times = [], {}
-            # JAX implementations first, timed alternately; then PyTorch's, alike. PyTorch's CPU
-            # threads spin on after each call and slow whatever runs next in the process, so the
-            # two groups are never interleaved, and a pause follows the PyTorch group.
-            jax_impls = [i for i in args.impls if not i.startswith("torch")]
-            torch_impls = [i for i in args.impls if i.startswith("torch")]
-            for group in (jax_impls, torch_impls):
-                runners = {}
-                for impl in group:
-                    if (
-                        impl == "torch-compile"
-                        and args.compile_batches is not None
-                        and batch not in args.compile_batches
-                    ):
+            rows, times, runners = [], {}, {}
+            # The JAX implementations share this process and are timed alternately. PyTorch runs
+            # in a process of its own (each peer alone): its CPU threads spin on after each call
+            # and slow whatever runs next, and XLA's threads slow it in turn.
+            for impl in args.impls:
+                skip = args.compile_batches is not None and batch not in args.compile_batches
+                if impl == "torch-compile" and skip:
+                    continue
+                row = {"model": model, "batch": batch, "impl": impl, "dtype": dtype}
+                rows.append(row)
+                try:
+                    if impl.startswith("torch"):
+                        found = torch_in_own_process(model, batch, impl, dtype, args.steps, args.repeats)
+                        row["compile_s"], row["temp_bytes"] = found["compile_s"], None
+                        times[impl] = found["seconds_per_step"]
                         continue
-                    row = {"model": model, "batch": batch, "impl": impl, "dtype": dtype}
-                    try:
-                        if impl.startswith("torch"):
-                            run, comp, temp = prepare_torch(model, batch, impl == "torch-compile", dtype)
-                        else:
-                            make = flax_impl(model) if impl == "flax" else makers[impl]
-                            step, state, shape = make(batch, key, jnp.dtype(dtype))
-                            x = jax.random.uniform(key, (batch,) + shape).astype(dtype)
-                            y = jax.random.randint(key, (batch,), 0, 10)
-                            run, comp, temp = prepare_jax_step(step, state, x, y)
-                        runners[impl] = run
-                        row.update(compile_s=comp, temp_bytes=temp)
-                    except Exception as e:  # a peer not installed, or failing on this machine: say so
-                        row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                    rows.append(row)
-                order = list(runners)
-                for round_ in range(args.repeats):  # the order rotates each round
-                    for impl in order[round_ % max(1, len(order)) :] + order[: round_ % max(1, len(order))]:
-                        times.setdefault(impl, []).append(timeit(runners[impl], args.steps, 1))
-                if group is torch_impls and runners:
-                    time.sleep(1.0)
+                    make = flax_impl(model) if impl == "flax" else makers[impl]
+                    step, state, shape = make(batch, key, jnp.dtype(dtype))
+                    x = jax.random.uniform(key, (batch,) + shape).astype(dtype)
+                    y = jax.random.randint(key, (batch,), 0, 10)
+                    runners[impl], row["compile_s"], row["temp_bytes"] = prepare_jax_step(step, state, x, y)
+                except Exception as e:  # a peer not installed, or failing on this machine: say so
+                    row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            order = list(runners)
+            for round_ in range(args.repeats):  # the order rotates each round
+                for impl in order[round_ % max(1, len(order)) :] + order[: round_ % max(1, len(order))]:
+                    times.setdefault(impl, []).append(timeit(runners[impl], args.steps, 1))
             for row in rows:
                 if row["impl"] in times:
                     sec = float(np.median(times[row["impl"]]))
@@ -346,13 +363,13 @@ def main():
                     row.update(
                         samples_per_s=batch / sec,
                         ms_per_step=1e3 * sec,
+                        ms_per_step_spread={k: 1e3 * v for k, v in spread(times[row["impl"]]).items()},
                         gflops=gflops,
                         fraction_of_matmul_peak=gflops / peaks[dtype],
                     )
                 result["rows"].append(row)
                 print(json.dumps(row), flush=True)
-    with open(os.path.join(args.out, "bench.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(os.path.join(args.out, "bench.json"), result)
     plot(result, os.path.join(args.out, "throughput.png"))
     print(f"-> {args.out}")
 

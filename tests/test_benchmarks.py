@@ -25,6 +25,7 @@ def test_benchmark_suite_smoke(tmp_path):
         "--impls",
         "jaxnn-manual",
         "jax-optax",
+        "torch-eager",
         "no-such-impl",
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
@@ -32,5 +33,8 @@ def test_benchmark_suite_smoke(tmp_path):
     rows = {r["impl"]: r for r in result["rows"]}
     assert rows["jaxnn-manual"]["samples_per_s"] > 0 and rows["jax-optax"]["samples_per_s"] > 0
     assert rows["jaxnn-manual"]["temp_bytes"] is not None and "error" in rows["no-such-impl"]
+    # PyTorch (timed in a process of its own) where installed, else an error row saying why
+    assert rows["torch-eager"].get("samples_per_s", 0) > 0 or "error" in rows["torch-eager"]
+    assert rows["jax-optax"]["ms_per_step_spread"]["min"] <= rows["jax-optax"]["ms_per_step"]
     assert result["machine"]["jax"] and result["matmul_gflops"]["float32"] > 0
     assert (tmp_path / "throughput.png").stat().st_size > 1000
