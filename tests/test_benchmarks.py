@@ -38,3 +38,20 @@ def test_benchmark_suite_smoke(tmp_path):
     assert rows["jax-optax"]["ms_per_step_spread"]["min"] <= rows["jax-optax"]["ms_per_step"]
     assert result["machine"]["jax"] and result["matmul_gflops"]["float32"] > 0
     assert (tmp_path / "throughput.png").stat().st_size > 1000
+
+
+def test_tables_are_printed_from_the_committed_results():
+    """benchmarks/tables.py regenerates the README's measured tables from the committed JSON."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "tables.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    results = os.path.join(ROOT, "benchmarks", "results", "cpu")
+    speed = json.load(open(os.path.join(results, "mnist_speed.json")))
+    assert f"| {speed['speedup_over_reference']:.1f}x |" in out
+    step = json.load(open(os.path.join(results, "cnn_step.json")))
+    assert f"| {step['rows']['jaxnn']['samples_per_s']:,.0f} |" in out
+    assert "not found" not in out.split("## CNN step")[1], out
