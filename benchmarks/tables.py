@@ -100,22 +100,28 @@ def compile_cache(result):
 
 
 def recipe_search(lines):
+    """benchmarks/recipe_search.py's lines: one row per recipe (its settings as columns), the
+    accuracies of its seeds, the lowest, and the median train s (compilation included)."""
     runs = defaultdict(list)
     for line in lines:
         runs[json.dumps(line["cfg"], sort_keys=True)].append(line)
+    keys = list(dict.fromkeys(k for key in runs for k in json.loads(key)))
     rows = []
     for key, found in runs.items():
         cfg = json.loads(key)
+        settings = [
+            ", ".join(map(str, v)) if isinstance(v, list) else v for v in (cfg.get(k, "") for k in keys)
+        ]
+        accuracies = [r["acc"] for r in found]
         rows.append(
-            [
-                ", ".join(map(str, cfg["channels"])),
-                "yes" if cfg.get("bn") else "no",
-                cfg["epochs"],
-                ", ".join(f"{100 * r['acc']:.2f}%" for r in found),
+            settings
+            + [
+                ", ".join(f"{100 * a:.2f}%" for a in accuracies),
+                f"{100 * min(accuracies):.2f}%",
                 f"{np.median([r['secs'] for r in found]):.1f}",
             ]
         )
-    return markdown(["channels", "BatchNorm", "epochs", "seeds", "train s (median)"], rows)
+    return markdown(keys + ["seeds", "lowest", "train s (median)"], rows)
 
 
 def resnet(folders):
@@ -155,9 +161,19 @@ def main():
         ("training-step suite (benchmarks/run.py)", suite, "bench.json"),
         ("CNN step against PyTorch (benchmarks/cnn_step.py)", cnn_step, "cnn_step.json"),
         ("time to accuracy (benchmarks/mnist_speed.py)", mnist_speed, "mnist_speed.json"),
+        ("same, both sides warm (--warm)", mnist_speed, "mnist_speed_warm.json"),
         ("same, bfloat16", mnist_speed, "mnist_speed_bf16.json"),
         ("warm starts (benchmarks/compile_cache.py)", compile_cache, "compile_cache.json"),
-        ("CNN recipe search (benchmarks/cnn_recipe_search.py)", recipe_search, "cnn_recipe_search.jsonl"),
+        (
+            "MLP recipe search (benchmarks/recipe_search.py --model mlp)",
+            recipe_search,
+            "mlp_recipe_search.jsonl",
+        ),
+        (
+            "CNN recipe search (benchmarks/recipe_search.py --model cnn)",
+            recipe_search,
+            "cnn_recipe_search.jsonl",
+        ),
     ]
     for title, make, name in tables:
         found = read(name)

@@ -137,7 +137,7 @@ def write_metrics(folder, metrics):
 # the default recipe of each model of the zoo (jaxnn.models), chosen by measurement (README)
 MODELS = {
     "linear": dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle"),
-    "mlp": dict(epochs=3, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=256),
+    "mlp": dict(epochs=3, batch_size=256, optimizer="adam", lr=6e-3, schedule="onecycle", width=256),
     "cnn": dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", dropout=0.3),
     "lstm": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
     "gru": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
