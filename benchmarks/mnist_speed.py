@@ -114,7 +114,9 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--repeats", type=int, default=3, help="runs of the reference")
     p.add_argument("--model", default="mlp", choices=sorted(MODELS))
-    p.add_argument("--precision", default="float32", choices=[*nn.precision.PRECISIONS, *nn.precision.ALIASES])
+    p.add_argument(
+        "--precision", default="float32", choices=[*nn.precision.PRECISIONS, *nn.precision.ALIASES]
+    )
     p.add_argument(
         "--warm",
         action="store_true",
