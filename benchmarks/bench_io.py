@@ -17,3 +17,26 @@ def write_json(path, result):
 def spread(values):
     """{"median", "min", "max"} of repeated measurements, as the README reports them."""
     return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+
+
+def fit_quietly(model, input_shape, ds, epochs, batch_size, opt, seed):
+    """train.fit on ds's (x_train, y_train, x_test, y_test) with softmax cross-entropy, no progress
+    bar and no per-epoch evaluation (the test accuracy after the last epoch only), as the
+    time-to-accuracy benchmarks run it; returns fit's history."""
+    import jax  # noqa: PLC0415
+
+    import jaxnn as nn  # noqa: PLC0415
+    from jaxnn import train  # noqa: PLC0415
+
+    return train.fit(
+        model,
+        nn.losses.softmax_cross_entropy,
+        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        epochs=epochs,
+        batch_size=batch_size,
+        opt=opt,
+        key=jax.random.PRNGKey(seed),
+        input_shape=input_shape,
+        progress=False,
+        eval_every_epoch=False,
+    )[1]

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 import jaxnn as nn
-from bench_io import spread, write_json
+from bench_io import fit_quietly, spread, write_json
 from jaxnn import data, train
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
@@ -88,18 +88,7 @@ def jaxnn_default(ds, seed=0, name="mlp", precision="float32"):
     model = nn.mixed_precision(model, precision)
     steps = recipe["epochs"] * (len(ds.x_train) // recipe["batch_size"])
     opt = train.optimizer(recipe["optimizer"], recipe["lr"], recipe["schedule"], steps)
-    _, history = train.fit(
-        model,
-        nn.losses.softmax_cross_entropy,
-        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-        epochs=recipe["epochs"],
-        batch_size=recipe["batch_size"],
-        opt=opt,
-        key=jax.random.PRNGKey(seed),
-        input_shape=input_shape,
-        progress=False,
-        eval_every_epoch=False,
-    )
+    history = fit_quietly(model, input_shape, ds, recipe["epochs"], recipe["batch_size"], opt, seed)
     return {
         "seed": seed,
         "test_accuracy": history["epochs"][-1]["test_accuracy"],

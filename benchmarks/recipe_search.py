@@ -12,9 +12,8 @@ benchmarks/results/cpu/{cnn,mlp}_recipe_search.jsonl.
 import argparse
 import json
 
-import jax
-
 import jaxnn as nn
+from bench_io import fit_quietly
 from jaxnn import data, train
 
 RECIPES = {
@@ -47,18 +46,7 @@ def main():
         for seed in args.seeds:
             model, shape = build(args.model, cfg)
             opt = train.optimizer("adam", cfg["lr"], "onecycle", cfg["epochs"] * (60000 // cfg["batch"]))
-            _, history = train.fit(
-                model,
-                nn.losses.softmax_cross_entropy,
-                (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-                epochs=cfg["epochs"],
-                batch_size=cfg["batch"],
-                opt=opt,
-                key=jax.random.PRNGKey(seed),
-                input_shape=shape,
-                progress=False,
-                eval_every_epoch=False,
-            )
+            history = fit_quietly(model, shape, ds, cfg["epochs"], cfg["batch"], opt, seed)
             row = dict(cfg=cfg, seed=seed, acc=round(history["epochs"][-1]["test_accuracy"], 4))
             row.update(secs=round(history["train_seconds"], 1), compile=round(history["compile_seconds"], 2))
             print(json.dumps(row), flush=True)
