@@ -40,9 +40,10 @@ def start_process(coordinator, num_processes, process_id, timeout=300):
     num_processes processes, with the same coordinator "HOST:PORT" (process 0's host) and this
     process's id in [0, num_processes). On CPUs the collectives run over gloo.
 
-    Process 0 serves the coordinator at PORT; the others first wait up to `timeout` seconds for it
-    to answer, and fail with an Error if it does not (JAX itself would abort the process). Process 0
-    waits up to `timeout` seconds for the others; if they never come, JAX aborts it.
+    Before JAX joins them, the processes meet on PORT with plain TCP, so that one that waits in
+    vain ends with an Error instead of JAX aborting it with a C++ stack trace: process 0 listens
+    and waits up to `timeout` seconds for each other process to knock once; the others knock until
+    process 0 answers, for up to `timeout` seconds. Then process 0 serves JAX's coordinator on PORT.
     """
     if num_processes < 1 or not 0 <= process_id < num_processes:
         raise InputError(f"process id {process_id} is not in [0, {num_processes})")
@@ -50,16 +51,18 @@ def start_process(coordinator, num_processes, process_id, timeout=300):
     if not timeout > 0:
         raise InputError(f"timeout must be > 0 seconds, got {timeout}")
     if process_id == 0:
-        _check_port_free(coordinator, port)
+        _wait_for_peers(coordinator, port, num_processes - 1, timeout)
     else:
         _wait_for_coordinator(host, port, timeout)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # the others may knock long before the last one does: their JAX wait spans process 0's
+    join_timeout = timeout if process_id == 0 else 2 * timeout
     try:
         jax.distributed.initialize(
             coordinator,
             num_processes=num_processes,
             process_id=process_id,
-            initialization_timeout=max(1, round(timeout)),
+            initialization_timeout=max(1, round(join_timeout)),
         )
     except jax.errors.JaxRuntimeError as e:  # process 0: the port was taken after the check
         raise Error(f"could not serve the coordinator at {coordinator} ({e}); is the port in use?") from None
@@ -72,18 +75,34 @@ def _host_port(coordinator):
     return host, int(port)
 
 
-def _check_port_free(coordinator, port):
-    """Process 0 serves on every address at `port` (as JAX binds it): fail clearly if it is taken
-    (JAX itself can crash after failing to bind)."""
+def _wait_for_peers(coordinator, port, peers, timeout):
+    """Process 0: listen on every address at `port` (as JAX binds it) until `peers` connections have
+    come (each other process knocks once, in _wait_for_coordinator), then close, freeing the port
+    for JAX's coordinator. Fails clearly if the port is taken or the others do not all come."""
     family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
-    with socket.socket(family) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+    with socket.socket(family) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
         try:
-            probe.bind(("", port))
+            listener.bind(("", port))
         except OSError as e:
             raise Error(
                 f"could not serve the coordinator at {coordinator}: port {port} is in use ({e.strerror or e})"
             ) from None
+        listener.listen(max(1, peers))
+        deadline = time.monotonic() + timeout
+        arrived = 0
+        while arrived < peers:
+            listener.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                raise Error(
+                    f"only {arrived} of the {peers} other processes reached the coordinator "
+                    f"{coordinator} within {timeout:g} s: start each with the same --coordinator "
+                    f"and --num-processes {peers + 1}, and a --process-id in 1..{peers}"
+                ) from None
+            connection.close()
+            arrived += 1
 
 
 def _wait_for_coordinator(host, port, timeout):

@@ -510,6 +510,14 @@ def test_cli_coordinator_that_never_answers():
     _cli_error(out, "could not reach the coordinator", f"localhost:{port}", "within 1 s")
 
 
+def test_cli_process_0_whose_peers_never_come():
+    """Process 0 waits --join-timeout for the others, then ends with one error line, instead of JAX
+    aborting it with a C++ stack trace."""
+    port = _free_port()
+    out = _cli("--coordinator", f"localhost:{port}", "--num-processes", "3", "--join-timeout", "1")
+    _cli_error(out, "only 0 of the 2 other processes reached the coordinator", "within 1 s")
+
+
 def test_cli_coordinator_port_taken():
     """Process 0 cannot serve on a port another program holds: one error line."""
     with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as holder:
