@@ -22,6 +22,13 @@ RECIPES = {
         dict(channels=(32, 64), epochs=2, batch=128, lr=3e-3, bn=True),
         dict(channels=(16, 32), epochs=3, batch=128, lr=3e-3, bn=True),
         dict(channels=(16, 32), epochs=3, batch=128, lr=3e-3),
+        dict(channels=(16, 32), epochs=3, batch=128, lr=6e-3, bn=True),
+        dict(channels=(16, 32), epochs=3, batch=128, lr=6e-3),
+        dict(channels=(16, 32), epochs=3, batch=256, lr=6e-3),
+        dict(channels=(16, 32), epochs=3, batch=256, lr=8e-3, bn=True),
+        dict(channels=(24, 48), epochs=2, batch=128, lr=4e-3),
+        dict(channels=(16, 32), epochs=3, batch=128, lr=8e-3),
+        dict(channels=(16, 32), epochs=3, batch=128, lr=1e-2),
     ],
     "mlp": [dict(width=256, epochs=3, batch=256, lr=lr) for lr in (3e-3, 5e-3, 6e-3)]
     + [dict(width=256, epochs=3, batch=512, lr=lr) for lr in (8e-3, 1.2e-2)]
@@ -40,9 +47,15 @@ def main():
     p.add_argument("--data-dir", default=None)
     p.add_argument("--model", default="cnn", choices=sorted(RECIPES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--recipes", type=int, nargs="+", default=None, help="which (0-based) of the model's list")
     args = p.parse_args()
+    recipes = RECIPES[args.model]
+    if args.recipes is not None:
+        if not all(0 <= i < len(recipes) for i in args.recipes):
+            p.error(f"--recipes: {args.model} has recipes 0..{len(recipes) - 1}")
+        recipes = [recipes[i] for i in args.recipes]
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
-    for cfg in RECIPES[args.model]:
+    for cfg in recipes:
         for seed in args.seeds:
             model, shape = build(args.model, cfg)
             opt = train.optimizer("adam", cfg["lr"], "onecycle", cfg["epochs"] * (60000 // cfg["batch"]))

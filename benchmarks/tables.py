@@ -129,16 +129,22 @@ def resnet(folders):
     for folder in folders:
         m = json.load(open(os.path.join(folder, "metrics.json")))
         epochs = [e["seconds"] for e in m["history"]]
+        cfg = m["config"]
         rows.append(
             [
-                f"{m['config']['dataset']}, {m['epochs']}",
+                f"{cfg['dataset']}, {m['epochs']}",
+                m["model"].removeprefix("resnet(").split("]")[0] + "]",
+                f"{cfg['weight_decay']:g}",
                 f"{100 * m['test_accuracy']:.2f}%",
                 f"{m['train_seconds']:.0f} (epochs {min(epochs):.0f}-{max(epochs):.0f} s, "
                 f"median {np.median(epochs):.0f})",
                 os.path.relpath(folder),
             ]
         )
-    return markdown(["dataset, epochs", "test accuracy", "train s (compilation incl.)", "raw results"], rows)
+    return markdown(
+        ["dataset, epochs", "channels", "L2", "test accuracy", "train s (compilation incl.)", "raw results"],
+        rows,
+    )
 
 
 def main():
@@ -163,6 +169,7 @@ def main():
         ("time to accuracy (benchmarks/mnist_speed.py)", mnist_speed, "mnist_speed.json"),
         ("same, both sides warm (--warm)", mnist_speed, "mnist_speed_warm.json"),
         ("same, bfloat16", mnist_speed, "mnist_speed_bf16.json"),
+        ("CNN time to 99.3% (--model cnn)", mnist_speed, "mnist_speed_cnn.json"),
         ("warm starts (benchmarks/compile_cache.py)", compile_cache, "compile_cache.json"),
         (
             "MLP recipe search (benchmarks/recipe_search.py --model mlp)",

@@ -2,8 +2,8 @@
 
     python experiments/cnn_figures.py --data-dir ../shared/data/mnist [--epochs 2] [--out DIR]
 
-Trains the `--model cnn` of experiments/train.py for --epochs, then writes filters.png,
-feature_maps.png (the ReLU outputs of the first conv layer) and metrics.json.
+Trains the CNN of experiments/train.py (its earlier 32-64-channel recipe) for --epochs, then
+writes filters.png, feature_maps.png (the ReLU outputs of the first conv layer) and metrics.json.
 """
 
 import argparse
@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 import jaxnn as nn
-from common import MODELS, build_model, cli, out_dir, parser, write_metrics
+from common import CNN_10_EPOCHS, build_model, cli, out_dir, parser, write_metrics
 from jaxnn import data, plots, train
 
 
@@ -23,7 +23,7 @@ def main():
     args = p.parse_args()
     folder = out_dir(args.out, "cnn_figures")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
-    recipe = MODELS["cnn"]
+    recipe = CNN_10_EPOCHS  # 32-64 channels
     model, shape = build_model("cnn", 10, (28, 28, 1), argparse.Namespace(dropout=recipe["dropout"]))
     opt = train.optimizer("adam", recipe["lr"], recipe["schedule"], args.epochs * (60000 // 128))
     state, history = train.fit(

@@ -138,7 +138,15 @@ def write_metrics(folder, metrics):
 MODELS = {
     "linear": dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle"),
     "mlp": dict(epochs=3, batch_size=256, optimizer="adam", lr=6e-3, schedule="onecycle", width=256),
-    "cnn": dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", dropout=0.3),
+    "cnn": dict(
+        epochs=3,
+        batch_size=128,
+        optimizer="adam",
+        lr=6e-3,
+        schedule="onecycle",
+        dropout=0.0,
+        channels=(16, 32),
+    ),
     "lstm": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
     "gru": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
     "rnn": dict(epochs=8, batch_size=128, optimizer="adam", lr=1e-3, schedule="onecycle", width=128),
@@ -152,6 +160,10 @@ MODELS = {
         augment=True,
     ),
 }
+
+# the CNN's earlier default (32-64 channels, Dropout 0.3, 10 epochs: 99.46% on MNIST), which
+# batchnorm.py and cnn_figures.py keep so that the README's numbers from them stay reproducible
+CNN_10_EPOCHS = dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", dropout=0.3)
 
 # datasets whose labels survive a left-right mirror (clothes do; digits do not)
 FLIP_KEEPS_LABEL = ("fashion_mnist",)

@@ -4,8 +4,9 @@
                                 [--epochs N] [--batch-size B] [--seed S] [--grad manual|autodiff]
                                 [--out DIR] [--resume | --overwrite] [--checkpoint-every SECONDS]
 
-Defaults: the MLP 784-256-256-10 (ReLU), Adam with a one-cycle schedule peaking at 3e-3, batch 128,
-3 epochs: the recipe chosen by measurement (README, "Speed"). Writes into --out (default
+Defaults: the MLP 784-256-256-10 (ReLU), Adam with a one-cycle schedule peaking at 6e-3, batch 256,
+3 epochs: the recipe chosen by measurement (README, "Speed"); each --model has its own recipe
+(experiments/common.py, MODELS). Writes into --out (default
 results/<run name>/): metrics.json, curves.png and checkpoint.npz.
 """
 
