@@ -32,7 +32,10 @@ RECIPES = {
     ],
     "mlp": [dict(width=256, epochs=3, batch=256, lr=lr) for lr in (3e-3, 5e-3, 6e-3)]
     + [dict(width=256, epochs=3, batch=512, lr=lr) for lr in (8e-3, 1.2e-2)]
-    + [dict(width=192, epochs=3, batch=256, lr=6e-3)],
+    + [dict(width=192, epochs=3, batch=256, lr=6e-3)]
+    + [dict(width=256, epochs=2, batch=256, lr=lr) for lr in (6e-3, 8e-3)]
+    + [dict(width=384, epochs=2, batch=256, lr=6e-3), dict(width=512, epochs=2, batch=256, lr=5e-3)]
+    + [dict(width=256, epochs=2, batch=128, lr=4e-3)],
 }
 
 
