@@ -84,6 +84,12 @@ def test_resnet_trains_with_augmentation(data_root, tmp_path):
     first, last = metrics["history"]
     assert last["train_loss"] < first["train_loss"] and last["train_accuracy"] > 0.4
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] == metrics["test_loss"]  # not NaN
+    # evaluate.py restores the run from its folder: its one-view accuracy is train.py's (to one
+    # image of 10,000: a near-tie may fall the other way outside the scan)
+    out = _run("evaluate.py", str(tmp_path), "--flip").stdout
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert abs(evaluation["test_accuracy"] - metrics["test_accuracy"]) <= 1e-4, (evaluation, metrics)
+    assert 0.0 <= evaluation["test_accuracy_flip_averaged"] <= 1.0 and "flip_averaged" in out
 
 
 @pytest.mark.slow
