@@ -194,9 +194,13 @@ def init_ensemble(model, opt, keys, input_shape):
     return jax.vmap(lambda k: init_state(model, opt, k, input_shape))(keys)
 
 
-def make_evaluate(model, loss, input_shape, batch_size=1000):
+def make_evaluate(model, loss, input_shape, batch_size=1000, flip=False):
     """evaluate(params, images, labels, model_state=None) -> (mean loss, accuracy) over the whole set,
     in evaluation mode (train=False: BatchNorm uses the running statistics of model_state).
+
+    flip=True: test-time flip averaging for images (input_shape (H, W, C)): the model sees each
+    image and its left-right mirror, and the loss and accuracy are those of log(mean of the two
+    softmax outputs), logits whose softmax is that mean.
 
     The arrays are checked first (outside jit: lengths, shapes, finiteness, label range, not empty).
     Whole batches run under one `lax.scan`; a last, partial batch runs once after it. Each batch's
@@ -205,10 +209,21 @@ def make_evaluate(model, loss, input_shape, batch_size=1000):
     check_positive_int("batch_size", batch_size)
     input_shape = tuple(input_shape)
     classes = output_classes(model, input_shape)
+    if flip and len(input_shape) != 3:
+        raise InputError(f"flip=True needs images (H, W, C), not inputs of shape {input_shape}")
+
+    def outputs(params, model_state, x):
+        out = model.apply(params, x, state=model_state, train=False)
+        return out if model_state is None else out[0]
 
     def totals(params, model_state, images, labels):
-        out = model.apply(params, to_inputs(images, input_shape), state=model_state, train=False)
-        out = out if model_state is None else out[0]
+        x = to_inputs(images, input_shape)
+        out = outputs(params, model_state, x)
+        if flip:
+            mirrored = outputs(params, model_state, x[:, :, ::-1])
+            # log((softmax(a) + softmax(b)) / 2) from the log-softmaxes: finite where a softmax underflows
+            log_p = [jax.nn.log_softmax(o.astype(jnp.float32)) for o in (out, mirrored)]
+            out = jnp.logaddexp(*log_p) - jnp.log(2.0)
         return loss(out, labels) * labels.shape[0], jnp.sum(jnp.argmax(out, 1) == labels)
 
     def run(params, images, labels, model_state):

@@ -103,6 +103,19 @@ def test_evaluate_counts_a_partial_last_batch():
     np.testing.assert_allclose(acc, np.mean(np.argmax(logits, 1) == y))
 
 
+def test_evaluate_with_flip_averages_the_softmax_of_each_image_and_its_mirror():
+    model = nn.serial(nn.Conv2D(2, (2, 2)), nn.Flatten(), nn.Dense(3))
+    _, params = model.init(jax.random.PRNGKey(0), (4, 4, 1))
+    x = np.random.default_rng(0).normal(size=(5, 4, 4, 1)).astype(np.float32)
+    y = np.array([0, 1, 2, 1, 0], np.int32)
+    loss, acc = train.make_evaluate(model, LOSS, (4, 4, 1), batch_size=2, flip=True)(params, x, y)
+    p = (jax.nn.softmax(model.apply(params, x)) + jax.nn.softmax(model.apply(params, x[:, :, ::-1]))) / 2
+    np.testing.assert_allclose(loss, -np.mean(np.log(p[np.arange(5), y])), rtol=1e-5)
+    np.testing.assert_allclose(acc, np.mean(np.argmax(p, 1) == y))
+    with pytest.raises(nn.InputError, match="flip=True needs images"):
+        train.make_evaluate(nn.Dense(3), LOSS, (2,), flip=True)
+
+
 @pytest.mark.parametrize("name", train.OPTIMIZERS)
 def test_every_optimizer_trains(name):
     ds, arrays = _blobs()
