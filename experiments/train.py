@@ -60,6 +60,14 @@ def parse_args(argv=None):
         help="random 2-pixel translations (and left-right flips on fashion_mnist) inside the jitted "
         "step; images models only (default: the recipe's, on for resnet)",
     )
+    p.add_argument(
+        "--erase",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="with --augment, also erase a random rectangle of each training image with probability P "
+        "(random erasing; default 0)",
+    )
     p.add_argument("--width", type=positive(int), default=None, help="hidden width of the MLP")
     p.add_argument("--activation", default="relu", help=f"one of {', '.join(nn.activations.names())}")
     p.add_argument(
@@ -138,6 +146,8 @@ def parse_args(argv=None):
         p.error(f"--channels applies to --model cnn or resnet, not {args.model}")
     if args.augment and args.model not in IMAGE_MODELS:
         p.error(f"--augment applies to the image models ({', '.join(IMAGE_MODELS)}), not {args.model}")
+    if not 0 <= args.erase <= 1:
+        p.error(f"--erase is a probability in [0, 1], got {args.erase}")
     if args.weight_decay is not None and not args.weight_decay >= 0:
         p.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if args.dropout is not None and not 0 <= args.dropout < 1:
@@ -169,6 +179,8 @@ def parse_args(argv=None):
     if args.width is None:
         args.width = 256
     args.batchnorm = bool(args.batchnorm)
+    if args.erase and not args.augment:
+        p.error("--erase needs --augment (random erasing is part of the augmentation)")
     return args
 
 
@@ -220,6 +232,7 @@ def main(argv=None):
             )
     print = builtins.print if parallel.is_main_process() else (lambda *a, **k: None)  # process 0 speaks
     model_name = args.model + ("-bn" if args.batchnorm else "") + ("-aug" if args.augment else "")
+    model_name += f"-erase{args.erase:g}" if args.erase else ""
     model_name += "" if args.precision == "float32" else "-bf16"
     run_name = f"{args.dataset.replace(':', '_')}-{model_name}-{args.grad}-seed{args.seed}"
     folder = out_dir(args.out, run_name)
@@ -245,7 +258,7 @@ def main(argv=None):
     opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps, weight_decay=args.weight_decay)
     augment = None
     if args.augment:
-        augment = nn.augment.augmentation(shift=2, flip=args.dataset in FLIP_KEEPS_LABEL)
+        augment = nn.augment.augmentation(shift=2, flip=args.dataset in FLIP_KEEPS_LABEL, erase=args.erase)
     print(
         f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "
         f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "

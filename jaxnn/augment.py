@@ -1,11 +1,14 @@
-"""Data augmentation on the device, inside the jitted training step: random translations and
-horizontal flips of a batch of images (batch, H, W, C), each example drawing its own.
+"""Data augmentation on the device, inside the jitted training step: random translations,
+horizontal flips and random erasing of a batch of images (batch, H, W, C), each example drawing its
+own.
 
-    augment = augmentation(shift=2, flip=True)      # a function (key, images) -> images
+    augment = augmentation(shift=2, flip=True, erase=0.5)   # a function (key, images) -> images
     x = augment(key, x)
 
 Flip only where a mirror image keeps the label (clothes: yes; digits: no, a mirrored 2 is no 2).
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -32,21 +35,55 @@ def random_flip(key, x):
     return jnp.where(flip, x[:, :, ::-1], x)
 
 
-def augmentation(shift=2, flip=False):
+def random_erase(key, x, p, area=(0.02, 0.4), aspect=(0.3, 3.3)):
+    """Random erasing (Zhong et al., 2020): with probability p, fill one rectangle of each image with
+    uniform noise in [0, 1]. The rectangle covers a fraction of the image drawn uniformly from `area`,
+    its height/width ratio is drawn log-uniformly from `aspect`, and its place uniformly among those
+    that fit. A side longer than the image is cut to the image (the paper draws again instead)."""
+    n, h, w, _ = x.shape
+    keys = jax.random.split(key, 6)
+    erase = jax.random.bernoulli(keys[0], p, (n,))
+    pixels = jax.random.uniform(keys[1], (n,), minval=area[0], maxval=area[1]) * (h * w)
+    ratio = jnp.exp(jax.random.uniform(keys[2], (n,), minval=math.log(aspect[0]), maxval=math.log(aspect[1])))
+    height = jnp.clip(jnp.round(jnp.sqrt(pixels * ratio)), 1, h).astype(jnp.int32)
+    width = jnp.clip(jnp.round(jnp.sqrt(pixels / ratio)), 1, w).astype(jnp.int32)
+    top = jax.random.randint(keys[3], (n,), 0, h - height + 1)  # randint's maxval is exclusive
+    left = jax.random.randint(keys[4], (n,), 0, w - width + 1)
+    rows = jnp.arange(h)[None, :, None]
+    cols = jnp.arange(w)[None, None, :]
+    inside = (
+        (rows >= top[:, None, None])
+        & (rows < (top + height)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + width)[:, None, None])
+    )
+    mask = (inside & erase[:, None, None])[..., None]  # (n, h, w, 1)
+    noise = jax.random.uniform(keys[5], x.shape, x.dtype)
+    return jnp.where(mask, noise, x)
+
+
+def augmentation(shift=2, flip=False, erase=0.0):
     """(key, images) -> images: random translation by up to `shift` pixels, then (flip=True) a
-    random left-right mirror."""
+    random left-right mirror, then (erase > 0) random erasing of a rectangle with probability
+    `erase`."""
     if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
         raise InputError(f"augmentation: shift must be an int >= 0 pixels, got {shift!r}")
+    if isinstance(erase, bool) or not isinstance(erase, (int, float)) or not 0 <= erase <= 1:
+        raise InputError(f"augmentation: erase must be a probability in [0, 1], got {erase!r}")
 
     def augment(key, x):
         if jnp.ndim(x) != 4:
             raise InputError(f"augmentation: expected images (batch, H, W, C), got shape {jnp.shape(x)}")
-        shift_key, flip_key = jax.random.split(key)
+        shift_key, flip_key = jax.random.split(key)  # as before erasing came, so old runs replay
         if shift:
             x = random_shift(shift_key, x, shift)
         if flip:
             x = random_flip(flip_key, x)
+        if erase:
+            x = random_erase(jax.random.fold_in(key, 2), x, erase)
         return x
 
-    augment.description = f"shift {shift}" + (", flip" if flip else "")
+    augment.description = (
+        f"shift {shift}" + (", flip" if flip else "") + (f", erase {erase}" if erase else "")
+    )
     return augment

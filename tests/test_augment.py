@@ -7,7 +7,7 @@ import pytest
 
 import jaxnn as nn
 from jaxnn import train
-from jaxnn.augment import augmentation, random_flip, random_shift
+from jaxnn.augment import augmentation, random_erase, random_flip, random_shift
 
 KEY = jax.random.PRNGKey(0)
 
@@ -49,6 +49,48 @@ def test_random_flip_mirrors_about_half_the_images():
     mirrored = [bool(jnp.array_equal(a[:, ::-1], b)) for a, b in zip(x, y)]
     assert all(s != m for s, m in zip(same, mirrored))
     assert 16 < sum(mirrored) < 48
+
+
+def test_random_erase_fills_one_rectangle_per_erased_image_with_noise_in_range():
+    n, h, w = 400, 12, 10
+    x = jnp.full((n, h, w, 1), -1.0)  # outside [0, 1], so every filled pixel shows
+    y = np.asarray(random_erase(KEY, x, 0.5, area=(0.1, 0.3), aspect=(0.5, 2.0)))[..., 0]
+    erased = y != -1.0
+    hit = erased.any(axis=(1, 2))
+    assert 150 < hit.sum() < 250  # probability 1/2 per image
+    for mask, image in zip(erased[hit], y[hit]):
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        box = np.zeros_like(mask)
+        box[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
+        assert np.array_equal(mask, box), "the erased pixels form one rectangle"
+        assert np.array_equal(rows, np.arange(rows[0], rows[-1] + 1))
+        fraction = mask.sum() / (h * w)
+        assert 0.05 <= fraction <= 0.4  # area 0.1-0.3, give or take the rounding of the sides
+        assert ((image[mask] >= 0) & (image[mask] < 1)).all()
+    assert len({float(m.sum()) for m in erased[hit]}) > 5  # each image draws its own rectangle
+
+
+def test_random_erase_with_probability_0_or_1():
+    x = _images()
+    assert jnp.array_equal(random_erase(KEY, x, 0.0), x)
+    changed = np.asarray(random_erase(KEY, x, 1.0) != x).any(axis=(1, 2, 3))
+    assert changed.all()
+
+
+def test_erasing_leaves_the_shift_and_flip_draws_as_they_were():
+    """Adding erase=0 must not change an augmentation's draws, so earlier runs replay exactly."""
+    x = _images()
+    assert jnp.array_equal(augmentation(shift=2, flip=True)(KEY, x), augmentation(2, True, 0.0)(KEY, x))
+    shifted = augmentation(shift=2, flip=True)(KEY, x)
+    erased = augmentation(shift=2, flip=True, erase=1.0)(KEY, x)
+    same = np.asarray(shifted == erased)
+    assert 0.3 < same.mean() < 1.0  # only the rectangles differ
+
+
+@pytest.mark.parametrize("erase", [-0.1, 1.5, True, "0.5"])
+def test_augmentation_rejects_a_bad_erase_probability(erase):
+    with pytest.raises(nn.InputError, match=r"erase must be a probability in \[0, 1\]"):
+        augmentation(erase=erase)
 
 
 def test_augmentation_is_a_function_of_the_key():

@@ -74,13 +74,25 @@ def test_autoencoder_reconstructs(data_root, tmp_path):
 @pytest.mark.slow
 def test_resnet_trains_with_augmentation(data_root, tmp_path):
     """--model resnet (BatchNorm, projection shortcuts, global average pooling) with its recipe's
-    on-device augmentation, two short epochs on a slice of Fashion-MNIST: the loss falls."""
+    on-device augmentation (and random erasing), two short epochs on a slice of Fashion-MNIST: the
+    loss falls."""
     options = ["--dataset", "fashion_mnist", "--data-dir", f"{data_root}/fashion_mnist", "--model", "resnet"]
-    options += ["--epochs", "2", "--train-size", "2048", "--no-progress", "--out", str(tmp_path)]
+    options += [
+        "--epochs",
+        "2",
+        "--train-size",
+        "2048",
+        "--erase",
+        "0.5",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     result = _run("train.py", *options)
-    assert "augmentation: shift 2, flip" in result.stdout and "GlobalAvgPool" in result.stdout
+    assert "augmentation: shift 2, flip, erase 0.5" in result.stdout and "GlobalAvgPool" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["augment"] is True and metrics["config"]["weight_decay"] == 5e-4
+    assert metrics["config"]["erase"] == 0.5
     first, last = metrics["history"]
     assert last["train_loss"] < first["train_loss"] and last["train_accuracy"] > 0.4
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] == metrics["test_loss"]  # not NaN

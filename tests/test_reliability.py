@@ -441,6 +441,11 @@ CLI = {
     "resume and overwrite": (["--resume", "--overwrite"], "exclude each other"),
     "unknown model": (["--model", "transformer"], "invalid choice"),
     "augmentation of flat images": (["--model", "mlp", "--augment"], "--augment applies to the image models"),
+    "erase probability out of range": (["--model", "resnet", "--erase", "1.5"], "--erase is a probability"),
+    "erasing without augmentation": (
+        ["--model", "resnet", "--no-augment", "--erase", "0.5"],
+        "--erase needs",
+    ),
     "negative weight decay": (["--weight-decay=-1e-4"], "--weight-decay must be >= 0"),
     "many processes without a coordinator": (["--num-processes", "2"], "needs --coordinator"),
     "process id out of range": (
