@@ -130,19 +130,36 @@ def resnet(folders):
         m = json.load(open(os.path.join(folder, "metrics.json")))
         epochs = [e["seconds"] for e in m["history"]]
         cfg = m["config"]
+        evaluation = os.path.join(folder, "evaluation.json")  # experiments/evaluate.py --flip, if run
+        flip = (
+            json.load(open(evaluation)).get("test_accuracy_flip_averaged")
+            if os.path.exists(evaluation)
+            else None
+        )
         rows.append(
             [
                 f"{cfg['dataset']}, {m['epochs']}",
                 m["model"].removeprefix("resnet(").split("]")[0] + "]",
                 f"{cfg['weight_decay']:g}",
+                f"{cfg.get('erase', 0):g}",  # runs from before random erasing had none
                 f"{100 * m['test_accuracy']:.2f}%",
+                "-" if flip is None else f"{100 * flip:.2f}%",
                 f"{m['train_seconds']:.0f} (epochs {min(epochs):.0f}-{max(epochs):.0f} s, "
                 f"median {np.median(epochs):.0f})",
                 os.path.relpath(folder),
             ]
         )
     return markdown(
-        ["dataset, epochs", "channels", "L2", "test accuracy", "train s (compilation incl.)", "raw results"],
+        [
+            "dataset, epochs",
+            "channels",
+            "L2",
+            "erase",
+            "test accuracy",
+            "flip-averaged",
+            "train s (compilation incl.)",
+            "raw results",
+        ],
         rows,
     )
 
