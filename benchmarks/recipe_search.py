@@ -37,7 +37,8 @@ RECIPES = {
     + [dict(width=192, epochs=3, batch=256, lr=6e-3)]
     + [dict(width=256, epochs=2, batch=256, lr=lr) for lr in (6e-3, 8e-3)]
     + [dict(width=384, epochs=2, batch=256, lr=6e-3), dict(width=512, epochs=2, batch=256, lr=5e-3)]
-    + [dict(width=256, epochs=2, batch=128, lr=4e-3)],
+    + [dict(width=256, epochs=2, batch=128, lr=4e-3)]
+    + [dict(width=w, epochs=3, batch=256, lr=lr) for w, lr in ((160, 6e-3), (160, 8e-3), (128, 8e-3))],
 }
 
 
