@@ -176,7 +176,7 @@ MODEL_OPTIONS = {
     "lstm": ("width",),
     "gru": ("width",),
     "rnn": ("width",),
-    "resnet": ("channels",),
+    "resnet": ("channels", "blocks"),
 }
 
 # the models that read images (batch, H, W, C), so that --augment applies

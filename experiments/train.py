@@ -68,6 +68,14 @@ def parse_args(argv=None):
         help="with --augment, also erase a random rectangle of each training image with probability P "
         "(random erasing; default 0)",
     )
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        metavar="EPS",
+        help="train against targets (1 - EPS) one-hot + EPS / classes (test loss: plain cross-entropy)",
+    )
+    p.add_argument("--blocks", type=positive(int), default=None, help="residual blocks per ResNet stage")
     p.add_argument("--width", type=positive(int), default=None, help="hidden width of the MLP")
     p.add_argument("--activation", default="relu", help=f"one of {', '.join(nn.activations.names())}")
     p.add_argument(
@@ -146,6 +154,10 @@ def parse_args(argv=None):
         p.error(f"--channels applies to --model cnn or resnet, not {args.model}")
     if args.augment and args.model not in IMAGE_MODELS:
         p.error(f"--augment applies to the image models ({', '.join(IMAGE_MODELS)}), not {args.model}")
+    if not 0 <= args.label_smoothing < 1:
+        p.error(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
+    if args.blocks and "blocks" not in MODEL_OPTIONS[args.model]:
+        p.error(f"--blocks applies to --model resnet, not {args.model}")
     if not 0 <= args.erase <= 1:
         p.error(f"--erase is a probability in [0, 1], got {args.erase}")
     if args.weight_decay is not None and not args.weight_decay >= 0:
@@ -233,6 +245,7 @@ def main(argv=None):
     print = builtins.print if parallel.is_main_process() else (lambda *a, **k: None)  # process 0 speaks
     model_name = args.model + ("-bn" if args.batchnorm else "") + ("-aug" if args.augment else "")
     model_name += f"-erase{args.erase:g}" if args.erase else ""
+    model_name += f"-ls{args.label_smoothing:g}" if args.label_smoothing else ""
     model_name += "" if args.precision == "float32" else "-bf16"
     run_name = f"{args.dataset.replace(':', '_')}-{model_name}-{args.grad}-seed{args.seed}"
     folder = out_dir(args.out, run_name)
@@ -256,18 +269,21 @@ def main(argv=None):
     if args.optimizer == "adam" and args.weight_decay:
         raise nn.InputError("--weight-decay with --optimizer adam: use --optimizer adamw (decoupled decay)")
     opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps, weight_decay=args.weight_decay)
+    loss = nn.losses.softmax_cross_entropy
+    if args.label_smoothing:
+        loss = nn.losses.smoothed_cross_entropy(args.label_smoothing)
     augment = None
     if args.augment:
         augment = nn.augment.augmentation(shift=2, flip=args.dataset in FLIP_KEEPS_LABEL, erase=args.erase)
     print(
         f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "
         f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
-        f"augmentation: {augment.description if augment else 'none'}, "
+        f"augmentation: {augment.description if augment else 'none'}, loss: {loss.name}, "
         f"on {jax.devices()[0].device_kind}"
     )
     state, history = train.fit(
         model,
-        nn.losses.softmax_cross_entropy,
+        loss,
         (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -281,6 +297,7 @@ def main(argv=None):
         mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
         checkpoint_every=args.checkpoint_every,
         augment=augment,
+        test_loss=nn.losses.softmax_cross_entropy,
     )
     last = history["epochs"][-1]
     metrics = {

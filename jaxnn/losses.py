@@ -24,7 +24,7 @@ from .errors import InputError, InputTypeError
 
 class ClassResiduals(NamedTuple):
     p: Any  # softmax probabilities (batch, classes)
-    onehot: Any  # one-hot labels (NaN rows for labels out of range)
+    onehot: Any  # one-hot labels, or their smoothed targets (NaN rows for labels out of range)
 
 
 class LectureResiduals(NamedTuple):
@@ -102,14 +102,22 @@ def _shifted_logsumexp(logits):
 # --- softmax cross-entropy ------------------------------------------------------------------
 
 
-def _sce_forward(logits, labels):
-    """L = (1/N) sum_i [ logsumexp(z_i) - z_i[y_i] ],  z = logits with the row max subtracted."""
-    _check_class_labels("softmax_cross_entropy", logits, labels)
+def _cross_entropy(name, logits, labels, smoothing=0.0):
+    """-(1/N) sum_i sum_c q_ic log softmax(z_i)_c for targets q (one-hot, or smoothed), with the
+    residuals that the backward needs."""
+    _check_class_labels(name, logits, labels)
     z, lse = _shifted_logsumexp(logits)
     log_p = z - lse
-    onehot = _one_hot(labels, logits.shape[1], logits.dtype)
-    value = -jnp.sum(onehot * log_p) / logits.shape[0]
-    return value, ClassResiduals(jnp.exp(log_p), onehot)
+    target = _one_hot(labels, logits.shape[1], logits.dtype)
+    if smoothing:
+        target = (1 - smoothing) * target + smoothing / logits.shape[1]
+    value = -jnp.sum(target * log_p) / logits.shape[0]
+    return value, ClassResiduals(jnp.exp(log_p), target)
+
+
+def _sce_forward(logits, labels):
+    """L = (1/N) sum_i [ logsumexp(z_i) - z_i[y_i] ],  z = logits with the row max subtracted."""
+    return _cross_entropy("softmax_cross_entropy", logits, labels)
 
 
 def _sce_backward(residuals, g):
@@ -119,6 +127,26 @@ def _sce_backward(residuals, g):
 
 
 softmax_cross_entropy = Loss(_sce_forward, _sce_backward, "softmax_cross_entropy")
+
+
+def smoothed_cross_entropy(smoothing=0.1):
+    """Softmax cross-entropy against label-smoothed targets (Szegedy et al., 2016): a loss like
+    softmax_cross_entropy (integer labels, mean over the batch) whose target for class c is
+    q_c = (1 - smoothing) [c = y] + smoothing / C rather than the one-hot [c = y]. smoothing=0 is
+    softmax_cross_entropy itself."""
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+        raise InputError(f"smoothed_cross_entropy: smoothing must lie in [0, 1), got {smoothing!r}")
+    name = f"smoothed_cross_entropy({smoothing:g})"
+
+    def forward(logits, labels):
+        """q_i = (1 - eps) onehot(y_i) + eps / C;   L = -(1/N) sum_i sum_c q_ic log softmax(z_i)_c."""
+        return _cross_entropy(name, logits, labels, smoothing)
+
+    def backward(residuals, g):
+        """dL/dz_i = g (softmax(z_i) - q_i) / N   (each q_i sums to 1, as a one-hot row does)."""
+        return _sce_backward(residuals, g)
+
+    return Loss(forward, backward, name)
 
 
 # --- the lecture's formula: binary cross-entropy of softmax outputs ---------------------------
@@ -239,6 +267,7 @@ ALL = {
     loss.name: loss
     for loss in (
         softmax_cross_entropy,
+        smoothed_cross_entropy(0.1),  # the family, checked at its usual setting
         softmax_binary_cross_entropy,
         binary_cross_entropy,
         mean_squared_error,

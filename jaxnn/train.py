@@ -359,6 +359,7 @@ def fit(
     mesh=None,
     checkpoint_every=None,
     augment=None,
+    test_loss=None,
 ):
     """Train for `epochs` whole epochs; return (state, history).
 
@@ -374,6 +375,8 @@ def fit(
     A checkpoint that cannot be read is renamed aside (PATH.corrupt-TIME) and reported.
     mesh: data parallelism over its devices (batch_size must divide evenly among them).
     augment: (key, x) -> x applied to every training batch inside the step (jaxnn.augment).
+    test_loss: the loss reported on the test set, when it is not the training loss (e.g. plain
+    softmax_cross_entropy for a model trained with losses.smoothed_cross_entropy).
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
@@ -395,7 +398,7 @@ def fit(
     chunk = chunk_steps(steps, checkpoint_every)
     run = jax.jit(steps_function(model, loss, opt, input_shape, grad, mesh, augment), donate_argnums=0)
     begin = jax.jit(epoch_order, static_argnums=(1, 2))
-    evaluate = make_evaluate(model, loss, input_shape).unchecked  # the test set was checked above
+    evaluate = make_evaluate(model, test_loss or loss, input_shape).unchecked  # test set checked above
     state = init_state(model, opt, key, input_shape)
     order = place(np.zeros((steps, batch_size), np.int32))
     if mesh is not None:

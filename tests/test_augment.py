@@ -135,3 +135,31 @@ def test_fit_applies_the_augmentation_to_the_training_batches():
         runs[name] = state.params
     leaves = zip(jax.tree_util.tree_leaves(runs["plain"]), jax.tree_util.tree_leaves(runs["augmented"]))
     assert any(not jnp.allclose(a, b) for a, b in leaves)
+
+
+def test_fit_reports_the_test_loss_it_is_given():
+    """Trained with label smoothing, fit reports the plain cross-entropy on the test set when asked:
+    the test loss in the history is make_evaluate's with that loss on the final parameters."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 6, 6, 1), dtype=np.uint8)
+    y = (x.reshape(64, -1).mean(1) > 127).astype(np.int32)
+    model = nn.serial(nn.Flatten(), nn.Dense(2))
+    plain = nn.losses.softmax_cross_entropy
+    state, history = train.fit(
+        model,
+        nn.losses.smoothed_cross_entropy(0.2),
+        (x, y, x, y),
+        epochs=1,
+        batch_size=16,
+        opt=train.optimizer("sgd", 0.1),
+        key=KEY,
+        input_shape=(6, 6, 1),
+        progress=False,
+        test_loss=plain,
+    )
+    reported = history["epochs"][-1]["test_loss"]
+    value, _ = train.make_evaluate(model, plain, (6, 6, 1))(state.params, x, y)
+    smoothed, _ = train.make_evaluate(model, nn.losses.smoothed_cross_entropy(0.2), (6, 6, 1))(
+        state.params, x, y
+    )
+    assert abs(reported - float(value)) < 1e-6 and abs(reported - float(smoothed)) > 1e-3

@@ -84,6 +84,8 @@ def test_resnet_trains_with_augmentation(data_root, tmp_path):
         "2048",
         "--erase",
         "0.5",
+        "--label-smoothing",
+        "0.1",
         "--no-progress",
         "--out",
         str(tmp_path),
@@ -92,7 +94,7 @@ def test_resnet_trains_with_augmentation(data_root, tmp_path):
     assert "augmentation: shift 2, flip, erase 0.5" in result.stdout and "GlobalAvgPool" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["augment"] is True and metrics["config"]["weight_decay"] == 5e-4
-    assert metrics["config"]["erase"] == 0.5
+    assert metrics["config"]["erase"] == 0.5 and "loss: smoothed_cross_entropy(0.1)" in result.stdout
     first, last = metrics["history"]
     assert last["train_loss"] < first["train_loss"] and last["train_accuracy"] > 0.4
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] == metrics["test_loss"]  # not NaN
@@ -101,6 +103,8 @@ def test_resnet_trains_with_augmentation(data_root, tmp_path):
     out = _run("evaluate.py", str(tmp_path), "--flip").stdout
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
     assert abs(evaluation["test_accuracy"] - metrics["test_accuracy"]) <= 1e-4, (evaluation, metrics)
+    # trained with label smoothing, both report the plain cross-entropy on the test set
+    assert abs(evaluation["test_loss"] - metrics["test_loss"]) <= 1e-4 * metrics["test_loss"]
     assert 0.0 <= evaluation["test_accuracy_flip_averaged"] <= 1.0 and "flip_averaged" in out
 
 

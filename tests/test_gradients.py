@@ -332,6 +332,7 @@ def _sequence_case(batch, classes, key):
 
 LOSSES = {
     "softmax_cross_entropy": _class_case(nn.losses.softmax_cross_entropy),
+    "smoothed_cross_entropy(0.1)": _class_case(nn.losses.smoothed_cross_entropy(0.1)),
     "softmax_binary_cross_entropy": _class_case(nn.losses.softmax_binary_cross_entropy),
     "binary_cross_entropy": _bce,
     "mean_squared_error": _mse,

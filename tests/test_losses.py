@@ -18,6 +18,24 @@ def test_softmax_cross_entropy_formula(x64):
     np.testing.assert_allclose(L.softmax_cross_entropy(logits, labels), expected, rtol=1e-12)
 
 
+def test_smoothed_cross_entropy_formula(x64):
+    """-(1/N) sum_i sum_c q_ic log p_ic with q = (1 - eps) onehot + eps / C, written out; eps = 0
+    is softmax_cross_entropy."""
+    logits = jnp.array([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    labels = jnp.array([0, 2])
+    log_p = np.log(np.exp(logits) / np.exp(logits).sum(1, keepdims=True))
+    q = 0.8 * np.eye(3)[[0, 2]] + 0.2 / 3
+    expected = -(q * log_p).sum() / 2
+    np.testing.assert_allclose(L.smoothed_cross_entropy(0.2)(logits, labels), expected, rtol=1e-12)
+    assert L.smoothed_cross_entropy(0.0)(logits, labels) == L.softmax_cross_entropy(logits, labels)
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.0, True, "0.1"])
+def test_smoothed_cross_entropy_rejects_a_bad_smoothing(smoothing):
+    with pytest.raises(nn.InputError, match=r"smoothing must lie in \[0, 1\)"):
+        L.smoothed_cross_entropy(smoothing)
+
+
 def test_lecture_formula(x64):
     """-(1/N) sum_i sum_c [y log out + (1 - y) log(1 - out)], out = softmax(logits)."""
     logits = jnp.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])
@@ -37,7 +55,9 @@ def test_bce_and_mse_formulas(x64):
     np.testing.assert_allclose(L.mean_squared_error(z, t), np.sum((z - t) ** 2) / 2, rtol=1e-12)
 
 
-@pytest.mark.parametrize("loss", [L.softmax_cross_entropy, L.softmax_binary_cross_entropy])
+@pytest.mark.parametrize(
+    "loss", [L.softmax_cross_entropy, L.smoothed_cross_entropy(0.1), L.softmax_binary_cross_entropy]
+)
 def test_class_losses_stable_at_1e4_in_float32(loss):
     logits = jnp.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4]], jnp.float32)
     labels = jnp.array([1, 0])
@@ -76,7 +96,9 @@ def test_mismatched_batch_sizes():
         nn.value_and_grad(model, L.softmax_cross_entropy)(params, jnp.zeros((4, 3)), jnp.array([0, 1]))
 
 
-@pytest.mark.parametrize("loss", [L.softmax_cross_entropy, L.softmax_binary_cross_entropy])
+@pytest.mark.parametrize(
+    "loss", [L.softmax_cross_entropy, L.smoothed_cross_entropy(0.1), L.softmax_binary_cross_entropy]
+)
 def test_under_jit_out_of_range_label_gives_nan(loss):
     """Documented behaviour: values cannot be checked under jit; the loss becomes NaN, loudly."""
     logits, labels = jnp.zeros((2, 4)), jnp.array([1, 7])

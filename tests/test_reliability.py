@@ -446,6 +446,8 @@ CLI = {
         ["--model", "resnet", "--no-augment", "--erase", "0.5"],
         "--erase needs",
     ),
+    "label smoothing out of range": (["--label-smoothing", "1"], "--label-smoothing must lie in [0, 1)"),
+    "blocks on the CNN": (["--model", "cnn", "--blocks", "2"], "--blocks applies to --model resnet"),
     "negative weight decay": (["--weight-decay=-1e-4"], "--weight-decay must be >= 0"),
     "many processes without a coordinator": (["--num-processes", "2"], "needs --coordinator"),
     "process id out of range": (
