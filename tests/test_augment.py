@@ -112,42 +112,15 @@ def test_augmentation_needs_images():
         augmentation()(KEY, jnp.zeros((4, 784)))
 
 
-def test_fit_applies_the_augmentation_to_the_training_batches():
-    """With augmentation the same seed trains to other parameters: the batches were transformed."""
+def _fit_tiny(model, loss, **options):
+    """One SGD epoch of `model` on 64 random 6x6 images (label: brighter than half), the training
+    set doubling as the test set: (state, history, (x, y))."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 6, 6, 1), dtype=np.uint8)
     y = (x.reshape(64, -1).mean(1) > 127).astype(np.int32)
-    model = nn.serial(nn.Conv2D(2, (3, 3)), nn.activation("relu"), nn.Flatten(), nn.Dense(2))
-    runs = {}
-    for name, augment in [("plain", None), ("augmented", augmentation(shift=1, flip=True))]:
-        state, history = train.fit(
-            model,
-            nn.losses.softmax_cross_entropy,
-            (x, y, x, y),
-            epochs=1,
-            batch_size=16,
-            opt=train.optimizer("sgd", 0.1),
-            key=KEY,
-            input_shape=(6, 6, 1),
-            progress=False,
-            augment=augment,
-        )
-        runs[name] = state.params
-    leaves = zip(jax.tree_util.tree_leaves(runs["plain"]), jax.tree_util.tree_leaves(runs["augmented"]))
-    assert any(not jnp.allclose(a, b) for a, b in leaves)
-
-
-def test_fit_reports_the_test_loss_it_is_given():
-    """Trained with label smoothing, fit reports the plain cross-entropy on the test set when asked:
-    the test loss in the history is make_evaluate's with that loss on the final parameters."""
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (64, 6, 6, 1), dtype=np.uint8)
-    y = (x.reshape(64, -1).mean(1) > 127).astype(np.int32)
-    model = nn.serial(nn.Flatten(), nn.Dense(2))
-    plain = nn.losses.softmax_cross_entropy
     state, history = train.fit(
         model,
-        nn.losses.smoothed_cross_entropy(0.2),
+        loss,
         (x, y, x, y),
         epochs=1,
         batch_size=16,
@@ -155,11 +128,28 @@ def test_fit_reports_the_test_loss_it_is_given():
         key=KEY,
         input_shape=(6, 6, 1),
         progress=False,
-        test_loss=plain,
+        **options,
     )
+    return state, history, (x, y)
+
+
+def test_fit_applies_the_augmentation_to_the_training_batches():
+    """With augmentation the same seed trains to other parameters: the batches were transformed."""
+    model = nn.serial(nn.Conv2D(2, (3, 3)), nn.activation("relu"), nn.Flatten(), nn.Dense(2))
+    runs = {}
+    for name, augment in [("plain", None), ("augmented", augmentation(shift=1, flip=True))]:
+        runs[name] = _fit_tiny(model, nn.losses.softmax_cross_entropy, augment=augment)[0].params
+    leaves = zip(jax.tree_util.tree_leaves(runs["plain"]), jax.tree_util.tree_leaves(runs["augmented"]))
+    assert any(not jnp.allclose(a, b) for a, b in leaves)
+
+
+def test_fit_reports_the_test_loss_it_is_given():
+    """Trained with label smoothing, fit reports the plain cross-entropy on the test set when asked:
+    the test loss in the history is make_evaluate's with that loss on the final parameters."""
+    model = nn.serial(nn.Flatten(), nn.Dense(2))
+    plain, smoothed = nn.losses.softmax_cross_entropy, nn.losses.smoothed_cross_entropy(0.2)
+    state, history, (x, y) = _fit_tiny(model, smoothed, test_loss=plain)
     reported = history["epochs"][-1]["test_loss"]
     value, _ = train.make_evaluate(model, plain, (6, 6, 1))(state.params, x, y)
-    smoothed, _ = train.make_evaluate(model, nn.losses.smoothed_cross_entropy(0.2), (6, 6, 1))(
-        state.params, x, y
-    )
-    assert abs(reported - float(value)) < 1e-6 and abs(reported - float(smoothed)) > 1e-3
+    other, _ = train.make_evaluate(model, smoothed, (6, 6, 1))(state.params, x, y)
+    assert abs(reported - float(value)) < 1e-6 and abs(reported - float(other)) > 1e-3
