@@ -36,8 +36,9 @@ def random_flip(key, x):
 
 
 def random_erase(key, x, p, area=(0.02, 0.4), aspect=(0.3, 3.3)):
-    """Random erasing (Zhong et al., 2020): with probability p, fill one rectangle of each image with
-    uniform noise in [0, 1]. The rectangle covers a fraction of the image drawn uniformly from `area`,
+    """Random erasing (Zhong et al., 2020) of images x (batch, H, W, C) -> same shape: with
+    probability p, fill one rectangle of each image (all its channels) with uniform noise in [0, 1].
+    The rectangle covers a fraction of the image drawn uniformly from `area`,
     its height/width ratio is drawn log-uniformly from `aspect`, and its place uniformly among those
     that fit. A side longer than the image is cut to the image (the paper draws again instead)."""
     n, h, w, _ = x.shape

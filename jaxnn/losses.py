@@ -24,7 +24,7 @@ from .errors import InputError, InputTypeError
 
 class ClassResiduals(NamedTuple):
     p: Any  # softmax probabilities (batch, classes)
-    onehot: Any  # one-hot labels, or their smoothed targets (NaN rows for labels out of range)
+    target: Any  # one-hot labels, or their smoothed targets (NaN rows for labels out of range)
 
 
 class LectureResiduals(NamedTuple):
@@ -121,9 +121,10 @@ def _sce_forward(logits, labels):
 
 
 def _sce_backward(residuals, g):
-    """dL/dz_i = g (softmax(z_i) - onehot(y_i)) / N."""
-    p, onehot = residuals
-    return (g / p.shape[0]) * (p - onehot)
+    """dL/dz_i = g (softmax(z_i) - q_i) / N, q_i the target row: onehot(y_i), or its smoothed
+    version (each sums to 1)."""
+    p, target = residuals
+    return (g / p.shape[0]) * (p - target)
 
 
 softmax_cross_entropy = Loss(_sce_forward, _sce_backward, "softmax_cross_entropy")
@@ -131,7 +132,8 @@ softmax_cross_entropy = Loss(_sce_forward, _sce_backward, "softmax_cross_entropy
 
 def smoothed_cross_entropy(smoothing=0.1):
     """Softmax cross-entropy against label-smoothed targets (Szegedy et al., 2016): a loss like
-    softmax_cross_entropy (integer labels, mean over the batch) whose target for class c is
+    softmax_cross_entropy (logits (batch, classes), integer labels (batch,), a scalar mean over
+    the batch) whose target for class c is
     q_c = (1 - smoothing) [c = y] + smoothing / C rather than the one-hot [c = y]. smoothing=0 is
     softmax_cross_entropy itself."""
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
@@ -142,11 +144,7 @@ def smoothed_cross_entropy(smoothing=0.1):
         """q_i = (1 - eps) onehot(y_i) + eps / C;   L = -(1/N) sum_i sum_c q_ic log softmax(z_i)_c."""
         return _cross_entropy(name, logits, labels, smoothing)
 
-    def backward(residuals, g):
-        """dL/dz_i = g (softmax(z_i) - q_i) / N   (each q_i sums to 1, as a one-hot row does)."""
-        return _sce_backward(residuals, g)
-
-    return Loss(forward, backward, name)
+    return Loss(forward, _sce_backward, name)  # the same softmax - target rule
 
 
 # --- the lecture's formula: binary cross-entropy of softmax outputs ---------------------------
