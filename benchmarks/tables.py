@@ -142,6 +142,7 @@ def resnet(folders):
                 m["model"].removeprefix("resnet(").split("]")[0] + "]",
                 f"{cfg['weight_decay']:g}",
                 f"{cfg.get('erase', 0):g}",  # runs from before random erasing had none
+                f"{cfg.get('label_smoothing', 0):g}",  # likewise for label smoothing
                 f"{100 * m['test_accuracy']:.2f}%",
                 "-" if flip is None else f"{100 * flip:.2f}%",
                 f"{m['train_seconds']:.0f} (epochs {min(epochs):.0f}-{max(epochs):.0f} s, "
@@ -155,6 +156,7 @@ def resnet(folders):
             "channels",
             "L2",
             "erase",
+            "label smoothing",
             "test accuracy",
             "flip-averaged",
             "train s (compilation incl.)",
