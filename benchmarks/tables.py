@@ -140,6 +140,7 @@ def resnet(folders):
             [
                 f"{cfg['dataset']}, {m['epochs']}",
                 m["model"].removeprefix("resnet(").split("]")[0] + "]",
+                m["model"].split("], ")[1].split(" ")[0],  # "..., 2 blocks per stage)" -> "2"
                 f"{cfg['weight_decay']:g}",
                 f"{cfg.get('erase', 0):g}",  # runs from before random erasing had none
                 f"{cfg.get('label_smoothing', 0):g}",  # likewise for label smoothing
@@ -154,6 +155,7 @@ def resnet(folders):
         [
             "dataset, epochs",
             "channels",
+            "blocks per stage",
             "L2",
             "erase",
             "label smoothing",
