@@ -130,6 +130,8 @@ def resnet(folders):
         m = json.load(open(os.path.join(folder, "metrics.json")))
         epochs = [e["seconds"] for e in m["history"]]
         cfg = m["config"]
+        # m["model"] reads "resnet([32, 64, 128], 2 blocks per stage)"
+        channels, blocks = m["model"].removeprefix("resnet(").split("], ")
         evaluation = os.path.join(folder, "evaluation.json")  # experiments/evaluate.py --flip, if run
         flip = (
             json.load(open(evaluation)).get("test_accuracy_flip_averaged")
@@ -139,8 +141,8 @@ def resnet(folders):
         rows.append(
             [
                 f"{cfg['dataset']}, {m['epochs']}",
-                m["model"].removeprefix("resnet(").split("]")[0] + "]",
-                m["model"].split("], ")[1].split(" ")[0],  # "..., 2 blocks per stage)" -> "2"
+                channels + "]",
+                blocks.split(" ")[0],
                 f"{cfg['weight_decay']:g}",
                 f"{cfg.get('erase', 0):g}",  # runs from before random erasing had none
                 f"{cfg.get('label_smoothing', 0):g}",  # likewise for label smoothing
