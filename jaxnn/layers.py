@@ -123,19 +123,23 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
       dL/dw[i, j, c, o] = sum_{n,p,q} x[n, s p + i, s q + j, c] dy[n, p, q, o]
       dL/dx[n, s p + i, s q + j, c] += sum_o dy[n, p, q, o] w[i, j, c, o]     (then drop the padding)
 
-    Two exact formulations of these sums, chosen by `backward`:
+    Exact formulations of these sums, chosen by `backward`:
       "conv": as convolutions: dw is x correlated with dy dilated by s (batch and feature axes
-              swapped so the sum runs over n); dx is the transposed convolution (dy dilated by s,
-              correlated with w flipped in space, in/out channels swapped). Best on accelerators.
-      "taps": one matmul per kernel tap (i, j) on the strided view x[:, i::s, j::s]: kh*kw matmuls in
-              a fori_loop (one view in memory at a time), no loop over pixels. XLA's CPU backend runs
-              the swapped-axes convolution of "conv" about 20x slower inside a `lax.scan` (our
-              whole-epoch loop); these matmuls do not suffer. With few input channels (kh kw c_in
-              <= 32, a first layer) dw is instead one matmul of the patches (all taps' views side
-              by side): 22% off the small MNIST CNN's scanned training step (31.4 -> 24.5 ms at
-              batch 128). (dx as a plain convolution, fast in a lone jitted step, made the scanned
-              step slower: 40 ms, and the ResNet's 3.6x slower.)
-      "auto" (default): "taps" on the CPU, "conv" elsewhere.
+              swapped so the sum runs over n); dx is the transposed convolution: dy dilated by s,
+              correlated with w flipped in space and its in/out channels swapped, written as an
+              ordinary forward convolution (kernel laid out (kh, kw, features, c_in)).
+      "taps": one matmul per kernel tap (i, j) on the strided view x[:, i::s, j::s]: kh*kw matmuls,
+              no loop over pixels; dx adds each tap's dy w[i, j]^T into its view of the padded dx
+              (a fori_loop for stride 1, one view in memory at a time). With few input channels
+              (kh kw c_in <= 32, a first layer) dw is one matmul of the patches (all taps' views
+              side by side) instead.
+      "auto" (default): on the CPU dw as in "taps", dx as in "conv"; "conv" elsewhere. XLA's CPU
+              backend runs the swapped-axes convolution of "conv"'s dw about 20x slower inside a
+              `lax.scan` (our whole-epoch loop), while dx's forward convolution runs at full speed.
+              Measured on 2 CPU cores (benchmarks/cnn_step.py, issue 10), the scanned training
+              step of the small MNIST CNN at batch 128 went 23.2 -> 20.4 ms when dx moved from taps
+              to the convolution and dw's taps to dy^T view (one shared transpose of dy instead of
+              one per view), and the ResNet's from 264 to 190 ms.
     """
     kernel_size, stride = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
     if padding not in ("SAME", "VALID"):
@@ -185,19 +189,15 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
 
     def weight_grad_taps(x, dy):
         """dw[i, j] = view_ij^T dy, one matmul per kernel tap (i, j), the view_ij = x_pad[:, i::s, j::s]
-        cut to dy's size; the taps run in a fori_loop, so one view is in memory at a time."""
+        cut to dy's size. Each is computed as (dy^T view_ij)^T: dy^T is then one transpose shared by
+        every tap, where view_ij^T dy made XLA transpose each of the kh*kw views."""
         (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
         x_pad = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
-        (p, q), (kh, kw) = dy.shape[1:3], kernel_size
-        span = (x.shape[0], stride[0] * (p - 1) + 1, stride[1] * (q - 1) + 1, x.shape[3])
-
-        def tap(t, dw):
-            i, j = t // kw, t % kw
-            view = jax.lax.dynamic_slice(x_pad, (0, i, j, 0), span)[:, :: stride[0], :: stride[1]]
-            return dw.at[t].set(jnp.einsum("npqc,npqo->co", view, dy))
-
-        dw = jax.lax.fori_loop(0, kh * kw, tap, jnp.zeros((kh * kw, x.shape[3], dy.shape[3]), dy.dtype))
-        return dw.reshape(kh, kw, x.shape[3], dy.shape[3])
+        dw = [
+            jnp.einsum("npqo,npqc->oc", dy, view)
+            for _, _, view in _taps(x_pad, kernel_size, stride, dy.shape[1:3])
+        ]
+        return jnp.stack(dw).transpose(0, 2, 1).reshape(kernel_size + (x.shape[3], dy.shape[3]))
 
     def weight_grad_patches(x, dy):
         """dw as one matmul: the patches (the kh*kw strided views of x_pad side by side along the
@@ -237,13 +237,9 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         for size, k, (lo, _), d in zip(x.shape[1:3], kernel_size, trimmed_pads(x), dilated):
             first = k - 1 - lo
             dx_pads.append((first, size - 1 + k - d - first))
+        w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)  # (kh, kw, features, c_in): a forward kernel
         return jax.lax.conv_general_dilated(
-            dy,
-            jnp.flip(w, (0, 1)),
-            (1, 1),
-            dx_pads,
-            lhs_dilation=stride,
-            dimension_numbers=("NHWC", "HWOI", "NHWC"),
+            dy, w_t, (1, 1), dx_pads, lhs_dilation=stride, dimension_numbers=_CONV_DIMS
         )
 
     def input_grad_taps(x, w, dy):
@@ -260,13 +256,13 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
 
     def backward_rule(residuals, dy):
         x, w = residuals
-        kind = backward if backward != "auto" else ("taps" if jax.default_backend() == "cpu" else "conv")
-        if kind == "taps":
+        kind = backward if backward != "auto" else ("cpu" if jax.default_backend() == "cpu" else "conv")
+        if kind == "conv":
+            dw = weight_grad_conv(x, dy)
+        else:
             few_inputs = x.shape[3] * kernel_size[0] * kernel_size[1] <= _PATCH_LIMIT
             dw = weight_grad_patches(x, dy) if few_inputs else weight_grad_taps(x, dy)
-            dx = input_grad_taps(x, w, dy)
-        else:
-            dw, dx = weight_grad_conv(x, dy), input_grad_conv(x, w, dy)
+        dx = input_grad_taps(x, w, dy) if kind == "taps" else input_grad_conv(x, w, dy)
         return {"w": dw, "b": jnp.sum(dy, axis=(0, 1, 2))}, dx
 
     name = f"Conv2D({features}, {kernel_size}, {stride}, {padding})"
