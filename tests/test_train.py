@@ -193,3 +193,35 @@ def test_weight_decay_adds_an_l2_term_to_the_sgd_gradient():
     assert jnp.allclose(updates["w"], -0.1 * (grads["w"] + 0.01 * params["w"]))
     with pytest.raises(nn.InputError, match="adamw"):
         train.optimizer("adam", 1e-3, weight_decay=1e-4)
+
+
+def _lowered_step(model, input_shape):
+    opt = train.optimizer("adam", 1e-3)
+    step = train.make_step(model, LOSS, opt)
+    state = train.init_state(model, opt, jax.random.PRNGKey(0), input_shape)
+    x, y = jnp.zeros((4,) + input_shape), jnp.zeros((4,), jnp.int32)
+    return jax.jit(step).lower(state, x, y), step, state, x, y
+
+
+def test_fit_compiles_convolutions_with_ynn_elementwise_fusion_on_the_cpu_only():
+    conv = nn.serial(nn.Conv2D(4), nn.activation("relu"), nn.Flatten(), nn.Dense(3))
+    lowered_conv = _lowered_step(conv, (6, 6, 1))[0]
+    lowered_mlp = _lowered_step(nn.mlp([5, 8, 3]), (5,))[0]
+    assert train.compiler_options(lowered_mlp) is None  # no convolution: XLA's defaults
+    if jax.default_backend() == "cpu":
+        options = train.compiler_options(lowered_conv)
+        assert "LIBRARY_FUSION_TYPE_ELTWISE" in options["xla_cpu_experimental_ynn_fusion_type"]
+    else:
+        assert train.compiler_options(lowered_conv) is None
+
+
+def test_compile_lowered_falls_back_to_defaults_when_xla_lacks_the_option(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the option is CPU-only")
+    conv = nn.serial(nn.Conv2D(4), nn.Flatten(), nn.Dense(3))
+    lowered, step, state, x, y = _lowered_step(conv, (6, 6, 1))
+    monkeypatch.setattr(train, "_CPU_CONV_OPTIONS", {"xla_cpu_no_such_option_for_the_test": "1"})
+    compiled, options = train.compile_lowered(lowered)
+    assert options is None  # fell back
+    expected = jax.jit(step)(state, x, y)
+    np.testing.assert_allclose(compiled(state, x, y)[0].params[2]["w"], expected[0].params[2]["w"], rtol=1e-6)
