@@ -5,7 +5,8 @@ one process; the training-relevant number is inside a `lax.scan` of steps (as in
 
 Prints, per model, the median ms per value_and_grad (with min and max over rounds), the ratio
 manual / autodiff, and the compiled temporary memory of each. For the CNNs (with and without
-BatchNorm) the hand rule is timed with both Conv2D backward formulations ("taps", "conv").
+BatchNorm) the hand rule is timed with each Conv2D backward formulation ("auto", the default:
+on the CPU dw from taps and dx from a convolution; "taps"; "conv").
 """
 
 import argparse
@@ -65,11 +66,13 @@ def main():
     }
     variants = {
         "cnn": [
+            ("manual/auto", cnn, "auto", "manual"),
             ("manual/taps", cnn, "taps", "manual"),
             ("manual/conv", cnn, "conv", "manual"),
             ("autodiff", cnn, "conv", "autodiff"),
         ],
         "cnn_batchnorm": [
+            ("manual/auto", cnn_bn, "auto", "manual"),
             ("manual/taps", cnn_bn, "taps", "manual"),
             ("manual/conv", cnn_bn, "conv", "manual"),
             ("autodiff", cnn_bn, "conv", "autodiff"),

@@ -34,6 +34,9 @@ RECIPES = {
         dict(channels=(20, 40), epochs=3, batch=128, lr=6e-3),
         dict(channels=(16, 32), epochs=3, batch=96, lr=5e-3),
         dict(channels=(16, 32), epochs=4, batch=256, lr=8e-3),
+        dict(channels=(16, 32), epochs=4, batch=128, lr=6e-3),
+        dict(channels=(24, 48), epochs=3, batch=128, lr=6e-3),
+        dict(channels=(16, 32), epochs=4, batch=192, lr=8e-3),
     ],
     "mlp": [dict(width=256, epochs=3, batch=256, lr=lr) for lr in (3e-3, 5e-3, 6e-3)]
     + [dict(width=256, epochs=3, batch=512, lr=lr) for lr in (8e-3, 1.2e-2)]

@@ -151,6 +151,10 @@ LAYERS.update(
             nn.Conv2D(4, (1, 1), stride=(2, 1), padding="SAME"), channels=3
         ),
         "Conv2D 3x3 stride 2 SAME": _image(nn.Conv2D(2, (3, 3), stride=2, padding="SAME")),
+        "Conv2D 3x3 SAME, taps backward": _image(nn.Conv2D(3, (3, 3), backward="taps"), channels=4),
+        "Conv2D 3x2 stride 2 VALID, taps backward": _image(
+            nn.Conv2D(2, (3, 2), stride=2, padding="VALID", backward="taps")
+        ),
         "Conv2D 3x3 SAME, conv backward": _image(nn.Conv2D(3, (3, 3), backward="conv")),
         "Conv2D 3x2 stride 2 VALID, conv backward": _image(
             nn.Conv2D(2, (3, 2), stride=2, padding="VALID", backward="conv")
