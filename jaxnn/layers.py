@@ -256,7 +256,8 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
 
     def backward_rule(residuals, dy):
         x, w = residuals
-        kind = backward if backward != "auto" else ("cpu" if jax.default_backend() == "cpu" else "conv")
+        # "auto" on the CPU mixes the two: dw from the taps, dx from the convolution
+        kind = backward if backward != "auto" else ("mixed" if jax.default_backend() == "cpu" else "conv")
         if kind == "conv":
             dw = weight_grad_conv(x, dy)
         else:
