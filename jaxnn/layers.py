@@ -181,6 +181,10 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         hi_w -= (x.shape[2] + lo_w + hi_w - kernel_size[1]) % stride[1]
         return (lo_h, hi_h), (lo_w, hi_w)
 
+    def padded(x):
+        """x with its padding: (batch, H + lo + hi, W + lo + hi, c_in)."""
+        return jnp.pad(x, ((0, 0), *pads(x.shape[1:3]), (0, 0)))
+
     def weight_grad_conv(x, dy):
         """dw as x correlated with dy dilated by the stride, batch and feature axes swapped."""
         return jax.lax.conv_general_dilated(
@@ -191,8 +195,7 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         """dw[i, j] = view_ij^T dy, one matmul per kernel tap (i, j), the view_ij = x_pad[:, i::s, j::s]
         cut to dy's size. Each is computed as (dy^T view_ij)^T: dy^T is then one transpose shared by
         every tap, where view_ij^T dy made XLA transpose each of the kh*kw views."""
-        (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
-        x_pad = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+        x_pad = padded(x)
         dw = [
             jnp.einsum("npqo,npqc->oc", dy, view)
             for _, _, view in _taps(x_pad, kernel_size, stride, dy.shape[1:3])
@@ -203,8 +206,7 @@ def Conv2D(features, kernel_size=(3, 3), stride=(1, 1), padding="SAME", w_init=l
         """dw as one matmul: the patches (the kh*kw strided views of x_pad side by side along the
         channels, (N P Q, kh kw c_in)) transposed times dy (N P Q, features). For few input
         channels (a first layer) this reads dy once instead of once per tap."""
-        (lo_h, hi_h), (lo_w, hi_w) = pads(x.shape[1:3])
-        x_pad = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+        x_pad = padded(x)
         views = [view for _, _, view in _taps(x_pad, kernel_size, stride, dy.shape[1:3])]
         patches = jnp.concatenate(views, axis=-1).reshape(-1, len(views) * x.shape[3])
         dw = jnp.einsum("mk,mo->ko", patches, dy.reshape(-1, dy.shape[3]))

@@ -351,8 +351,9 @@ def compiler_options(lowered):
 
 
 def compile_lowered(lowered):
-    """lowered.compile() with compiler_options(lowered); an XLA that no longer knows those
-    (experimental) options compiles with its defaults instead."""
+    """(compiled, options): lowered.compile() with options = compiler_options(lowered), or None
+    when there are none or an XLA that no longer knows those (experimental) options compiled with
+    its defaults instead."""
     options = compiler_options(lowered)
     try:
         return lowered.compile(options), options
