@@ -225,3 +225,23 @@ def test_compile_lowered_falls_back_to_defaults_when_xla_lacks_the_option(monkey
     assert options is None  # fell back
     expected = jax.jit(step)(state, x, y)
     np.testing.assert_allclose(compiled(state, x, y)[0].params[2]["w"], expected[0].params[2]["w"], rtol=1e-6)
+
+
+def test_host_epoch_order_is_a_seeded_permutation_and_advances_the_key():
+    """fit's order (NumPy, on the host): every kept index once, the same for the same key, another
+    for the next epoch; the last n % batch_size examples of the permutation sit the epoch out."""
+    model, opt = nn.mlp([2, 3]), train.optimizer("sgd", 0.1)
+    state = train.init_state(model, opt, jax.random.PRNGKey(0), (2,))
+    after, order = train.host_epoch_order(state, 100, 32)
+    assert order.shape == (3, 32) and order.dtype == np.int32
+    assert len(np.unique(order)) == 96 and order.min() >= 0 and order.max() < 100
+    np.testing.assert_array_equal(train.host_epoch_order(state, 100, 32)[1], order)
+    assert not np.array_equal(np.asarray(after.key), np.asarray(state.key))
+    assert not np.array_equal(train.host_epoch_order(after, 100, 32)[1], order)
+
+
+def test_all_finite_finds_one_nan_among_the_parameters():
+    params = {"a": jnp.ones((3, 2)), "b": [jnp.zeros(4), jnp.array([1.0, jnp.nan])]}
+    assert train.all_finite({"a": params["a"], "b": [params["b"][0]]})
+    assert not train.all_finite(params)
+    assert not train.all_finite({"w": jnp.array([jnp.inf])})
