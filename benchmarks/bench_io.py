@@ -19,10 +19,11 @@ def spread(values):
     return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
-def fit_quietly(model, input_shape, ds, epochs, batch_size, opt, seed):
-    """train.fit on ds's (x_train, y_train, x_test, y_test) with softmax cross-entropy, no progress
-    bar and no per-epoch evaluation (the test accuracy after the last epoch only), as the
-    time-to-accuracy benchmarks run it; returns fit's history."""
+def fit_quietly(model, input_shape, ds, epochs, batch_size, opt, seed, loss=None, augment=None):
+    """train.fit on ds's (x_train, y_train, x_test, y_test) with softmax cross-entropy (or `loss`,
+    e.g. a label-smoothed one; the test loss stays plain cross-entropy), no progress bar and no
+    per-epoch evaluation (the test accuracy after the last epoch only), as the time-to-accuracy
+    benchmarks run it; augment: as train.fit's. Returns fit's history."""
     import jax  # noqa: PLC0415
 
     import jaxnn as nn  # noqa: PLC0415
@@ -30,7 +31,7 @@ def fit_quietly(model, input_shape, ds, epochs, batch_size, opt, seed):
 
     return train.fit(
         model,
-        nn.losses.softmax_cross_entropy,
+        loss or nn.losses.softmax_cross_entropy,
         (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
         epochs=epochs,
         batch_size=batch_size,
@@ -39,4 +40,6 @@ def fit_quietly(model, input_shape, ds, epochs, batch_size, opt, seed):
         input_shape=input_shape,
         progress=False,
         eval_every_epoch=False,
+        augment=augment,
+        test_loss=nn.losses.softmax_cross_entropy,
     )[1]

@@ -137,7 +137,15 @@ def write_metrics(folder, metrics):
 # the default recipe of each model of the zoo (jaxnn.models), chosen by measurement (README)
 MODELS = {
     "linear": dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle"),
-    "mlp": dict(epochs=3, batch_size=256, optimizer="adam", lr=6e-3, schedule="onecycle", width=256),
+    "mlp": dict(
+        epochs=3,
+        batch_size=256,
+        optimizer="nesterov",
+        lr=0.6,
+        schedule="onecycle",
+        width=160,
+        label_smoothing=0.1,
+    ),
     "cnn": dict(
         epochs=3,
         batch_size=128,
