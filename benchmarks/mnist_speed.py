@@ -34,7 +34,7 @@ from bench_io import fit_quietly, spread, write_json
 from jaxnn import data, train
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-from common import MODELS, build_model, use_compile_cache  # noqa: E402
+from common import MODELS, augmentation, build_model, training_loss, use_compile_cache  # noqa: E402
 
 
 def reference(ds, seed=0, epochs=10, batch=128):
@@ -91,9 +91,10 @@ def jaxnn_default(ds, seed=0, name="mlp", precision="float32"):
     model = nn.mixed_precision(model, precision)
     steps = recipe["epochs"] * (len(ds.x_train) // recipe["batch_size"])
     opt = train.optimizer(recipe["optimizer"], recipe["lr"], recipe["schedule"], steps)
-    smoothing = recipe.get("label_smoothing")
-    loss = nn.losses.smoothed_cross_entropy(smoothing) if smoothing else None
-    history = fit_quietly(model, input_shape, ds, recipe["epochs"], recipe["batch_size"], opt, seed, loss)
+    loss, augment = training_loss(args), augmentation(args, "mnist")
+    history = fit_quietly(
+        model, input_shape, ds, recipe["epochs"], recipe["batch_size"], opt, seed, loss, augment
+    )
     return {
         "seed": seed,
         "test_accuracy": history["epochs"][-1]["test_accuracy"],

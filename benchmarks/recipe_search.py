@@ -47,6 +47,9 @@ RECIPES = {
         dict(channels=(16, 32), epochs=3, batch=128, lr=6e-3, smooth=0.1),
         dict(channels=(16, 32), epochs=3, batch=128, lr=6e-3, wd=1e-4),
         dict(channels=(16, 32), epochs=3, batch=128, lr=6e-3, shift=1),
+        dict(channels=(16, 32), epochs=3, batch=128, lr=6e-3, shift=1, smooth=0.1),
+        dict(channels=(16, 32), epochs=3, batch=128, lr=6e-3, shift=1, dense=256),
+        dict(channels=(16, 32), epochs=3, batch=128, lr=6e-3, shift=2),
     ],
     "mlp": [dict(width=256, epochs=3, batch=256, lr=lr) for lr in (3e-3, 5e-3, 6e-3)]
     + [dict(width=256, epochs=3, batch=512, lr=lr) for lr in (8e-3, 1.2e-2)]

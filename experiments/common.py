@@ -154,6 +154,9 @@ MODELS = {
         schedule="onecycle",
         dropout=0.0,
         channels=(16, 32),
+        augment=True,
+        shift=1,
+        label_smoothing=0.1,
     ),
     "lstm": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
     "gru": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
@@ -189,6 +192,24 @@ MODEL_OPTIONS = {
 
 # the models that read images (batch, H, W, C), so that --augment applies
 IMAGE_MODELS = ("cnn", "resnet")
+
+
+def training_loss(args):
+    """Softmax cross-entropy, against label-smoothed targets when args.label_smoothing > 0."""
+    if getattr(args, "label_smoothing", 0):
+        return nn.losses.smoothed_cross_entropy(args.label_smoothing)
+    return nn.losses.softmax_cross_entropy
+
+
+def augmentation(args, dataset):
+    """The run's augmentation inside the step (None unless args.augment): random shifts of up to
+    args.shift pixels (default 2), mirrors where they keep the label, random erasing (args.erase)."""
+    if not getattr(args, "augment", False):
+        return None
+    flip = dataset in FLIP_KEEPS_LABEL
+    return nn.augment.augmentation(
+        shift=getattr(args, "shift", 2), flip=flip, erase=getattr(args, "erase", 0.0)
+    )
 
 
 def build_model(name, classes, image_shape, args):

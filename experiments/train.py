@@ -22,15 +22,16 @@ import jax
 
 import jaxnn as nn
 from common import (
-    FLIP_KEEPS_LABEL,
     IMAGE_MODELS,
     MODEL_OPTIONS,
     MODELS,
     add_compile_cache_flag,
+    augmentation,
     build_model,
     cli,
     out_dir,
     positive,
+    training_loss,
     write_metrics,
 )
 from jaxnn import data, parallel, plots, train
@@ -59,6 +60,14 @@ def parse_args(argv=None):
         default=None,
         help="random 2-pixel translations (and left-right flips on fashion_mnist) inside the jitted "
         "step; images models only (default: the recipe's, on for resnet)",
+    )
+    p.add_argument(
+        "--shift",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="with --augment, translate each training image by up to PIXELS (default: the recipe's, "
+        "1 for cnn, else 2)",
     )
     p.add_argument(
         "--erase",
@@ -159,6 +168,8 @@ def parse_args(argv=None):
         p.error(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
     if args.blocks and "blocks" not in MODEL_OPTIONS[args.model]:
         p.error(f"--blocks applies to --model resnet, not {args.model}")
+    if args.shift is not None and args.shift < 0:
+        p.error(f"--shift must be >= 0 pixels, got {args.shift}")
     if not 0 <= args.erase <= 1:
         p.error(f"--erase is a probability in [0, 1], got {args.erase}")
     if args.weight_decay is not None and not args.weight_decay >= 0:
@@ -185,6 +196,7 @@ def parse_args(argv=None):
             f"--devices {args.devices} but {len(jax.devices())} available; on a CPU set "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
         )
+    shift_given = args.shift is not None
     recipe = MODELS[args.model]
     for name, value in recipe.items():
         if getattr(args, name, None) is None:
@@ -193,9 +205,13 @@ def parse_args(argv=None):
         args.width = 256
     if args.label_smoothing is None:
         args.label_smoothing = 0.0
+    if args.shift is None:
+        args.shift = 2
     args.batchnorm = bool(args.batchnorm)
     if args.erase and not args.augment:
         p.error("--erase needs --augment (random erasing is part of the augmentation)")
+    if shift_given and not args.augment:
+        p.error("--shift needs --augment (the shifts are part of the augmentation)")
     return args
 
 
@@ -272,12 +288,7 @@ def main(argv=None):
     if args.optimizer == "adam" and args.weight_decay:
         raise nn.InputError("--weight-decay with --optimizer adam: use --optimizer adamw (decoupled decay)")
     opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps, weight_decay=args.weight_decay)
-    loss = nn.losses.softmax_cross_entropy
-    if args.label_smoothing:
-        loss = nn.losses.smoothed_cross_entropy(args.label_smoothing)
-    augment = None
-    if args.augment:
-        augment = nn.augment.augmentation(shift=2, flip=args.dataset in FLIP_KEEPS_LABEL, erase=args.erase)
+    loss, augment = training_loss(args), augmentation(args, args.dataset)
     print(
         f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "
         f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "

@@ -446,6 +446,11 @@ CLI = {
         ["--model", "resnet", "--no-augment", "--erase", "0.5"],
         "--erase needs",
     ),
+    "negative shift": (["--model", "cnn", "--shift", "-1"], "--shift must be >= 0 pixels"),
+    "shift without augmentation": (
+        ["--model", "cnn", "--no-augment", "--shift", "1"],
+        "--shift needs --augment",
+    ),
     "label smoothing out of range": (["--label-smoothing", "1"], "--label-smoothing must lie in [0, 1)"),
     "blocks on the CNN": (["--model", "cnn", "--blocks", "2"], "--blocks applies to --model resnet"),
     "negative weight decay": (["--weight-decay=-1e-4"], "--weight-decay must be >= 0"),
