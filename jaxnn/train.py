@@ -445,14 +445,15 @@ def fit(
     run = jax.jit(steps_fn, donate_argnums=0)
     evaluate = make_evaluate(model, test_loss or loss, input_shape).unchecked  # test set checked above
     state = init_state(model, opt, key, input_shape)
-    order = place(np.zeros((steps, batch_size), np.int32))
+    order = np.zeros((steps, batch_size), np.int32)  # on the host; each chunk's rows are placed as
+    # they are needed (slicing a device array compiled a program for every new chunk start)
     if mesh is not None:
         state = parallel.replicate(state, mesh)
     history = {"epochs": [], "step_losses": [], "train_seconds": 0.0}
     start_epoch, position, partial = 0, 0, {"losses": [], "accuracies": []}
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         state, order, meta = _resume(checkpoint_path, state, order, model, input_shape)
-        state, order = (state, order) if mesh is None else parallel.replicate((state, order), mesh)
+        state, order = (state if mesh is None else parallel.replicate(state, mesh)), np.asarray(order)
         history, start_epoch, position, partial = (
             meta["history"],
             meta["epoch"],
@@ -471,7 +472,7 @@ def fit(
         checkpoint.save(checkpoint_path, (state, order), meta)
 
     t0 = time.perf_counter()  # compiled ahead of time, so that its cost is reported
-    compiled, options = compile_lowered(run.lower(state, x_train, y_train, order[:chunk]))
+    compiled, options = compile_lowered(run.lower(state, x_train, y_train, place(order[:chunk])))
     if options:  # a last, shorter chunk compiles with the same options
         run = jax.jit(steps_fn, donate_argnums=0, compiler_options=options)
     history["compile_seconds"] = time.perf_counter() - t0
@@ -489,11 +490,10 @@ def fit(
         t0 = time.perf_counter()
         if position == 0:
             state, order = host_epoch_order(state, len(data[0]), batch_size)
-            order = place(order)
         while position < steps:
             end = min(position + chunk, steps)
             call = compiled if end - position == chunk else run
-            new_state, losses, accs = call(state, x_train, y_train, order[position:end])
+            new_state, losses, accs = call(state, x_train, y_train, place(order[position:end]))
             losses = np.asarray(losses)  # waits for the chunk to finish
             _stop_if_diverged(losses, new_state, epoch, position, history, partial, checkpoint_path)
             state, position = new_state, end
