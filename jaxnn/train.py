@@ -413,7 +413,10 @@ def fit(
     loss and accuracy, seconds) and `step_losses`. train_seconds counts training only (compilation
     included; evaluation and loading excluded); compile_seconds is the compilation part of it.
 
-    A NaN/inf loss or parameter raises TrainingDiverged; the last good checkpoint stays.
+    A NaN/inf loss or parameter raises TrainingDiverged; the last good checkpoint stays. A model
+    whose last epoch is no more accurate than always answering the most frequent class (a
+    collapsed net, e.g. dead ReLUs after too large a step) is reported through `log` as a warning
+    and marked history["learned_nothing"] = True.
     checkpoint_path: saved after every epoch (atomically) and, with checkpoint_every=SECONDS, also
     within an epoch once that many seconds have passed since the last save, so that a kill loses at
     most that much work; resume=True continues from it, bit for bit as if never stopped (CPU).
@@ -527,7 +530,24 @@ def fit(
         if checkpoint_path:
             save(epoch + 1, 0, partial)
             last_save = time.monotonic()
+    _warn_if_learned_nothing(history, data[1], log)
     return state, history
+
+
+def _warn_if_learned_nothing(history, labels, log):
+    """Flag a run whose last epoch's training accuracy is no better than the majority class's share
+    (plus one point): it finished without NaNs, yet predicts as if it had seen no input."""
+    if not history["epochs"]:
+        return
+    majority = np.bincount(np.asarray(labels).astype(np.int64)).max() / len(labels)
+    accuracy = history["epochs"][-1]["train_accuracy"]
+    if accuracy <= majority + 0.01:
+        history["learned_nothing"] = True
+        log(
+            f"warning: the training accuracy ended at {accuracy:.1%}, no better than always answering "
+            f"the most frequent class ({majority:.1%}): the model learned nothing (learning rate too "
+            "large or too small?)"
+        )
 
 
 def _stop_if_diverged(losses, new_state, epoch, position, history, partial, checkpoint_path):

@@ -245,3 +245,20 @@ def test_all_finite_finds_one_nan_among_the_parameters():
     assert train.all_finite({"a": params["a"], "b": [params["b"][0]]})
     assert not train.all_finite(params)
     assert not train.all_finite({"w": jnp.array([jnp.inf])})
+
+
+def test_a_run_that_learned_nothing_ends_with_a_warning():
+    """Inputs that carry no information: the net can only learn the majority class, and fit says so
+    (no NaN, so no TrainingDiverged); a run that learns gets no warning."""
+    ds, arrays = _blobs()
+    blank = (np.zeros_like(arrays[0]), arrays[1], arrays[2], arrays[3])
+    model, opt = nn.mlp([2, 8, 3]), train.optimizer("sgd", 0.1)
+    said = []
+    kwargs = dict(
+        epochs=2, batch_size=32, opt=opt, key=jax.random.PRNGKey(0), input_shape=(2,), progress=False
+    )
+    _, history = train.fit(model, LOSS, blank, log=said.append, **kwargs)
+    assert history["learned_nothing"] and "the model learned nothing" in said[-1]
+    said.clear()
+    _, history = train.fit(model, LOSS, arrays, log=said.append, **kwargs)
+    assert "learned_nothing" not in history and not said
