@@ -45,6 +45,7 @@ def training_curves(history, path, title=""):
     tested = [e for e in epochs if "test_accuracy" in e]
     ax_acc.plot([e["epoch"] for e in tested], [e["test_accuracy"] for e in tested], "s-", label="test")
     ax_acc.set_xlabel("epoch")
+    ax_acc.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # epochs are whole numbers
     ax_acc.set_ylabel("accuracy")
     ax_acc.legend()
     fig.suptitle(title)
@@ -144,6 +145,7 @@ def compare_runs(panels, path, title=""):
             ax_loss.plot(np.arange(k, len(losses) + 1), smooth, lw=1.2, label=label)
         ax_acc.set_title(panel)
         ax_acc.set_xlabel("epoch")
+        ax_acc.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax_acc.set_ylabel("test accuracy (%)")
         ax_acc.legend()
         ax_loss.set_yscale("log")
