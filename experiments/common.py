@@ -140,8 +140,8 @@ MODELS = {
     "mlp": dict(
         epochs=3,
         batch_size=256,
-        optimizer="nesterov",
-        lr=0.6,
+        optimizer="adam",
+        lr=8e-3,
         schedule="onecycle",
         width=160,
         label_smoothing=0.1,

@@ -4,7 +4,7 @@
                                 [--epochs N] [--batch-size B] [--seed S] [--grad manual|autodiff]
                                 [--out DIR] [--resume | --overwrite] [--checkpoint-every SECONDS]
 
-Defaults: the MLP 784-160-160-10 (ReLU), Nesterov momentum with a one-cycle schedule peaking at 0.6,
+Defaults: the MLP 784-160-160-10 (ReLU), Adam with a one-cycle schedule peaking at 8e-3,
 label smoothing 0.1, batch 256, 3 epochs: the recipe chosen by measurement (README, "Speed"); each
 --model has its own recipe (experiments/common.py, MODELS). Writes into --out (default
 results/<run name>/): metrics.json, curves.png and checkpoint.npz.
