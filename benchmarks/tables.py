@@ -99,19 +99,25 @@ def compile_cache(result):
     return markdown(header, rows)
 
 
+def epoch_order(line):
+    """Which epoch order a recipe-search run had: fit's NumPy order (lines noted so) or XLA's."""
+    return "NumPy" if "NumPy" in line.get("note", "") else "XLA"
+
+
 def recipe_search(lines):
-    """benchmarks/recipe_search.py's lines: one row per recipe (its settings as columns), the
-    accuracies of its seeds, the lowest, and the median train s (compilation included)."""
+    """benchmarks/recipe_search.py's lines: one row per recipe and epoch order (its settings as
+    columns), the accuracies of its seeds, the lowest, and the median train s (compilation
+    included)."""
     runs = defaultdict(list)
     for line in lines:
-        runs[json.dumps(line["cfg"], sort_keys=True)].append(line)
-    keys = list(dict.fromkeys(k for key in runs for k in json.loads(key)))
+        runs[json.dumps(line["cfg"], sort_keys=True), epoch_order(line)].append(line)
+    keys = list(dict.fromkeys(k for key, _ in runs for k in json.loads(key)))
     rows = []
-    for key, found in runs.items():
+    for (key, order), found in runs.items():
         cfg = json.loads(key)
         settings = [
             ", ".join(map(str, v)) if isinstance(v, list) else v for v in (cfg.get(k, "") for k in keys)
-        ]
+        ] + [order]
         accuracies = [r["acc"] for r in found]
         rows.append(
             settings
@@ -121,7 +127,7 @@ def recipe_search(lines):
                 f"{np.median([r['secs'] for r in found]):.1f}",
             ]
         )
-    return markdown(keys + ["seeds", "lowest", "train s (median)"], rows)
+    return markdown(keys + ["epoch order", "seeds", "lowest", "train s (median)"], rows)
 
 
 def resnet(folders):
