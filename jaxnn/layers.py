@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .core import check_batch, make_layer
+from .core import check_batch, make_layer, matmul
 from .errors import InputError
 
 
@@ -50,12 +50,12 @@ def Dense(features, w_init=lecun_normal):
             )
         if jnp.ndim(x) < 2 or x.shape[-1] != w.shape[0]:  # (batch, n_in), or (batch, ..., n_in) for sequences
             check_batch("Dense", x, w.shape[:1])
-        return x @ w + b, (x, w)
+        return matmul(x, w) + b, (x, w)
 
     def backward(residuals, dy):
         x, w = residuals
         rows_x, rows_dy = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])  # every position a row
-        return {"w": rows_x.T @ rows_dy, "b": jnp.sum(rows_dy, axis=0)}, dy @ w.T
+        return {"w": matmul(rows_x.T, rows_dy), "b": jnp.sum(rows_dy, axis=0)}, matmul(dy, w.T)
 
     return make_layer(f"Dense({features})", init, forward, backward)
 

@@ -66,6 +66,22 @@ def test_the_matmuls_run_in_bfloat16():
     assert "bf16" in text and ("convolution" in text or "conv" in text)
 
 
+def test_low_precision_matmuls_accumulate_in_float32_and_keep_their_dtype():
+    """core.matmul: bfloat16 inputs give a bfloat16 product computed with float32 accumulation (the
+    compiled dot outputs f32), closer to the exact product than a bfloat16-accumulated one would be
+    allowed to be; float32 and float64 are plain a @ b."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (64, 512))
+    b = jax.random.normal(jax.random.PRNGKey(1), (512, 32))
+    low = nn.core.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
+    assert low.dtype == jnp.bfloat16
+    exact = a.astype(jnp.bfloat16).astype(jnp.float32) @ b.astype(jnp.bfloat16).astype(jnp.float32)
+    # one bfloat16 rounding of the float32-accumulated result: relative error <= 2^-8 per entry
+    assert jnp.all(jnp.abs(low.astype(jnp.float32) - exact) <= 2**-8 * jnp.abs(exact) + 1e-6)
+    text = jax.jit(nn.core.matmul).lower(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)).as_text()
+    assert "-> tensor<64x32xf32>" in text  # the dot itself outputs float32 (a plain one: bf16)
+    assert jnp.array_equal(nn.core.matmul(a, b), a @ b) and nn.core.matmul(a, b).dtype == jnp.float32
+
+
 def test_float32_is_the_model_itself_and_bad_names_are_refused():
     model = _cnn()
     assert nn.mixed_precision(model, "float32") is model
