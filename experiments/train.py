@@ -58,8 +58,8 @@ def parse_args(argv=None):
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="random 2-pixel translations (and left-right flips on fashion_mnist) inside the jitted "
-        "step; images models only (default: the recipe's, on for resnet)",
+        help="random translations by up to --shift pixels (and left-right flips on fashion_mnist) "
+        "inside the jitted step; images models only (default: the recipe's, on for cnn and resnet)",
     )
     p.add_argument(
         "--shift",

@@ -36,10 +36,11 @@ LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
 def matmul(a, b):
-    """a @ b. Inputs in bfloat16 or float16 are multiplied with float32 accumulation and the
-    product is returned in their dtype: more accurate, and on the CPU XLA then calls YNNPACK's
-    bfloat16 GEMM (about 2x float32's rate on an AVX-512 BF16 machine), where a bfloat16 product
-    ran at 0.7x float32's rate. Other dtypes: plain a @ b."""
+    """a @ b, as jnp.matmul: a (..., m, k), b (k, n) -> (..., m, n). Inputs in bfloat16 or float16
+    are multiplied with float32 accumulation and the product is returned in their dtype: more
+    accurate, and on the CPU XLA then calls YNNPACK's bfloat16 GEMM (a 2048x2048 product 18.3 ms
+    against 41.9 ms in float32 on an AVX-512 BF16 machine), where a bfloat16 x bfloat16 ->
+    bfloat16 product took 47.5 ms (benchmarks/bf16_mlp.py). Other dtypes: plain a @ b."""
     dtype = jnp.result_type(a, b)
     if dtype not in LOW_PRECISION:
         return a @ b
