@@ -11,6 +11,7 @@ state's key, so the same seed gives the same run, bit for bit on the CPU.
 `train` knows nothing of datasets on disk: it takes arrays.
 """
 
+import functools
 import math
 import os
 import time
@@ -189,9 +190,10 @@ def epoch_function(model, loss, opt, batch_size, input_shape, grad="manual", mes
 
 
 def make_epoch(model, loss, opt, batch_size, input_shape, grad="manual", mesh=None, augment=None):
-    """The jitted epoch (see `epoch_function`); the state's buffers are donated and reused."""
+    """The jitted epoch (see `epoch_function`); the state's buffers are donated and reused. It
+    compiles with `model_compiler_options`, as `fit` does."""
     epoch = epoch_function(model, loss, opt, batch_size, input_shape, grad, mesh, augment)
-    return jax.jit(epoch, donate_argnums=0)
+    return jax.jit(epoch, donate_argnums=0, compiler_options=model_compiler_options(model, input_shape))
 
 
 def make_ensemble_epoch(model, loss, opt, batch_size, input_shape, grad="manual"):
@@ -199,7 +201,8 @@ def make_ensemble_epoch(model, loss, opt, batch_size, input_shape, grad="manual"
     TrainStates (different seeds, and learning rates via optax.inject_hyperparams). Each member
     draws its own permutation from its own key; the data are shared."""
     epoch = epoch_function(model, loss, opt, batch_size, input_shape, grad)
-    return jax.jit(jax.vmap(epoch, in_axes=(0, None, None)), donate_argnums=0)
+    options = model_compiler_options(model, input_shape)
+    return jax.jit(jax.vmap(epoch, in_axes=(0, None, None)), donate_argnums=0, compiler_options=options)
 
 
 def init_ensemble(model, opt, keys, input_shape):
@@ -217,7 +220,8 @@ def make_evaluate(model, loss, input_shape, batch_size=1000, flip=False):
 
     The arrays are checked first (outside jit: lengths, shapes, finiteness, label range, not empty).
     Whole batches run under one `lax.scan`; a last, partial batch runs once after it. Each batch's
-    mean loss is weighted by its size, so the result is the mean over all examples.
+    mean loss is weighted by its size, so the result is the mean over all examples. It compiles
+    with `model_compiler_options`, as `fit`'s training does.
     """
     check_positive_int("batch_size", batch_size)
     input_shape = tuple(input_shape)
@@ -262,7 +266,7 @@ def make_evaluate(model, loss, input_shape, batch_size=1000, flip=False):
             total_loss, correct = total_loss + rest_loss, correct + rest_correct
         return total_loss / n, correct / n
 
-    run = jax.jit(run)
+    run = jax.jit(run, compiler_options=model_compiler_options(model, input_shape))
 
     def evaluate(params, images, labels, model_state=None):
         if not isinstance(images, jax.core.Tracer):
@@ -358,22 +362,53 @@ _CPU_CONV_OPTIONS = {
 def compiler_options(lowered):
     """XLA options for compiling `lowered` (a `jax.jit(f).lower(...)` program) on this backend:
     _CPU_CONV_OPTIONS for a CPU program with convolutions, else None (XLA's defaults)."""
-    if jax.default_backend() != "cpu" or "convolution" not in lowered.as_text():
+    return _options_for(has_convolution="convolution" in lowered.as_text())
+
+
+def _options_for(has_convolution):
+    if jax.default_backend() != "cpu" or not has_convolution:
         return None
     return dict(_CPU_CONV_OPTIONS)
 
 
-def compile_lowered(lowered):
-    """(compiled, options): lowered.compile() with options = compiler_options(lowered), or None
-    when there are none or an XLA that no longer knows those (experimental) options compiled with
-    its defaults instead."""
-    options = compiler_options(lowered)
+def known_options(options):
+    """options if this XLA compiles with them, else None (its defaults): the options are
+    experimental, and an XLA that no longer knows one refuses to compile with it."""
+    if not options:
+        return None
+    return options if _compiles_with(tuple(sorted(options.items()))) else None
+
+
+@functools.cache
+def _compiles_with(option_items):
     try:
-        return lowered.compile(options), options
-    except jax.errors.JaxRuntimeError as e:
-        if options is None or not any(name in str(e) for name in options):
-            raise
-        return lowered.compile(), None
+        jax.jit(lambda x: x + 1, compiler_options=dict(option_items)).lower(np.float32(0)).compile()
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
+
+
+def compile_lowered(lowered):
+    """(compiled, options): lowered.compile(options) with options = compiler_options(lowered) where
+    this XLA knows them, else None (XLA's defaults)."""
+    options = known_options(compiler_options(lowered))
+    return lowered.compile(options), options
+
+
+def model_compiler_options(model, input_shape):
+    """compiler_options for the programs that run `model`, decided before any data are seen from
+    the jaxpr of its init and forward pass on one example (traced, not run or compiled; a few ms).
+    For jitting a function of the model: `jax.jit(f, compiler_options=model_compiler_options(model,
+    (28, 28, 1)))`, as make_epoch and make_evaluate do."""
+    input_shape = tuple(input_shape)
+
+    def forward(key):
+        _, params = model.init(key, input_shape)
+        x = jnp.zeros((1,) + input_shape)
+        return model.apply(params, x, state=model.init_state(input_shape), train=False)
+
+    jaxpr = jax.make_jaxpr(forward)(jax.random.PRNGKey(0))
+    return known_options(_options_for(has_convolution="conv_general_dilated" in str(jaxpr)))
 
 
 def chunk_steps(steps, checkpoint_every):

@@ -227,6 +227,33 @@ def test_compile_lowered_falls_back_to_defaults_when_xla_lacks_the_option(monkey
     np.testing.assert_allclose(compiled(state, x, y)[0].params[2]["w"], expected[0].params[2]["w"], rtol=1e-6)
 
 
+def test_make_epoch_and_make_evaluate_compile_with_the_options_fit_uses():
+    """model_compiler_options decides from the model (before any data) what compiler_options decides
+    from fit's lowered program; make_epoch and make_evaluate pass it to XLA (an option XLA does not
+    know then fails their compile), and it falls back to XLA's defaults where XLA lacks the option."""
+    conv = nn.serial(nn.Conv2D(4), nn.activation("relu"), nn.Flatten(), nn.Dense(3))
+    assert train.model_compiler_options(nn.mlp([5, 8, 3]), (5,)) is None
+    options = train.model_compiler_options(conv, (6, 6, 1))
+    assert options == train.known_options(train.compiler_options(_lowered_step(conv, (6, 6, 1))[0]))
+    assert (options is not None) == (jax.default_backend() == "cpu")
+
+    x, y = jnp.zeros((8, 6, 6, 1)), jnp.zeros((8,), jnp.int32)
+    opt = train.optimizer("sgd", 0.1)
+    state = train.init_state(conv, opt, jax.random.PRNGKey(0), (6, 6, 1))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "model_compiler_options", lambda *_: {"xla_no_such_option_for_the_test": "1"})
+        for run in (
+            lambda: train.make_evaluate(conv, LOSS, (6, 6, 1))(state.params, x, y),
+            lambda: train.make_epoch(conv, LOSS, opt, 4, (6, 6, 1))(state, x, y),
+        ):
+            with pytest.raises(jax.errors.JaxRuntimeError, match="xla_no_such_option_for_the_test"):
+                run()
+    if jax.default_backend() == "cpu":
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(train, "_CPU_CONV_OPTIONS", {"xla_cpu_no_such_option_for_the_test": "1"})
+            assert train.model_compiler_options(conv, (6, 6, 1)) is None
+
+
 def test_host_epoch_order_is_a_seeded_permutation_and_advances_the_key():
     """fit's order (NumPy, on the host): every kept index once, the same for the same key, another
     for the next epoch; the last n % batch_size examples of the permutation sit the epoch out."""
