@@ -69,7 +69,8 @@ RECIPES = {
     + [dict(width=160, epochs=3, batch=256, lr=lr, smooth=0.1, opt="nesterov") for lr in (0.4, 0.6, 0.8)]
     + [dict(width=128, epochs=3, batch=256, lr=0.6, smooth=0.1, opt="nesterov")]
     + [dict(width=160, epochs=3, batch=256, lr=0.6, opt="nesterov")]
-    + [dict(width=w, epochs=2, batch=256, lr=0.6, smooth=0.1, opt="nesterov") for w in (192, 256)],
+    + [dict(width=w, epochs=2, batch=256, lr=0.6, smooth=0.1, opt="nesterov") for w in (192, 256)]
+    + [dict(width=160, epochs=3, batch=512, lr=lr, smooth=0.1) for lr in (8e-3, 1.2e-2, 1.6e-2)],
 }
 
 
