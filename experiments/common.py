@@ -192,6 +192,7 @@ MODEL_OPTIONS = {
 
 # the models that read images (batch, H, W, C), so that --augment applies
 IMAGE_MODELS = ("cnn", "resnet")
+DEFAULT_SHIFT = 2  # pixels of random translation with --augment, unless the recipe says otherwise
 
 
 def training_loss(args):
@@ -203,12 +204,13 @@ def training_loss(args):
 
 def augmentation(args, dataset):
     """The run's augmentation inside the step (None unless args.augment): random shifts of up to
-    args.shift pixels (default 2), mirrors where they keep the label, random erasing (args.erase)."""
+    args.shift pixels (default DEFAULT_SHIFT), mirrors where they keep the label, random erasing
+    (args.erase)."""
     if not getattr(args, "augment", False):
         return None
     flip = dataset in FLIP_KEEPS_LABEL
     return nn.augment.augmentation(
-        shift=getattr(args, "shift", 2), flip=flip, erase=getattr(args, "erase", 0.0)
+        shift=getattr(args, "shift", DEFAULT_SHIFT), flip=flip, erase=getattr(args, "erase", 0.0)
     )
 
 

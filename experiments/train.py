@@ -22,6 +22,7 @@ import jax
 
 import jaxnn as nn
 from common import (
+    DEFAULT_SHIFT,
     IMAGE_MODELS,
     MODEL_OPTIONS,
     MODELS,
@@ -206,7 +207,7 @@ def parse_args(argv=None):
     if args.label_smoothing is None:
         args.label_smoothing = 0.0
     if args.shift is None:
-        args.shift = 2
+        args.shift = DEFAULT_SHIFT
     args.batchnorm = bool(args.batchnorm)
     if args.erase and not args.augment:
         p.error("--erase needs --augment (random erasing is part of the augmentation)")
