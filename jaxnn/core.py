@@ -1,7 +1,7 @@
 """The Layer: four pure functions, and `serial`, the chain rule in a few lines.
 
-A layer is a NamedTuple of functions, in the style of stax's (init_fun, apply_fun) pairs,
-plus a hand-derived backward pass in the shape of `jax.custom_vjp`'s fwd/bwd pair:
+A layer is a NamedTuple of functions, in the style of stax's (init_fun, apply_fun) pairs, plus a
+backward pass in the shape of `jax.custom_vjp`'s fwd/bwd pair:
 
     out_shape, params = layer.init(key, input_shape)  # input_shape: ONE example, no batch axis
     y = layer.apply(params, x)                        # x: (batch, *input_shape)
@@ -19,8 +19,9 @@ pytree, passed in and returned, never mutated:
 `key=`); `train=False` is evaluation; without `train`, BatchNorm evaluates and Dropout is on
 exactly when it is given a key. `serial` splits the key among its layers.
 
-Write your own layer with `make_layer(name, init, forward, backward)`; `core` knows nothing of
-training or datasets.
+Every built-in layer's backward is derived by hand. A layer of your own needs none: give
+`make_layer` its `apply` and the backward comes from `jax.vjp`; `layer.rule` says which it has
+("hand", "autodiff", or "mixed" for a composite of both). `core` knows nothing of training or datasets.
 """
 
 import inspect
@@ -31,66 +32,181 @@ import jax
 import jax.numpy as jnp
 
 from .errors import InputError, InputTypeError
+from .types import ApplyFn, Array, BackwardFn, DTypeLike, ForwardFn, InitFn, Params, PRNGKey, Shape, State
 
 LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+RULES = ("hand", "autodiff", "mixed")
 
 
-def matmul(a, b):
-    """a @ b, as jnp.matmul: a (..., m, k), b (k, n) -> (..., m, n). Inputs in bfloat16 or float16
-    are multiplied with float32 accumulation and the product is returned in their dtype: more
-    accurate, and on the CPU XLA then calls YNNPACK's bfloat16 GEMM (a 2048x2048 product 18.3 ms
-    against 41.9 ms in float32 on an AVX-512 BF16 machine), where a bfloat16 x bfloat16 ->
-    bfloat16 product took 47.5 ms (benchmarks/bf16_mlp.py). Other dtypes: plain a @ b."""
+def matmul(a: Array, b: Array) -> Array:
+    """`a @ b` (as `jnp.matmul`), with float32 accumulation for low-precision inputs.
+
+    **Arguments:**
+
+    - `a`: `(..., m, k)`.
+    - `b`: `(k, n)`.
+
+    **Returns:** `(..., m, n)` in the inputs' dtype. Inputs in bfloat16 or float16 are multiplied with
+    float32 accumulation (more accurate, and the path XLA's CPU backend has a fast bfloat16 kernel for);
+    other dtypes are a plain `a @ b`.
+    """
     dtype = jnp.result_type(a, b)
     if dtype not in LOW_PRECISION:
         return a @ b
     return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(dtype)
 
 
-def no_state(input_shape, dtype=jnp.float32):
-    """The state of a layer without state: the empty pytree ()."""
+def no_state(input_shape: Shape, dtype: DTypeLike = jnp.float32) -> State:
+    """The state of a layer without state: the empty pytree `()`."""
     return ()
 
 
 class Layer(NamedTuple):
-    """A layer or a whole model: init / apply / forward / backward (+ init_state), all pure."""
+    """A layer or a whole model: `init` / `apply` / `forward` / `backward` (+ `init_state`), all pure.
 
-    init: Callable[..., Any]
-    apply: Callable[..., Any]
-    forward: Callable[..., Any]
-    backward: Callable[..., Any]
+    **Fields:**
+
+    - `init(key, input_shape, dtype=float32) -> (output_shape, params)`: shapes of ONE example.
+    - `apply(params, x, key=None, state=None, train=None) -> y`, or `(y, new_state)` given `state=`.
+    - `forward(params, x, ...) -> (y, residuals)`, or `(y, residuals, new_state)` given `state=`.
+    - `backward(residuals, dy) -> (dparams, dx)`: `dparams` has the structure of `params`.
+    - `name`: what `summary` and error messages call the layer.
+    - `stochastic`: whether forward draws random numbers (Dropout): callers then pass `key=`.
+    - `init_state(input_shape, dtype=float32) -> state`: `()` for a layer without state.
+    - `stateful`: whether `apply` / `forward` must be given `state=`.
+    - `layers`: the layers a `serial` model is made of (one row each in `summary`), else ().
+    - `input_shape`: the shape of one example the model was built for (every builder of
+      `jaxnn.models` sets it), or None.
+    - `rule`: how `backward` is made: "hand" (derived by hand, proven in the gradient table),
+      "autodiff" (`jax.vjp` of `apply`), or "mixed" (a composite holding both).
+    """
+
+    init: InitFn
+    apply: ApplyFn
+    forward: ForwardFn
+    backward: BackwardFn
     name: str = "layer"
-    stochastic: bool = False  # does forward use a PRNG key (Dropout)? Others skip the key splitting.
-    init_state: Callable[..., Any] = no_state  # init_state(input_shape, dtype=float32) -> state pytree
-    stateful: bool = False  # must apply/forward be given state=? (True for BatchNorm and models holding one)
-    layers: tuple = ()  # the layers a composite (serial) is made of, for summaries
+    stochastic: bool = False
+    init_state: Callable[..., State] = no_state
+    stateful: bool = False
+    layers: tuple["Layer", ...] = ()
+    input_shape: Shape | None = None
+    rule: str = "hand"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Layer({self.name})"
 
 
-def make_layer(name, init, forward, backward, init_state=None, stateful=None):
-    """Build a Layer from `init`, `forward` and `backward`; `apply` is `forward` without residuals.
+def _accepts(fn: Callable, name: str) -> bool:
+    """Whether fn takes a parameter called `name` (or any keyword, **kwargs)."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # some builtins have no signature: they take no options
+        return False
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def example_shape(name: str, input_shape: Any) -> Shape:
+    """`input_shape` as a tuple of ints (the shape of one example), or an InputError that says so."""
+
+    def is_size(d):
+        return hasattr(d, "__index__") and not isinstance(d, bool) and int(d) >= 0
+
+    if isinstance(input_shape, (list, tuple)) and all(is_size(d) for d in input_shape):
+        return tuple(int(d) for d in input_shape)
+    hint = f"; for one number write ({input_shape},)" if isinstance(input_shape, int) else ""
+    raise InputError(
+        f"{name}: input_shape must be the shape of ONE example as a tuple of ints, e.g. (784,) or "
+        f"(28, 28, 1), got {input_shape!r}{hint}"
+    )
+
+
+def _describe(tree: Any) -> str:
+    if isinstance(tree, dict):
+        return f"a dict with keys {sorted(map(str, tree))}"
+    if isinstance(tree, (tuple, list)):
+        return f"a {type(tree).__name__} of {len(tree)} entries" if tree else "() (no parameters)"
+    return f"a {type(tree).__name__}"
+
+
+def _params_mismatch(name: str, init: InitFn, params: Params, x: Any, dtype: DTypeLike) -> InputError | None:
+    """An InputError naming the expected parameters when `params` has another structure than the
+    ones `init` makes for inputs like `x`; None when they match (or cannot be found)."""
+    try:
+        expected = jax.eval_shape(lambda k: init(k, tuple(jnp.shape(x))[1:], dtype)[1], jax.random.PRNGKey(0))
+    except Exception:  # init refuses this x: the original error says more
+        return None
+    if jax.tree_util.tree_structure(expected) == jax.tree_util.tree_structure(params):
+        return None
+    return InputError(f"{name}: params are {_describe(params)}, this layer's are {_describe(expected)}")
+
+
+def make_layer(
+    name: str,
+    init: InitFn,
+    forward: ForwardFn | None = None,
+    backward: BackwardFn | None = None,
+    *,
+    apply: ApplyFn | None = None,
+    init_state: Callable[..., State] | None = None,
+    stateful: bool | None = None,
+) -> Layer:
+    """Build a Layer from a hand rule (`forward` and `backward`) or from `apply` alone (autodiff).
 
     **Arguments:**
-    - init(key, input_shape, dtype=jnp.float32) -> (output_shape, params); shapes of ONE example.
-    - forward(params, x) -> (y, residuals). It may also name `key` (a PRNG key or None), `train`
-      (True, False or None) and other keyword options; it sees only the ones it names.
-    - backward(residuals, dy) -> (dparams, dx), dparams shaped like params.
-    - init_state(input_shape, dtype=jnp.float32) -> state: give it for a layer with state; forward then takes
-      `state` and returns (y, residuals, new_state).
-    - stateful: must callers pass state? Default: whether init_state is given. (`serial` threads
+
+    - `name`: what summaries and errors call it.
+    - `init(key, input_shape, dtype=jnp.float32) -> (output_shape, params)`: shapes of ONE example
+      (`dtype` may be left out of its signature).
+    - `forward(params, x) -> (y, residuals)`: the hand rule's forward. It may also name `key` (a PRNG
+      key or None) and `train` (True, False or None); it is given only the ones it names.
+    - `backward(residuals, dy) -> (dparams, dx)`: the hand rule's backward, `dparams` shaped like params.
+    - `apply`: instead of `forward` and `backward`, a function `f(params, x) -> y` (also naming `key`
+      / `train` if it uses them). The backward is then `jax.vjp`'s of `f` and the layer's `rule` is
+      "autodiff". If `f` names `state`, it returns `(y, new_state)` as built-in layers do; the state is
+      held constant in the backward, as in every hand rule.
+    - `init_state(input_shape, dtype=jnp.float32) -> state`: for a layer with state; a hand rule's
+      `forward` then takes `state` and returns `(y, residuals, new_state)`.
+    - `stateful`: must callers pass state? Default: whether the layer keeps state. (`serial` threads
       state through its layers but needs it only if one of them does.)
 
-    Example, y = 2x:
+    **Returns:** the Layer.
 
-        double = make_layer("double", lambda key, shape, dtype=jnp.float32: (shape, ()),
+    Example: y = 2x by hand, and y = x sin(w) without a hand rule:
+
+        double = make_layer("double", lambda key, shape: (shape, ()),
                             lambda params, x: (2 * x, None), lambda residuals, dy: ((), 2 * dy))
+        wave = make_layer("wave", lambda key, shape: (shape, {"w": jnp.zeros(shape[-1:])}),
+                          apply=lambda params, x: x * jnp.sin(params["w"]))
     """
-    accepts = inspect.signature(forward).parameters
-    takes_key, takes_train = "key" in accepts, "train" in accepts
-    threads_state = init_state is not None
-    stateful = threads_state if stateful is None else stateful
+    if not callable(init):
+        raise InputTypeError(f"make_layer({name!r}): init must be a function, got {type(init).__name__}")
+    if apply is not None and (forward is not None or backward is not None):
+        raise InputError(
+            f"make_layer({name!r}): give forward and backward (a hand rule) or apply (autodiff), not both"
+        )
+    if apply is None and (forward is None or backward is None):
+        raise InputError(
+            f"make_layer({name!r}): a hand rule needs both forward and backward; for a layer without "
+            "one, pass apply=f (f(params, x) -> y) and the backward comes from jax.vjp"
+        )
+    user_fn = apply if apply is not None else forward
+    if not callable(user_fn) or not (apply is not None or callable(backward)):
+        raise InputTypeError(f"make_layer({name!r}): forward, backward and apply must be functions")
+    takes_key, takes_train = _accepts(user_fn, "key"), _accepts(user_fn, "train")
+    threads_state = init_state is not None or (apply is not None and _accepts(apply, "state"))
+    stateful = init_state is not None if stateful is None else stateful
+    rule = "hand"
+    if apply is not None:
+        forward, backward = _vjp_rule(apply, _accepts(apply, "state"), threads_state)
+        rule = "autodiff"
+    assert forward is not None and backward is not None
+    init_takes_dtype = _accepts(init, "dtype")
+
+    def init_(key: PRNGKey, input_shape: Shape, dtype: DTypeLike = jnp.float32) -> tuple[Shape, Params]:
+        shape = example_shape(f"{name}.init", input_shape)
+        out_shape, params = init(key, shape, dtype=dtype) if init_takes_dtype else init(key, shape)
+        return tuple(out_shape), params
 
     def forward_(params, x, key=None, state=None, train=None, **options):
         if state is None and stateful:
@@ -102,29 +218,109 @@ def make_layer(name, init, forward, backward, init_state=None, stateful=None):
             options["key"] = key
         if takes_train:
             options["train"] = train
-        if threads_state:
-            y, residuals, new_state = forward(params, x, state=state, **options)
-        else:
-            (y, residuals), new_state = forward(params, x, **options), ()
+        try:
+            if threads_state:
+                y, residuals, new_state = forward(params, x, state=state, **options)
+            else:
+                (y, residuals), new_state = forward(params, x, **options), ()
+        except (KeyError, TypeError, IndexError) as e:  # params of another layer? say which ones it wants
+            mismatch = _params_mismatch(name, init_, params, x, jnp.result_type(float))
+            if mismatch is not None:
+                raise mismatch from e
+            raise
         return (y, residuals) if state is None else (y, residuals, new_state)
 
-    def apply(params, x, key=None, state=None, train=None, **options):
+    def apply_(params, x, key=None, state=None, train=None, **options):
         out = forward_(params, x, key=key, state=state, train=train, **options)
         return out[0] if state is None else (out[0], out[2])
 
     return Layer(
-        init,
-        apply,
+        init_,
+        apply_,
         forward_,
         backward,
         name,
         stochastic=takes_key,
         init_state=init_state or no_state,
         stateful=stateful,
+        rule=rule,
     )
 
 
-def call_forward(layer, params, x, key, state, train):
+def _vjp_rule(f: ApplyFn, takes_state: bool, threads_state: bool) -> tuple[ForwardFn, BackwardFn]:
+    """(forward, backward) of a layer from its function f alone: forward runs `jax.vjp` of f and keeps
+    the pullback as the residuals, backward applies it to dy. Integer inputs (token ids) are held
+    fixed and get dx = None, as in the built-in Embedding. threads_state: the layer passes state in
+    and expects (y, residuals, new_state) back, also when f itself takes none (the state passes)."""
+
+    def forward(params, x, **options):
+        state = options.pop("state", None)
+        if takes_state:
+            options["state"] = state
+        differentiable = jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+        args = (params, x) if differentiable else (params,)
+
+        def g(p, inputs=x):
+            return f(p, inputs, **options)
+
+        if takes_state:
+            y, pullback, new_state = jax.vjp(g, *args, has_aux=True)
+            return y, pullback, new_state
+        y, pullback = jax.vjp(g, *args)
+        return (y, pullback, state) if threads_state else (y, pullback)
+
+    def backward(pullback, dy):
+        grads = pullback(dy)
+        return (grads[0], None) if len(grads) == 1 else tuple(grads)
+
+    return forward, backward
+
+
+def function_layer(f: Callable[[Array], Array], name: str | None = None) -> Layer:
+    """A parameter-free Layer from a plain function `f(x) -> y` of a batch (e.g. `jnp.tanh`, or
+    `lambda x: x.reshape(x.shape[0], -1)`); its backward is `jax.vjp`'s. `serial` calls this for
+    every plain function among its layers.
+
+    **Arguments:**
+
+    - `f`: maps a batch `(batch, *input_shape)` to a batch `(batch, *output_shape)`.
+    - `name`: defaults to f's `__name__`.
+
+    **Returns:** a Layer with params `()`, its output shape found by tracing f on one example.
+    """
+    if not callable(f):
+        raise InputTypeError(f"function_layer: expected a function, got {type(f).__name__}")
+    name = name or getattr(f, "__name__", "function")
+    name = "function" if name == "<lambda>" else name
+
+    def init(key, input_shape, dtype=jnp.float32):
+        out = jax.eval_shape(f, jax.ShapeDtypeStruct((1,) + tuple(input_shape), dtype))
+        if not hasattr(out, "shape") or out.shape[:1] != (1,):
+            raise InputError(
+                f"{name}: a function in serial must map a batch to a batch (keep the first axis); "
+                f"one example of shape {tuple(input_shape)} came out as {getattr(out, 'shape', out)}"
+            )
+        return tuple(out.shape[1:]), ()
+
+    return make_layer(name, init, apply=lambda params, x: f(x))
+
+
+def as_layer(obj: Any, where: str = "serial") -> Layer:
+    """A Layer as it is; a plain function as `function_layer(obj)`; anything else an InputTypeError."""
+    if isinstance(obj, Layer):
+        return obj
+    if callable(obj):
+        return function_layer(obj)
+    raise InputTypeError(f"{where}: expected a jaxnn Layer or a function, got {type(obj).__name__}")
+
+
+def combined_rule(layers: tuple[Layer, ...]) -> str:
+    """The rule of a composite: its layers' common rule, or "mixed"."""
+    rules = {layer.rule for layer in layers}
+    return rules.pop() if len(rules) == 1 else "mixed"
+
+
+def call_forward(layer: Layer, params: Params, x: Any, key: PRNGKey | None, state: State | None, train):
     """layer.forward as a triple (y, residuals, new_state) whether or not state is given (None)."""
     if state is None:
         y, residuals = layer.forward(params, x, key=key, train=train)
@@ -132,8 +328,16 @@ def call_forward(layer, params, x, key, state, train):
     return layer.forward(params, x, key=key, state=state, train=train)
 
 
-def output_shape(layer, input_shape):
-    """The shape of one example after `layer`, found by tracing init (no arrays are made)."""
+def output_shape(layer: Layer, input_shape: Shape) -> Shape:
+    """The shape of one example after `layer`, found by tracing init (no arrays are made).
+
+    **Arguments:**
+
+    - `layer`: any Layer.
+    - `input_shape`: the shape of one input example.
+
+    **Returns:** the shape of one output example.
+    """
     found = []
 
     def init(key):
@@ -145,12 +349,12 @@ def output_shape(layer, input_shape):
     return found[0]
 
 
-def split_key(key, n):
+def split_key(key: PRNGKey | None, n: int) -> list:
     """n keys from key, or n Nones when there is no key (evaluation mode)."""
     return [None] * n if key is None else list(jax.random.split(key, n))
 
 
-def check_batch(name, x, input_shape):
+def check_batch(name: str, x: Any, input_shape: Shape) -> None:
     """Raise a clear error unless x has shape (batch, *input_shape).
 
     Shapes are static under `jit`, so this check also runs inside compiled code.
@@ -161,18 +365,21 @@ def check_batch(name, x, input_shape):
         raise InputError(f"{name}: expected input of shape {expected}, got {x_shape}")
 
 
-def serial(*layers):
+def serial(*layers: Layer | Callable[[Array], Array]) -> Layer:
     """Compose layers: y = f_n(...f_2(f_1(x))).
 
-    params: a tuple, one entry per layer (() for a layer without params); state likewise.
-    backward is the chain rule run in reverse: each layer turns dL/dy into dL/dx,
-    which is the dL/dy of the layer before it.
+    **Arguments:**
+
+    - `*layers`: Layers, or plain parameter-free functions of a batch (`jnp.tanh`,
+      `lambda x: x.reshape(x.shape[0], -1)`), which become layers whose backward is `jax.vjp`'s.
+
+    **Returns:** a Layer whose params (and state) are a tuple, one entry per layer (`()` for a layer
+    without params). Its backward is the chain rule run in reverse: each layer turns dL/dy into
+    dL/dx, which is the dL/dy of the layer before it. Its `rule` is "hand" when every layer's is.
     """
     if not layers:
         raise InputError("serial() needs at least one layer")
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, Layer):
-            raise InputTypeError(f"serial: argument {i} is a {type(layer).__name__}, expected a jaxnn Layer")
+    layers = tuple(as_layer(layer, f"serial: argument {i}") for i, layer in enumerate(layers))
     n = len(layers)
     name = "serial(" + ", ".join(layer.name for layer in layers) + ")"
 
@@ -212,24 +419,30 @@ def serial(*layers):
         return tuple(grads), dy
 
     layer = make_layer(
-        name, init, forward, backward, init_state, stateful=any(layer.stateful for layer in layers)
+        name, init, forward, backward, init_state=init_state, stateful=any(layer.stateful for layer in layers)
     )
-    return layer._replace(stochastic=stochastic, layers=tuple(layers))
+    return layer._replace(stochastic=stochastic, layers=layers, rule=combined_rule(layers))
 
 
-def _check_tuple(what, tree, n):
+def _check_tuple(what: str, tree: Any, n: int) -> None:
     if not isinstance(tree, (tuple, list)) or len(tree) != n:
         got = f"a {type(tree).__name__}" + (f" of length {len(tree)}" if hasattr(tree, "__len__") else "")
         raise InputError(f"serial: expected {what} as a tuple of {n} entries (one per layer), got {got}")
 
 
-def Residual(inner, shortcut=None):
-    """y = x + f(x) for a Layer f whose output has the input's shape. params (and state): f's.
+def Residual(inner: Layer, shortcut: Layer | None = None) -> Layer:
+    """y = x + f(x) for a Layer f whose output has the input's shape; or y = g(x) + f(x).
 
-    Backward adds the two paths: dL/dx = dy (the identity path) + f.backward(dy)'s dx.
+    **Arguments:**
 
-    With a `shortcut` Layer g (a ResNet's 1x1 strided projection where f changes the shape):
-    y = g(x) + f(x); params and state are pairs (f's, g's); dL/dx = g.backward(dy)'s dx + f's.
+    - `inner`: the Layer f (its output shape must equal its input shape when there is no shortcut).
+    - `shortcut`: a Layer g for the other path (a ResNet's 1x1 strided projection where f changes
+      the shape), or None for the identity.
+
+    **Returns:** a Layer. Its params (and state) are f's; with a shortcut, pairs (f's, g's).
+
+    Backward adds the two paths: dL/dx = dy (the identity path) + f.backward(dy)'s dx; with a
+    shortcut, g.backward(dy)'s dx + f's.
     """
     if not isinstance(inner, Layer) or not (shortcut is None or isinstance(shortcut, Layer)):
         bad = shortcut if isinstance(inner, Layer) else inner
@@ -255,12 +468,17 @@ def Residual(inner, shortcut=None):
         return dparams, dy + dx
 
     layer = make_layer(
-        f"Residual({inner.name})", init, forward, backward, inner.init_state, stateful=inner.stateful
+        f"Residual({inner.name})",
+        init,
+        forward,
+        backward,
+        init_state=inner.init_state,
+        stateful=inner.stateful,
     )
-    return layer._replace(stochastic=inner.stochastic)
+    return layer._replace(stochastic=inner.stochastic, rule=inner.rule)
 
 
-def _projected_residual(inner, shortcut):
+def _projected_residual(inner: Layer, shortcut: Layer) -> Layer:
     """Residual(inner, shortcut): y = shortcut(x) + inner(x), both paths' params and state as pairs."""
 
     def init(key, input_shape, dtype=jnp.float32):
@@ -301,16 +519,25 @@ def _projected_residual(inner, shortcut):
         init,
         forward,
         backward,
-        init_state,
+        init_state=init_state,
         stateful=inner.stateful or shortcut.stateful,
     )
-    return layer._replace(stochastic=stochastic)
+    return layer._replace(stochastic=stochastic, rule=combined_rule((inner, shortcut)))
 
 
-def check_params(model, params, input_shape):
-    """Raise InputError unless params have the tree structure and shapes that model.init gives
-    for input_shape (found by tracing init: no arrays are made): catches the parameters of a
-    differently sized model, or of another model, before they are trained or applied."""
+def check_params(model: Layer, params: Params, input_shape: Shape) -> None:
+    """Raise InputError unless `params` fit `model` for inputs of `input_shape`.
+
+    **Arguments:**
+
+    - `model`: the Layer.
+    - `params`: parameters to check (e.g. loaded from a file).
+    - `input_shape`: the shape of one input example.
+
+    **Returns:** None. The expected tree structure and shapes come from tracing `model.init` (no
+    arrays are made): this catches the parameters of a differently sized model, or of another
+    model, before they are trained or applied.
+    """
     expected = jax.eval_shape(lambda key: model.init(key, tuple(input_shape))[1], jax.random.PRNGKey(0))
     want, want_tree = jax.tree_util.tree_flatten_with_path(expected)
     got, got_tree = jax.tree_util.tree_flatten_with_path(params)

@@ -22,21 +22,33 @@ there disagree with any rule; compare with `jax.grad` at kinks, with finite diff
     report.assert_close()          # raises with the worst leaves listed
 """
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .core import call_forward
+from .core import Layer, call_forward
 from .gradients import value_and_grad
+from .losses import LossFn, as_loss
+from .types import PRNGKey
 
 
 class Report(NamedTuple):
-    """Relative errors per leaf ("params['w']", "x", ...): hand rule vs jax.grad, vs finite differences."""
+    """The outcome of a check.
+
+    **Fields:**
+
+    - `vs_autodiff`: relative error per leaf ("params['w']", "x", ...), the layers' backward vs `jax.grad`.
+    - `vs_finite_diff`: the same against central finite differences.
+    - `rules`: `(layer name, rule)` for each layer checked: "hand" where its backward is derived by
+      hand (what the check proves), "autodiff" where it comes from `jax.vjp` (built without a rule).
+    """
 
     vs_autodiff: dict
     vs_finite_diff: dict
+    rules: tuple = ()
 
     @property
     def max_vs_autodiff(self):
@@ -46,7 +58,13 @@ class Report(NamedTuple):
     def max_vs_finite_diff(self):
         return max(self.vs_finite_diff.values(), default=0.0)
 
-    def assert_close(self, autodiff_tol=1e-10, finite_diff_tol=1e-6):
+    @property
+    def by_autodiff(self) -> list[str]:
+        """The layers whose backward is jax.vjp's rather than a hand rule."""
+        return [name for name, rule in self.rules if rule != "hand"]
+
+    def assert_close(self, autodiff_tol: float = 1e-10, finite_diff_tol: float = 1e-6) -> "Report":
+        """Raise AssertionError listing the leaves over a tolerance; return the report otherwise."""
         bad = {k: v for k, v in self.vs_autodiff.items() if not v <= autodiff_tol}
         bad_fd = {k: v for k, v in self.vs_finite_diff.items() if not v <= finite_diff_tol}
         if bad or bad_fd:
@@ -61,18 +79,44 @@ AUTODIFF_FLOOR = 1e-6  # x the largest gradient norm: below 1e-16 of it, differe
 FINITE_DIFF_FLOOR = 1e-3  # finite differences carry noise of about 1e-10 |f| (float64, h = 1e-6)
 
 
-def relative_error(a, b, floor=0.0):
+def rules(layer: Layer) -> tuple[tuple[str, str], ...]:
+    """`(name, rule)` of each layer of a serial model (or of the layer itself): "hand" or "autodiff"
+    (or "mixed" for a nested composite holding both)."""
+    return tuple((sub.name, sub.rule) for sub in (layer.layers or (layer,)))
+
+
+def relative_error(a: Any, b: Any, floor: float = 0.0) -> float:
     """||a - b|| / max(||a||, ||b||, floor) over whole arrays, in float64 numpy; 0 if all are 0."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     scale = max(np.linalg.norm(a), np.linalg.norm(b), floor)
     return 0.0 if scale == 0 else float(np.linalg.norm(a - b) / scale)
 
 
-def compare(scalar_fn, args, hand_grads, *, names=None, key=None, eps=1e-6, directions=3, finite_diff=True):
-    """Compare `hand_grads` (a tuple, one gradient tree per arg) of `scalar_fn(*args)` with
-    `jax.grad` and with central finite differences along `directions` random directions per leaf.
+def compare(
+    scalar_fn: Callable[..., Any],
+    args: tuple,
+    hand_grads: tuple,
+    *,
+    names: list[str] | None = None,
+    key: PRNGKey | None = None,
+    eps: float = 1e-6,
+    directions: int = 3,
+    finite_diff: bool = True,
+) -> Report:
+    """Compare gradients of `scalar_fn(*args)` with `jax.grad` and with central finite differences.
 
-    Integer args (labels) get no gradient: pass None for them in hand_grads.
+    **Arguments:**
+
+    - `scalar_fn`: a function of `args` returning a scalar.
+    - `args`: its arguments (pytrees of float arrays; integer ones, such as labels, get no gradient).
+    - `hand_grads`: one gradient tree per arg, None for the integer ones.
+    - `names`: how the report calls each arg (default arg0, arg1, ...).
+    - `key`: the PRNG key for the random directions.
+    - `eps`: the finite-difference step h.
+    - `directions`: random directions per leaf.
+    - `finite_diff`: False to compare with `jax.grad` only (at kinks).
+
+    **Returns:** a Report (call `.assert_close()` on it).
     """
     names = names or [f"arg{i}" for i in range(len(args))]
     key = jax.random.PRNGKey(0) if key is None else key
@@ -132,12 +176,29 @@ def _leaves(tree, prefix):
     return [prefix + jax.tree_util.keystr(p) for p, _ in with_paths], [leaf for _, leaf in with_paths]
 
 
-def check_layer(layer, params, x, *, key=None, state=None, train=None, **kwargs):
-    """Check layer.backward against jax.grad of layer.apply and finite differences.
+def check_layer(
+    layer: Layer,
+    params: Any,
+    x: Any,
+    *,
+    key: PRNGKey | None = None,
+    state: Any = None,
+    train: bool | None = None,
+    **kwargs: Any,
+) -> Report:
+    """Check `layer.backward` against `jax.grad` of `layer.apply` and against finite differences.
+
+    **Arguments:**
+
+    - `layer`, `params`, `x`: the layer, its parameters and an input batch (float64 for a meaningful check).
+    - `key`: the PRNG key for dy and the directions.
+    - `state`, `train`: for a layer with state; the state is held constant, as the hand rules treat it.
+    - `**kwargs`: passed on to `compare` (`eps`, `directions`, `finite_diff`).
+
+    **Returns:** a Report over the leaves of params and x; its `rules` say which layers' backward is by hand.
 
     The scalar checked is sum(apply(params, x) * dy) for a random dy, whose gradient is exactly
-    what backward(residuals, dy) returns. For a layer with state, pass `state=` (and `train=`):
-    the state is held constant, as the hand rules treat it.
+    what backward(residuals, dy) returns.
     """
     key = jax.random.PRNGKey(0) if key is None else key
     key, sub = jax.random.split(key)
@@ -148,20 +209,54 @@ def check_layer(layer, params, x, *, key=None, state=None, train=None, **kwargs)
     def scalar(p, inputs):
         return jnp.sum(call_forward(layer, p, inputs, None, state, train)[0] * dy)
 
-    return compare(scalar, (params, x), (dparams, dx), names=["params", "x"], key=key, **kwargs)
+    report = compare(scalar, (params, x), (dparams, dx), names=["params", "x"], key=key, **kwargs)
+    return report._replace(rules=rules(layer))
 
 
-def check_loss(loss, pred, target, *, key=None, **kwargs):
-    """Check loss.backward(residuals, g) against jax.grad of loss and finite differences."""
+def check_loss(
+    loss: LossFn | Callable, pred: Any, target: Any, *, key: PRNGKey | None = None, **kwargs: Any
+) -> Report:
+    """Check `loss.backward(residuals, g)` against `jax.grad` of the loss and finite differences.
+
+    **Arguments:**
+
+    - `loss`: a jaxnn Loss (or a plain loss function, whose backward is then jax.vjp's).
+    - `pred`, `target`: a prediction batch (float64) and its labels or targets.
+    - `key`, `**kwargs`: as for `compare`.
+
+    **Returns:** a Report over `pred`.
+    """
+    loss = as_loss(loss, "check_loss")
     value, residuals = loss.forward(pred, target)
     g = 1.7  # a cotangent other than 1 catches a forgotten factor g
     dpred = loss.backward(residuals, g)
-    return compare(lambda p: g * loss(p, target), (pred,), (dpred,), names=["pred"], key=key, **kwargs)
+    report = compare(lambda p: g * loss(p, target), (pred,), (dpred,), names=["pred"], key=key, **kwargs)
+    return report._replace(rules=((loss.name, loss.rule),))
 
 
-def check_model(model, loss, params, x, labels, *, key=None, **kwargs):
-    """Check the manual gradient of loss(model(x), labels) w.r.t. params end to end."""
+def check_model(
+    model: Layer,
+    loss: LossFn | Callable,
+    params: Any,
+    x: Any,
+    labels: Any,
+    *,
+    key: PRNGKey | None = None,
+    **kwargs: Any,
+) -> Report:
+    """Check the manual gradient of loss(model(x), labels) with respect to params, end to end.
+
+    **Arguments:**
+
+    - `model`, `loss`: a Layer and a Loss (or plain loss function).
+    - `params`, `x`, `labels`: parameters (float64), an input batch and its labels.
+    - `key`, `**kwargs`: as for `compare`.
+
+    **Returns:** a Report over the leaves of params; its `rules` list each layer's (and the loss's) rule.
+    """
+    loss = as_loss(loss, "check_model")
     _, grads = value_and_grad(model, loss, mode="manual")(params, x, labels)
-    return compare(
+    report = compare(
         lambda p: loss(model.apply(p, x), labels), (params,), (grads,), names=["params"], key=key, **kwargs
     )
+    return report._replace(rules=rules(model) + ((loss.name, loss.rule),))

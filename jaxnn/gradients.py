@@ -1,11 +1,18 @@
 """Gradients two ways: by the hand rules, or by `jax.grad`; and hand rules inside `jax.grad`.
 
-f = value_and_grad(model, loss, mode="manual")   # hand rules only: forward, then backward
-f = value_and_grad(model, loss, mode="autodiff") # jax.value_and_grad of loss(model.apply(...))
-value, grads = f(params, x, labels)
+    f = value_and_grad(model, loss, mode="manual")   # forward, then each layer's backward
+    f = value_and_grad(model, loss, mode="autodiff") # jax.value_and_grad of loss(model.apply(...))
+    value, grads = f(params, x, labels)
 
-fast = with_hand_rules(model)   # apply is a jax.custom_vjp: jax.grad/jit/vmap use the hand rules
+    fast = with_hand_rules(model)   # apply is a jax.custom_vjp: jax.grad/jit/vmap use the hand rules
+
+The manual path runs every layer's own backward: the hand-derived rule where the layer has one, the
+pullback of `jax.vjp` where it was built without (`make_layer(..., apply=f)`, a plain function in
+`serial`, a plain loss function). `layer.rule` and `loss.rule` say which.
 """
+
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -13,32 +20,44 @@ import numpy as np
 
 from .core import Layer, call_forward
 from .errors import InputError, InputTypeError
-from .losses import is_loss
+from .losses import LossFn, as_loss
 
 MODES = ("manual", "autodiff")
+"""The two ways to a gradient: "manual" (the layers' own backward passes) and "autodiff" (`jax.grad`)."""
 
 
-def value_and_grad(model, loss, mode="manual", with_outputs=False):
-    """Return f(params, x, labels, key=None, *, state=None, train=None) -> (value, grads) for the
-    loss of model's output.
+def check_mode(mode: str, where: str) -> str:
+    """mode itself if it is one of MODES, else an InputError naming them."""
+    if mode not in MODES:
+        raise InputError(f"{where}: mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def value_and_grad(
+    model: Layer, loss: LossFn | Callable[[Any, Any], Any], mode: str = "manual", with_outputs: bool = False
+) -> Callable[..., Any]:
+    """The loss of a model's output and its gradient with respect to the parameters.
 
     **Arguments:**
-    - model: a Layer (e.g. from `serial` or `mlp`).
-    - loss: a Loss (e.g. `losses.softmax_cross_entropy`).
-    - mode: "manual" runs the hand-derived backward passes and nothing else (no jax.grad, vjp or
-      linearize on that path); "autodiff" is `jax.value_and_grad` of `loss(model.apply(...))`.
-    - with_outputs: if True, f also returns the model's output, handy for accuracy.
 
-    What f returns: `value, grads`; with_outputs: `(value, out), grads`. Given `state=` (a model
-    with BatchNorm needs it; use `train=True` to train on batch statistics), the new state comes
-    last in the first part: `(value, new_state), grads` or `(value, out, new_state), grads`.
+    - `model`: a Layer (e.g. from `serial` or `mlp`).
+    - `loss`: a jaxnn Loss (e.g. `losses.softmax_cross_entropy`) or any function
+      `loss(pred, labels) -> scalar` (its gradient then comes from `jax.vjp`).
+    - `mode`: "manual" runs each layer's backward and the loss's: no `jax.grad` on that path, and no
+      `jax.vjp` unless a layer or the loss was built without a hand rule. "autodiff" is
+      `jax.value_and_grad` of `loss(model.apply(...))`.
+    - `with_outputs`: if True, f also returns the model's output, handy for accuracy.
+
+    **Returns:** `f(params, x, labels, key=None, *, state=None, train=None) -> (value, grads)`; with
+    `with_outputs`, `((value, out), grads)`. Given `state=` (a model with BatchNorm needs it; use
+    `train=True` to train on batch statistics) the new state comes last in the first part:
+    `((value, new_state), grads)` or `((value, out, new_state), grads)`. `grads` has the structure
+    of `params`.
     """
-    if mode not in MODES:
-        raise InputError(f"value_and_grad: mode must be one of {MODES}, got {mode!r}")
+    check_mode(mode, "value_and_grad")
     if not isinstance(model, Layer):
         raise InputTypeError(f"value_and_grad: model must be a jaxnn Layer, got {type(model).__name__}")
-    if not is_loss(loss):
-        raise InputTypeError(f"value_and_grad: loss must be a jaxnn Loss, got {type(loss).__name__}")
+    loss = as_loss(loss, "value_and_grad")
 
     def pack(value, out, new_state, has_state):
         parts = (value,) + ((out,) if with_outputs else ()) + ((new_state,) if has_state else ())
@@ -62,13 +81,21 @@ def value_and_grad(model, loss, mode="manual", with_outputs=False):
     return manual if mode == "manual" else autodiff
 
 
-def with_hand_rules(model):
-    """The same Layer, with `apply` wrapped in `jax.custom_vjp` so that `jax.grad`, `jax.vjp`,
-    `jit` and `vmap` over any user code differentiate it with the hand-derived backward pass.
-    With `state=`, apply returns (y, new_state) as usual; the state gets a zero gradient.
+def with_hand_rules(model: Layer) -> Layer:
+    """The same Layer, its `apply` a `jax.custom_vjp` that differentiates by the layers' own rules.
+
+    **Arguments:**
+
+    - `model`: any Layer.
+
+    **Returns:** a Layer whose `apply` `jax.grad`, `jax.vjp`, `jit` and `vmap` differentiate with
+    `model.backward` (the hand rules, and `jax.vjp` only inside layers built without one). With
+    `state=`, apply returns `(y, new_state)` as usual; the state gets a zero gradient.
 
     Note: custom_vjp functions support reverse mode only (no `jax.jvp` / `jax.jacfwd`).
     """
+    if not isinstance(model, Layer):
+        raise InputTypeError(f"with_hand_rules: expected a jaxnn Layer, got {type(model).__name__}")
 
     def apply(params, x, key=None, state=None, train=None):
         @jax.custom_vjp
@@ -92,11 +119,20 @@ def with_hand_rules(model):
     return model._replace(apply=apply, name=f"with_hand_rules({model.name})")
 
 
-def loss_with_hand_rules(loss):
-    """A function value(pred, target), a `jax.custom_vjp` that uses the loss's hand-derived gradient.
+def loss_with_hand_rules(loss: LossFn | Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """A loss function that `jax.grad` differentiates with the loss's own backward.
 
-    The target gets no gradient (integer labels have none; float targets are treated as data).
+    **Arguments:**
+
+    - `loss`: a jaxnn Loss, or a plain function `loss(pred, target) -> scalar` (which is returned
+      as it is: `jax.grad` differentiates it directly).
+
+    **Returns:** `value(pred, target)`, a `jax.custom_vjp` using the loss's hand-derived gradient. The
+    target gets no gradient (integer labels have none; float targets are treated as data).
     """
+    loss = as_loss(loss, "loss_with_hand_rules")
+    if loss.rule != "hand":
+        return loss
 
     @jax.custom_vjp
     def value(pred, target):
@@ -114,18 +150,25 @@ def loss_with_hand_rules(loss):
     return value
 
 
-def _zero_cotangent(x):
+def _zero_cotangent(x: Any) -> Any:
     dtype = jnp.result_type(x)
     if jnp.issubdtype(dtype, jnp.inexact):
         return jnp.zeros_like(x)
     return np.zeros(jnp.shape(x), dtype=jax.dtypes.float0)
 
 
-def per_example_grads(model, loss, mode="manual"):
-    """f(params, x, labels) -> (values (batch,), grads with a leading batch axis on every leaf).
+def per_example_grads(
+    model: Layer, loss: LossFn | Callable[[Any, Any], Any], mode: str = "manual"
+) -> Callable[..., Any]:
+    """Each example's own gradient, for all examples at once (`jax.vmap`).
 
-    Each example's gradient is that of the loss on a batch of one, computed for all examples at
-    once by `jax.vmap` (useful for differential privacy, influence estimates, gradient noise).
+    **Arguments:**
+
+    - `model`, `loss`, `mode`: as for `value_and_grad`.
+
+    **Returns:** `f(params, x, labels) -> (values, grads)`: `values` `(batch,)`, the loss of each
+    example on a batch of one; `grads` with a leading batch axis on every leaf. Useful for
+    differential privacy, influence estimates and gradient noise.
     """
     f = value_and_grad(model, loss, mode)
 

@@ -13,7 +13,8 @@ the loss NaN (and the hand-derived gradient rows of those examples NaN), so a tr
 watches for a non-finite loss stops on it.
 """
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -38,21 +39,75 @@ class BinaryResiduals(NamedTuple):
     targets: Any
 
 
-def Loss(forward, backward, name):
-    """A loss: a plain function value = loss(pred, target), carrying `.forward` and `.backward`
-    (jax.custom_vjp's fwd/bwd shape) and `.name`. A function, so `jax.jit(loss)` just works."""
+class LossFn(Protocol):
+    """What every jaxnn loss is: a function of (pred, target) carrying its rule."""
+
+    forward: Callable[[Any, Any], tuple[Any, Any]]
+    backward: Callable[[Any, Any], Any]
+    name: str
+    rule: str
+
+    def __call__(self, pred: Any, target: Any, /) -> Any: ...
+
+
+def Loss(forward: Callable, backward: Callable, name: str, rule: str = "hand") -> LossFn:
+    """A loss: a plain function `value = loss(pred, target)` carrying `.forward`, `.backward` (the
+    shape of `jax.custom_vjp`'s fwd/bwd pair), `.name` and `.rule` ("hand" or "autodiff").
+
+    **Arguments:**
+
+    - `forward(pred, target) -> (value, residuals)`.
+    - `backward(residuals, g) -> dpred`, g the cotangent of the value (1.0 for the loss itself).
+    - `name`: what reports call it.
+    - `rule`: "hand" for a hand-derived backward, "autodiff" for one from `jax.vjp`.
+
+    **Returns:** the loss, a function (so `jax.jit(loss)` just works).
+    """
 
     def loss(pred, target):
         return forward(pred, target)[0]
 
-    loss.forward, loss.backward, loss.name = forward, backward, name
+    loss.forward, loss.backward, loss.name, loss.rule = forward, backward, name, rule  # type: ignore[attr-defined]
     loss.__name__ = loss.__qualname__ = name
     loss.__doc__ = f"{name}(pred, target) -> scalar.\n\n{forward.__doc__}\n{backward.__doc__}"
-    return loss
+    return cast(LossFn, loss)
 
 
-def is_loss(obj):
+def is_loss(obj: Any) -> bool:
+    """Whether obj is a jaxnn Loss (callable, with forward, backward and name)."""
     return callable(obj) and all(hasattr(obj, a) for a in ("forward", "backward", "name"))
+
+
+def as_loss(fn: Callable, where: str = "loss") -> LossFn:
+    """A jaxnn Loss as it is; a plain function `fn(pred, labels) -> scalar` as a Loss whose backward
+    is `jax.vjp`'s (rule "autodiff"), so that it trains on the manual path like any other.
+
+    **Arguments:**
+
+    - `fn`: a Loss, or a function of the model's output and the labels returning a scalar.
+    - `where`: the caller's name, for the error message.
+
+    **Returns:** a Loss.
+    """
+    if is_loss(fn):
+        return cast(LossFn, fn)
+    if not callable(fn):
+        raise InputTypeError(
+            f"{where}: expected a jaxnn Loss or a function (pred, labels) -> scalar, got {type(fn).__name__}"
+        )
+
+    def forward(pred, target):
+        value, pullback = jax.vjp(lambda p: fn(p, target), pred)
+        if jnp.shape(value) != ():
+            raise InputError(f"{where}: the loss function must return a scalar, got shape {jnp.shape(value)}")
+        return value, (pullback, value)
+
+    def backward(residuals, g):
+        pullback, value = residuals
+        return pullback(jnp.asarray(g, jnp.result_type(value)))[0]  # the cotangent in the value's dtype
+
+    name = getattr(fn, "__name__", "loss")
+    return Loss(forward, backward, "loss" if name == "<lambda>" else name, rule="autodiff")
 
 
 def _check_class_labels(name, logits, labels):
@@ -94,7 +149,10 @@ def _one_hot(labels, classes, dtype):
 
 
 def _shifted_logsumexp(logits):
-    """z = logits minus each row's max, and logsumexp(z) per row (keepdims): never overflows."""
+    """z = logits minus each row's max, and logsumexp(z) per row (keepdims): never overflows.
+
+    The shift cancels in log softmax, so no convention is needed at a tied max: whichever way jax.grad
+    splits the max's gradient among the ties, that gradient is 0 up to rounding."""
     z = logits - jnp.max(logits, axis=1, keepdims=True)
     return z, jnp.log(jnp.sum(jnp.exp(z), axis=1, keepdims=True))
 
