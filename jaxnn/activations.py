@@ -1,6 +1,6 @@
 """The activation table: each row holds f and its hand-derived derivative f', side by side.
 
-Rows follow the lecture's table (shared/lecture.md); at a kink, ReLU, PReLU and ELU take the
+Rows follow the classic table of activation functions; at a kink, ReLU, PReLU and ELU take the
 x >= 0 branch (derivative 1) and binary step's derivative is 0 everywhere. `df(x, y)` receives both
 the input x and the output y = f(x), so a derivative written in terms of f (logistic, tanh, ELU)
 reads exactly as in the table.
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
-from .core import make_layer
+from .core import Layer, make_layer
 from .errors import InputError, InputTypeError
 
 
@@ -83,18 +83,52 @@ ALIASES = {"sigmoid": "logistic", "swish": "silu", "step": "binary_step", "linea
 NAMES = tuple(TABLE) + ("prelu", "softmax")
 
 
-def names():
+def names() -> tuple[str, ...]:
     """All names `activation` accepts (aliases included)."""
     return NAMES + tuple(ALIASES)
 
 
-def activation(name, **options):
-    """An element-wise activation layer from the table (or prelu / softmax). Params: ().
+def activation_row(name: str, options: dict, where: str = "activation") -> Row:
+    """The table's row for `name` (aliases resolved), its options checked against the row's.
 
     **Arguments:**
-    - name: one of `names()`.
-    - options: the row's options, e.g. alpha for "elu", negative_slope for "leaky_relu",
-      the initial alpha for "prelu".
+
+    - `name`: a name of the table (not "prelu" or "softmax", which are layers of their own).
+    - `options`: option values given by the caller; the row's defaults fill the rest in place.
+    - `where`: the caller's name, for the error messages.
+
+    **Returns:** the Row (f, df, options).
+    """
+    if not isinstance(name, str):
+        raise InputTypeError(f"{where}: activation name must be a string, got {type(name).__name__}")
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in TABLE:
+        valid = ", ".join(n for n in names() if ALIASES.get(n, n) in TABLE)
+        raise InputError(f"{where}: unknown or unsupported activation {name!r}; valid names: {valid}")
+    row = TABLE[key]
+    unknown = set(options) - set(row.options)
+    if unknown:
+        valid = ", ".join(row.options) or "none"
+        raise InputTypeError(
+            f"{where}: activation {key!r} got unknown option(s) {sorted(unknown)}; valid: {valid}"
+        )
+    for option, default in row.options.items():
+        options.setdefault(option, default)
+    return row
+
+
+def activation(name: str, **options: float) -> Layer:
+    """An element-wise activation layer from the table (or prelu / softmax).
+
+    **Arguments:**
+
+    - `name`: one of `names()`: "identity", "binary_step", "logistic", "tanh", "arctan", "relu",
+      "leaky_relu", "elu", "softplus", "gelu", "silu", "prelu", "softmax", or an alias.
+    - `**options`: the row's options, e.g. `alpha` for "elu", `negative_slope` for "leaky_relu",
+      the initial `alpha` for "prelu", `axis` for "softmax".
+
+    **Returns:** a Layer with params `()` (PReLU: `{"alpha": ()}`) whose backward is dy f'(x), f' the
+    row's hand-derived derivative.
     """
     if not isinstance(name, str):
         raise InputTypeError(f"activation name must be a string, got {type(name).__name__}")
@@ -105,12 +139,8 @@ def activation(name, **options):
         return softmax(**options)
     if key not in TABLE:
         raise InputError(f"unknown activation {name!r}; valid names: {', '.join(names())}")
-    row = TABLE[key]
-    unknown = set(options) - set(row.options)
-    if unknown:
-        valid = ", ".join(row.options) or "none"
-        raise InputTypeError(f"activation {key!r} got unknown option(s) {sorted(unknown)}; valid: {valid}")
-    opts = {**row.options, **options}
+    opts = dict(options)
+    row = activation_row(key, opts)
 
     def init(key_, input_shape, dtype=jnp.float32):
         return tuple(input_shape), ()
@@ -126,8 +156,14 @@ def activation(name, **options):
     return make_layer(key, init, forward, backward)
 
 
-def prelu(alpha=0.25):
-    """PReLU: f(x) = x if x >= 0 else alpha x, with alpha learnable. Params {"alpha": ()}.
+def prelu(alpha: float = 0.25) -> Layer:
+    """PReLU: f(x) = x if x >= 0 else alpha x, with alpha learnable.
+
+    **Arguments:**
+
+    - `alpha`: the slope's initial value.
+
+    **Returns:** a Layer with params `{"alpha": ()}`.
 
     df/dx = 1 if x >= 0 else alpha;   df/dalpha = 0 if x >= 0 else x.
     """
@@ -149,8 +185,14 @@ def prelu(alpha=0.25):
     return make_layer("prelu", init, forward, backward)
 
 
-def softmax(axis=-1):
+def softmax(axis: int = -1) -> Layer:
     """Softmax as a layer: y_i = e^{x_i} / sum_j e^{x_j} (the max subtracted first).
+
+    **Arguments:**
+
+    - `axis`: the axis the probabilities sum to 1 over.
+
+    **Returns:** a Layer without params. Backward:
 
     dx_i = y_i (dy_i - sum_j dy_j y_j)   (the softmax Jacobian diag(y) - y y^T applied to dy).
     """

@@ -10,13 +10,21 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .core import make_layer, matmul
+from .core import Layer, make_layer, matmul
 from .errors import InputError
 
 
-def Embedding(vocab, features, scale=1.0):
+def Embedding(vocab: int, features: int, scale: float = 1.0) -> Layer:
     """A table lookup: y[..., :] = table[x[...]] for integer x of shape (batch, ...).
-    params {"table": (vocab, features)}, drawn from N(0, scale^2).
+
+    **Arguments:**
+
+    - `vocab`: the number of token ids (rows of the table).
+    - `features`: the width of each row.
+    - `scale`: the rows are drawn from N(0, scale^2).
+
+    **Returns:** a Layer with params `{"table": (vocab, features)}` mapping integer x `(batch, ...)`
+    to `(batch, ..., features)`.
 
     Backward: dL/dtable[v] = sum of dy over every position where x == v (rows of repeated indices
     add up: a scatter-add); x is integer and gets no gradient (None). An index outside [0, vocab)
@@ -58,9 +66,16 @@ class AttentionResiduals(NamedTuple):
     params: Any
 
 
-def MultiHeadAttention(heads, causal=False):
-    """Self-attention. x: (batch, time, d) -> (batch, time, d); d divisible by heads, h = d / heads.
-    params {"wq", "wk", "wv", "wo": (d, d); "bq", "bk", "bv", "bo": (d,)}.
+def MultiHeadAttention(heads: int, causal: bool = False) -> Layer:
+    """Multi-head self-attention.
+
+    **Arguments:**
+
+    - `heads`: the number of heads; d must be divisible by it, each head reading h = d / heads features.
+    - `causal`: if True, position t attends only to positions t' <= t (a language model's mask).
+
+    **Returns:** a Layer with params `{"wq", "wk", "wv", "wo": (d, d); "bq", "bk", "bv", "bo": (d,)}`
+    mapping x `(batch, time, d)` to `(batch, time, d)`:
 
         q = x wq + bq, k = x wk + bk, v = x wv + bv;  head j uses features [j h, (j + 1) h)
         s = q k^T / sqrt(h)  (positions t' > t set to -inf when causal);  a = softmax(s) over t'
@@ -104,13 +119,13 @@ def MultiHeadAttention(heads, causal=False):
             raise InputError(
                 f"MultiHeadAttention: expected (batch, time, {params['wq'].shape[0]}), got {jnp.shape(x)}"
             )
-        # the projections through core.matmul: bfloat16 inputs are multiplied with float32
-        # accumulation, 10% off the bfloat16 block's step on the CPU (benchmarks/bf16_block.py)
+        # the projections through core.matmul: bfloat16 inputs are multiplied with float32 accumulation
         q, k, v = (split(matmul(x, params[f"w{n}"]) + params[f"b{n}"]) for n in "qkv")
         s = jnp.einsum("bhtf,bhuf->bhtu", q, k) / math.sqrt(q.shape[-1])
         if causal:
             n = x.shape[1]
             s = jnp.where(jnp.tril(jnp.ones((n, n), bool)), s, -jnp.inf)
+        # a shift that softmax ignores: its gradient sums to 0 however jax.grad splits a tied max
         s = s - jnp.max(s, axis=-1, keepdims=True)
         a = jnp.exp(s)
         a = a / jnp.sum(a, axis=-1, keepdims=True)
@@ -138,9 +153,15 @@ def MultiHeadAttention(heads, causal=False):
     return make_layer(f"MultiHeadAttention({heads}{', causal' if causal else ''})", init, forward, backward)
 
 
-def PositionalEmbedding(max_len, scale=0.02):
+def PositionalEmbedding(max_len: int, scale: float = 0.02) -> Layer:
     """A learned position embedding added to a sequence: y[:, t] = x[:, t] + table[t].
-    x: (batch, time, d) with time <= max_len; params {"table": (max_len, d)}, drawn from N(0, scale^2).
+
+    **Arguments:**
+
+    - `max_len`: the longest sequence it accepts.
+    - `scale`: the rows are drawn from N(0, scale^2).
+
+    **Returns:** a Layer with params `{"table": (max_len, d)}` for x `(batch, time <= max_len, d)`.
 
     Backward: dL/dx = dy;  dL/dtable[t] = sum over the batch of dy[:, t] (rows past time get 0).
     """

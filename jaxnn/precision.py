@@ -28,9 +28,17 @@ def _cast(tree, dtype):
     return jax.tree_util.tree_map(cast, tree)
 
 
-def mixed_precision(model, compute="bfloat16"):
-    """model computed in `compute` ("bfloat16" or "bf16", "float16" or "fp16"; "float32" returns the
-    model itself); its parameters, state and outputs keep their dtype (float32)."""
+def mixed_precision(model: Layer, compute: str = "bfloat16") -> Layer:
+    """The model computed in a lower precision around its float32 parameters.
+
+    **Arguments:**
+
+    - `model`: any Layer.
+    - `compute`: "bfloat16" (or "bf16"), "float16" (or "fp16"); "float32" returns the model itself.
+
+    **Returns:** a Layer with the model's parameters and state, in their own dtype (float32); its
+    output is float32. Inside, every op runs on `compute` copies of the parameters and inputs.
+    """
     if not isinstance(model, Layer):
         raise InputTypeError(f"mixed_precision: expected a jaxnn Layer, got {type(model).__name__}")
     compute = ALIASES.get(compute, compute)
@@ -60,7 +68,7 @@ def mixed_precision(model, compute="bfloat16"):
         model.init,  # the parameters are the model's own, in their own dtype
         forward,
         backward,
-        model.init_state,
+        init_state=model.init_state,
         stateful=model.stateful,
     )
-    return layer._replace(stochastic=model.stochastic)
+    return layer._replace(stochastic=model.stochastic, rule=model.rule, input_shape=model.input_shape)

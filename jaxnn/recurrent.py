@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .core import make_layer
+from .activations import activation_row
+from .core import Layer, make_layer
 from .errors import InputError
 
 
@@ -107,7 +108,7 @@ class RecurrentResiduals(NamedTuple):
     wh: Any
 
 
-def recurrent(cell, hidden):
+def recurrent(cell: Cell, hidden: int) -> Layer:
     """A recurrent Layer from a Cell: the forward scan over time and the backward scan in reverse
     (BPTT), both shared by every cell. The input projection x_t wx + b of all steps is one matmul
     before the scan; the weight gradients are one matmul each after the reverse scan."""
@@ -140,25 +141,44 @@ def recurrent(cell, hidden):
     return make_layer(f"{cell.name}({hidden})", init, forward, backward)
 
 
-def _rnn_step(wh, h, zx_t):
-    h_new = jnp.tanh(zx_t + h @ wh)
-    return h_new, (h, h_new, ())
+def _rnn_cell(activation: str, options: dict) -> Cell:
+    """The Elman cell h_t = f(z_t), z_t = x_t wx + h_{t-1} wh + b, for a row f of the activation table.
+
+    Reverse step: dz_t = dh_t f'(z_t) (the row's derivative, given z_t and h_t = f(z_t)), and dz_t wh^T
+    goes to step t-1."""
+    row = activation_row(activation, options, where="RNN")
+
+    def step(wh, h, zx_t):
+        z = zx_t + h @ wh
+        h_new = row.f(z, **options)
+        return h_new, (h, h_new, z)
+
+    def back(wh, dh_next, dy_t, h_prev, h_t, z):
+        dz = (dy_t + dh_next) * row.df(z, h_t, **options)
+        return dz @ wh.T, (dz, None)
+
+    return Cell("RNN", 1, 1, step, back)
 
 
-def _rnn_back(wh, dh_next, dy_t, h_prev, h_t, saved):
-    dz = (dy_t + dh_next) * (1 - h_t * h_t)
-    return dz @ wh.T, (dz, None)
+def RNN(hidden: int, activation: str = "tanh", **options: float) -> Layer:
+    """Elman RNN: h_t = f(x_t wx + h_{t-1} wh + b), f a row of the activation table (tanh by default).
 
+    **Arguments:**
 
-def RNN(hidden, activation="tanh"):
-    """Elman RNN: h_t = tanh(x_t wx + h_{t-1} wh + b).  params {"wx": (n_in, h), "wh": (h, h), "b": (h,)}.
+    - `hidden`: the state's width h.
+    - `activation`: a name from `activations.names()` that has no learnable parameters (not
+      "prelu" or "softmax").
+    - `**options`: the row's options (e.g. `alpha` for "elu").
 
-    BPTT, with dh_t = dy_t + (gradient arriving from step t+1):
-        dz_t = dh_t (1 - h_t^2);   to step t-1: dz_t wh^T;   dwx += x_t^T dz_t;   dwh += h_{t-1}^T dz_t
+    **Returns:** a Layer with params `{"wx": (n_in, h), "wh": (h, h), "b": (h,)}` mapping x
+    `(batch, time, n_in)` to `(batch, time, h)`.
+
+    BPTT, with dh_t = dy_t + (gradient arriving from step t+1) and z_t the pre-activation:
+        dz_t = dh_t f'(z_t);   to step t-1: dz_t wh^T;   dwx += x_t^T dz_t;   dwh += h_{t-1}^T dz_t
+    For tanh, f'(z_t) = 1 - h_t^2.
     """
-    if activation != "tanh":
-        raise InputError(f"RNN: only activation='tanh' is implemented, got {activation!r}")
-    return recurrent(Cell("RNN", 1, 1, _rnn_step, _rnn_back), hidden)
+    name = "RNN" if activation == "tanh" and not options else f"RNN[{activation}]"
+    return recurrent(_rnn_cell(activation, options)._replace(name=name), hidden)
 
 
 def _lstm_step(wh, carry, zx_t):
@@ -185,9 +205,16 @@ def _lstm_back(wh, dcarry, dy_t, h_prev, h_t, saved):
     return (dz @ wh.T, dc * f), (dz, None)
 
 
-def LSTM(hidden):
+def LSTM(hidden: int) -> Layer:
     """LSTM, gates in the order input, forget, cell candidate, output.
-    params {"wx": (n_in, 4h), "wh": (h, 4h), "b": (4h,)};  z_t = x_t wx + h_{t-1} wh + b = [z_i z_f z_g z_o]
+
+    **Arguments:**
+
+    - `hidden`: the state's width h.
+
+    **Returns:** a Layer with params `{"wx": (n_in, 4h), "wh": (h, 4h), "b": (4h,)}` (the forget gate's
+    bias starts at 1) mapping x `(batch, time, n_in)` to `(batch, time, h)`, from a zero state or
+    `apply(..., initial_state=(h0, c0))`. With z_t = x_t wx + h_{t-1} wh + b = [z_i z_f z_g z_o]:
 
         i = s(z_i)  f = s(z_f)  g = tanh(z_g)  o = s(z_o)    (s: logistic)
         c_t = f c_{t-1} + i g        h_t = o tanh(c_t)
@@ -221,9 +248,15 @@ def _gru_back(wh, dh_next, dy_t, h_prev, h_t, saved):
     return du @ wh.T + dh * z, (da, du)
 
 
-def GRU(hidden):
+def GRU(hidden: int) -> Layer:
     """GRU, gates in the order reset, update, candidate.
-    params {"wx": (n_in, 3h), "wh": (h, 3h), "b": (3h,)};  a = x_t wx + b,  u = h_{t-1} wh
+
+    **Arguments:**
+
+    - `hidden`: the state's width h.
+
+    **Returns:** a Layer with params `{"wx": (n_in, 3h), "wh": (h, 3h), "b": (3h,)}` mapping x
+    `(batch, time, n_in)` to `(batch, time, h)`. With a = x_t wx + b and u = h_{t-1} wh:
 
         r = s(a_r + u_r)   z = s(a_z + u_z)   n = tanh(a_n + r u_n)
         h_t = (1 - z) n + z h_{t-1}
@@ -237,9 +270,11 @@ def GRU(hidden):
     return recurrent(Cell("GRU", 3, 1, _gru_step, _gru_back), hidden)
 
 
-def LastStep():
-    """(batch, time, features) -> (batch, features): the last step's output, for sequence
-    classification. Backward puts dy at the last step and zeros elsewhere. Params: ()."""
+def LastStep() -> Layer:
+    """The last step's output, for sequence classification: (batch, time, features) -> (batch, features).
+
+    **Returns:** a Layer without params. Backward puts dy at the last step and zeros elsewhere.
+    """
 
     def init(key, input_shape, dtype=jnp.float32):
         return tuple(input_shape[1:]), ()
