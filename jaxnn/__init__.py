@@ -1,15 +1,23 @@
 """jaxnn: a functional neural-network library in JAX, every backward pass derived by hand.
 
-import jaxnn as nn
-model = nn.mlp([784, 512, 512, 10], activation="relu")
-out_shape, params = model.init(jax.random.PRNGKey(0), (784,))
-value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params, x, labels)
+    import jaxnn as nn
+    model = nn.mlp([784, 512, 512, 10], activation="relu")
+    out_shape, params = model.init(jax.random.PRNGKey(0), (784,))
+    value, grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)(params, x, labels)
+
+The layers, losses and gradients are imported with `jaxnn`; the training loop (`jaxnn.train`),
+data sets (`jaxnn.data`), language models (`jaxnn.language`), checkpoints (`jaxnn.checkpoint`),
+devices (`jaxnn.parallel`), interop (`jaxnn.io`) and figures (`jaxnn.plots`) load on first use.
 """
+
+import importlib
+from typing import Any
 
 from . import activations, augment, gradcheck, losses, models
 from .activations import activation, prelu, softmax
 from .attention import Embedding, MultiHeadAttention, PositionalEmbedding
-from .core import Layer, Residual, check_params, make_layer, output_shape, serial
+from .conv import Conv1D, Conv2D, ConvTranspose2D
+from .core import Layer, Residual, check_params, function_layer, make_layer, output_shape, serial
 from .errors import (
     CheckpointError,
     DataError,
@@ -20,27 +28,26 @@ from .errors import (
     TrainingDiverged,
 )
 from .gradients import loss_with_hand_rules, per_example_grads, value_and_grad, with_hand_rules
-from .layers import (
-    AvgPool,
-    BatchNorm,
-    Conv1D,
-    Conv2D,
-    ConvTranspose2D,
-    Dense,
-    Dropout,
-    Flatten,
-    GlobalAvgPool,
-    GroupNorm,
-    LayerNorm,
-    MaxPool,
-    Pool,
-)
+from .layers import Dense, Dropout, Flatten
 from .models import mlp
+from .normalization import BatchNorm, GroupNorm, LayerNorm
+from .pooling import AvgPool, GlobalAvgPool, MaxPool, Pool
 from .precision import mixed_precision
 from .recurrent import GRU, LSTM, RNN, LastStep
 from .summary import summary
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
+
+_LAZY = ("train", "data", "language", "checkpoint", "parallel", "io", "plots")
+
+
+def __getattr__(name: str) -> Any:
+    """`jaxnn.train`, `jaxnn.data`, ... import their module on first use (they bring optax, tqdm,
+    matplotlib): `import jaxnn` stays as quick as the layers need."""
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'jaxnn' has no attribute {name!r}")
+
 
 __all__ = [
     "Error",
@@ -55,6 +62,7 @@ __all__ = [
     "summary",
     "Layer",
     "make_layer",
+    "function_layer",
     "output_shape",
     "serial",
     "Residual",

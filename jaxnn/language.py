@@ -7,24 +7,59 @@ jitted, scanned loop; validation over non-overlapping blocks; jitted sampling.
     ids = make_sampler(model, context, length=500)(state.params, prompt_ids, key, temperature=0.8)
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from .gradients import value_and_grad
+from .core import Layer
+from .errors import InputError
+from .gradients import check_mode, value_and_grad
+from .losses import LossFn
+from .types import PRNGKey
+
+__all__ = ["random_windows", "lm_steps_function", "make_lm_evaluate", "make_sampler"]
 
 
-def random_windows(key, tokens, context, batch_size):
-    """x, y: (batch_size, context) windows of tokens at random offsets, y shifted by one (next tokens)."""
+def random_windows(key: PRNGKey, tokens: Any, context: int, batch_size: int) -> tuple[Any, Any]:
+    """Training windows at random offsets.
+
+    **Arguments:**
+
+    - `key`: the PRNG key for the offsets.
+    - `tokens`: the token ids `(n,)`, on the device.
+    - `context`: the window length.
+    - `batch_size`: the number of windows.
+
+    **Returns:** `(x, y)`, each `(batch_size, context)`: y is x shifted by one (the next tokens).
+    """
     starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - context)
     window = tokens[starts[:, None] + jnp.arange(context + 1)]
     return window[:, :-1], window[:, 1:]
 
 
-def lm_steps_function(model, loss, opt, context, batch_size, grad="manual"):
-    """run(state, tokens, steps) -> (state, step_losses): `steps` (static) training steps in one
-    `lax.scan`, each on batch_size random windows of `context` tokens, the targets the next tokens."""
-    f = value_and_grad(model, loss, grad)
+def lm_steps_function(
+    model: Layer,
+    loss: LossFn | Callable,
+    opt: optax.GradientTransformation,
+    context: int,
+    batch_size: int,
+    mode: str = "manual",
+) -> Callable[..., Any]:
+    """Training steps for a language model, not yet jitted.
+
+    **Arguments:**
+
+    - `model`, `loss`, `opt`: the Layer, the loss (`losses.sequence_cross_entropy`) and the optimiser.
+    - `context`, `batch_size`: each step trains on `batch_size` random windows of `context` tokens.
+    - `mode`: "manual" or "autodiff".
+
+    **Returns:** `run(state, tokens, steps) -> (state, step_losses)`: `steps` (static) training steps
+    in one `lax.scan`, the targets the next tokens.
+    """
+    f = value_and_grad(model, loss, check_mode(mode, "lm_steps_function"))
 
     def step(state, tokens):
         key = jax.random.fold_in(state.key, state.step)
@@ -45,9 +80,20 @@ def lm_steps_function(model, loss, opt, context, batch_size, grad="manual"):
     return run
 
 
-def make_lm_evaluate(model, loss, context, batch_size=64):
-    """evaluate(params, tokens, model_state) -> mean loss per token over every position of the
-    non-overlapping `context`-long blocks that cover the tokens (the last, partial block left out)."""
+def make_lm_evaluate(
+    model: Layer, loss: LossFn | Callable, context: int, batch_size: int = 64
+) -> Callable[..., Any]:
+    """The mean loss per token over a token array, jitted.
+
+    **Arguments:**
+
+    - `model`, `loss`: the Layer and the loss.
+    - `context`: the block length.
+    - `batch_size`: blocks per compiled batch.
+
+    **Returns:** `evaluate(params, tokens, model_state) -> mean loss` over every position of the
+    non-overlapping `context`-long blocks that cover the tokens (the last, partial block left out).
+    """
 
     def evaluate(params, tokens, model_state):
         blocks = (tokens.shape[0] - 1) // context
@@ -71,19 +117,49 @@ def make_lm_evaluate(model, loss, context, batch_size=64):
     return jax.jit(evaluate)
 
 
-def make_sampler(model, context, length):
-    """sample(params, prompt, key, temperature=1.0, model_state=()) -> `length` new token ids, each
-    drawn from softmax(logits / temperature) of the last position, the model reading the last
-    `context` tokens (prompt: `context` ids). Jitted: one `lax.scan` over the new tokens."""
+def make_sampler(model: Layer, context: int, length: int) -> Callable[..., Any]:
+    """Sampling from a causal language model, jitted: one `lax.scan` over the new tokens.
 
-    def sample(params, prompt, key, temperature=1.0, model_state=()):
+    **Arguments:**
+
+    - `model`: a causal language model mapping tokens `(batch, time)` to logits `(batch, time, vocab)`
+      whose output at position t depends on positions <= t only (every model of `jaxnn.models` is).
+    - `context`: the longest window the model reads.
+    - `length`: how many tokens to draw.
+
+    **Returns:** `sample(params, prompt, key, temperature=1.0, model_state=None) -> (length,) token ids`,
+    each drawn from softmax(logits / temperature) at the window's last position. The window is the
+    prompt's last `context` tokens; a shorter prompt's window grows with each token drawn until it
+    holds `context`, then slides. `model_state=None` takes the model's initial state
+    (`model.init_state`), which serves every model without running statistics.
+
+    The window lives in a buffer of `context` tokens filled from the left: a causal model's output
+    at the last filled position is the same whatever fills the rest, so one compiled program serves
+    every window length.
+    """
+
+    def sample(params, prompt, key, temperature=1.0, model_state=None):
+        prompt = jnp.asarray(prompt)
+        if prompt.ndim != 1 or prompt.shape[0] < 1:
+            raise InputError(
+                f"make_sampler: the prompt must be a non-empty 1-D array of ids, got {prompt.shape}"
+            )
+        if model_state is None:
+            model_state = model.init_state((context,))
+        prompt = prompt[-context:]
+        filled = prompt.shape[0]
+        buffer = jnp.zeros((context,), prompt.dtype).at[:filled].set(prompt)
+
         def step(carry, key):
-            window = carry
-            out, _ = model.apply(params, window[None], state=model_state, train=False)
-            token = jax.random.categorical(key, out[0, -1] / temperature)
-            return jnp.concatenate([window[1:], token[None].astype(window.dtype)]), token
+            buffer, filled = carry
+            out, _ = model.apply(params, buffer[None], state=model_state, train=False)
+            token = jax.random.categorical(key, out[0, filled - 1] / temperature).astype(buffer.dtype)
+            slid = jnp.concatenate([buffer[1:], token[None]])
+            grown = buffer.at[jnp.minimum(filled, context - 1)].set(token)
+            buffer = jnp.where(filled < context, grown, slid)
+            return (buffer, jnp.minimum(filled + 1, context)), token
 
-        _, tokens = jax.lax.scan(step, prompt[-context:], jax.random.split(key, length))
+        _, tokens = jax.lax.scan(step, (buffer, jnp.asarray(filled)), jax.random.split(key, length))
         return tokens
 
     return jax.jit(sample)
