@@ -1,0 +1,61 @@
+"""Training: optimisers, the jitted step, whole epochs as one `lax.scan`, evaluation, and `fit`.
+
+    from jaxnn import train
+    opt = train.optimizer("adam", 1e-3)
+    state, history = train.fit(model, loss, (x_train, y_train, x_test, y_test),
+                               opt=opt, key=jax.random.PRNGKey(0), epochs=3, batch_size=128)
+
+One idea per module: `optim` (optimisers and schedules by name), `step` (the TrainState, one step,
+epochs of steps, ensembles), `evaluate` (a whole set in evaluation mode), `checks` (the data, on the
+host, before anything compiles), `compile` (XLA options for a model's programs) and `fit` (the loop
+with checkpoints, resume and progress). `train` knows nothing of datasets on disk: it takes arrays.
+"""
+
+from .checks import all_finite, check_data, check_positive_int, output_classes
+from .compile import compile_lowered, compiler_options, known_options, model_compiler_options
+from .evaluate import make_evaluate
+from .fit import Checkpointing, Reporting, chunk_steps, fit, load_checkpoint
+from .optim import OPTIMIZERS, SCHEDULES, optimizer, schedule
+from .step import (
+    TrainOptions,
+    TrainState,
+    epoch_order,
+    init_ensemble,
+    init_state,
+    make_ensemble_epoch,
+    make_epoch,
+    make_step,
+    steps_function,
+    to_inputs,
+)
+
+__all__ = [
+    "TrainState",
+    "TrainOptions",
+    "Checkpointing",
+    "Reporting",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "optimizer",
+    "schedule",
+    "init_state",
+    "to_inputs",
+    "make_step",
+    "epoch_order",
+    "steps_function",
+    "make_epoch",
+    "init_ensemble",
+    "make_ensemble_epoch",
+    "make_evaluate",
+    "fit",
+    "load_checkpoint",
+    "chunk_steps",
+    "check_data",
+    "check_positive_int",
+    "output_classes",
+    "all_finite",
+    "compiler_options",
+    "known_options",
+    "compile_lowered",
+    "model_compiler_options",
+]

@@ -1,0 +1,111 @@
+"""Checks where the data enter, on the host and outside jit, once per run: a bad array ends in a
+DataError that names the problem, before anything is compiled or trained.
+"""
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core import Layer, output_shape
+from ..errors import DataError, InputError
+from ..types import Shape
+
+
+def resolve_input_shape(model: Layer, input_shape: Shape | None, where: str) -> Shape:
+    """input_shape as a tuple, or the model's own (`model.input_shape`) when None is given."""
+    shape = model.input_shape if input_shape is None else input_shape
+    if shape is None:
+        raise InputError(
+            f"{where}: pass input_shape (the shape of one example, e.g. (784,)); {model.name} records none"
+        )
+    return tuple(shape)
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raise InputError unless a value is an int >= 1 (not a bool).
+
+    **Arguments:** `name` what to call it; `value` the value.
+
+    **Returns:** None.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def output_classes(model: Layer, input_shape: Shape) -> int | None:
+    """The number of classes a model's output row holds.
+
+    **Arguments:** `model` a Layer; `input_shape` the shape of one example.
+
+    **Returns:** the output's width, or None when one example's output is not a vector.
+    """
+    out = output_shape(model, input_shape)
+    return out[0] if len(out) == 1 else None
+
+
+def check_data(images: Any, labels: Any, input_shape: Shape, classes: int | None, what: str) -> None:
+    """Raise DataError unless images and labels are a usable set for a model: equal lengths, not
+    empty, images numeric, finite and of the input's size, labels integers in [0, classes).
+
+    **Arguments:**
+
+    - `images`, `labels`: the arrays.
+    - `input_shape`: the shape of one example the model reads.
+    - `classes`: the model's outputs (None: labels are not checked against it).
+    - `what`: what to call the set in messages ("training", "test").
+
+    **Returns:** None. Runs on the host, outside jit, once.
+    """
+    n_images, n_labels = np.shape(images)[:1], np.shape(labels)[:1]
+    if not n_images or not n_labels:
+        raise DataError(
+            f"{what} images and labels need a batch axis, got shapes {np.shape(images)}, {np.shape(labels)}"
+        )
+    if n_images != n_labels:
+        raise DataError(
+            f"{what} images and labels differ in length: {n_images[0]} images, {n_labels[0]} labels"
+        )
+    if n_images[0] == 0:
+        raise DataError(f"the {what} set is empty (0 examples)")
+    per_example = math.prod(np.shape(images)[1:])
+    if per_example != math.prod(input_shape):
+        raise DataError(
+            f"{what} images of shape {np.shape(images)[1:]} ({per_example} values) do not fit the model's "
+            "input "
+            f"{tuple(input_shape)} ({math.prod(input_shape)} values)"
+        )
+    kind = np.dtype(jnp.result_type(images)).kind
+    if kind not in "uif":
+        raise DataError(
+            f"{what} images must be numbers (uint8 or float), got dtype {jnp.result_type(images)}"
+        )
+    host_images = np.asarray(images)
+    if kind == "f" and not np.all(np.isfinite(host_images)):
+        bad = int(np.sum(~np.isfinite(host_images)))
+        raise DataError(f"{what} images hold {bad} NaN or infinite values; clean or drop those examples")
+    if np.ndim(labels) != 1 or not np.issubdtype(np.dtype(jnp.result_type(labels)), np.integer):
+        raise DataError(
+            f"{what} labels must be integers of shape (n,), got {jnp.result_type(labels)}{np.shape(labels)}"
+        )
+    if classes is not None:
+        host_labels = np.asarray(labels)
+        low, high = int(host_labels.min()), int(host_labels.max())
+        if low < 0 or high >= classes:
+            raise DataError(
+                f"{what} labels must lie in [0, {classes}) for the model's {classes} outputs, "
+                "got values from "
+                f"{low} to {high}"
+            )
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether a pytree holds no NaN or inf, checked on the host with NumPy (no compilation).
+
+    **Arguments:** `tree` a pytree of arrays.
+
+    **Returns:** True when every leaf is finite.
+    """
+    return all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(tree))

@@ -1,0 +1,95 @@
+"""XLA compiler options for the programs that run a model: which to give, and whether this XLA knows them.
+
+run = jax.jit(step, compiler_options=model_compiler_options(model, (28, 28, 1)))
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core import Layer
+from ..types import Shape
+
+# XLA's CPU default hands single dots, single convolutions and reductions to YNNPACK; adding
+# element-wise ops lets YNNPACK fuse a convolution with its neighbours (bias add, ReLU, max) and run
+# it on every core, where a lone convolution runs on one. It made the CNN and ResNet steps faster and
+# the MLP's slower (benchmarks/compile_options.py), so only programs with convolutions get it.
+_CPU_CONV_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": ",".join(
+        f"LIBRARY_FUSION_TYPE_{kind}"
+        for kind in ("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION", "REDUCE", "ELTWISE")
+    )
+}
+
+
+def compiler_options(lowered: Any) -> dict | None:
+    """XLA options for compiling a lowered program on this backend.
+
+    **Arguments:** `lowered` a `jax.jit(f).lower(...)` program.
+
+    **Returns:** YNNPACK's element-wise fusion for a CPU program with convolutions, else None (defaults).
+    """
+    return _options_for(has_convolution="convolution" in lowered.as_text())
+
+
+def _options_for(has_convolution: bool) -> dict | None:
+    if jax.default_backend() != "cpu" or not has_convolution:
+        return None
+    return dict(_CPU_CONV_OPTIONS)
+
+
+def known_options(options: dict | None) -> dict | None:
+    """The options if this XLA compiles with them (they are experimental: an XLA that no longer knows
+    one refuses to compile with it).
+
+    **Arguments:** `options` XLA options, or None.
+
+    **Returns:** the options, or None (XLA's defaults). Checked once per process.
+    """
+    if not options:
+        return None
+    return options if _compiles_with(tuple(sorted(options.items()))) else None
+
+
+@functools.cache
+def _compiles_with(option_items: tuple) -> bool:
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=dict(option_items)).lower(np.float32(0)).compile()
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
+
+
+def compile_lowered(lowered: Any) -> tuple[Any, dict | None]:
+    """Compile a lowered program with `compiler_options`, where this XLA knows them.
+
+    **Arguments:** `lowered` a `jax.jit(f).lower(...)` program.
+
+    **Returns:** `(compiled, options)`, options None where XLA's defaults were used.
+    """
+    options = known_options(compiler_options(lowered))
+    return lowered.compile(options), options
+
+
+def model_compiler_options(model: Layer, input_shape: Shape) -> dict | None:
+    """`compiler_options` for the programs that run a model, decided before any data are seen.
+
+    **Arguments:** `model` a Layer; `input_shape` the shape of one example.
+
+    **Returns:** the options (or None), from the jaxpr of the model's init and forward pass on one
+    example (traced, not run or compiled). For jitting a function of the model:
+    `jax.jit(f, compiler_options=model_compiler_options(model, (28, 28, 1)))`, as make_epoch and
+    make_evaluate do.
+    """
+    input_shape = tuple(input_shape)
+
+    def forward(key):
+        _, params = model.init(key, input_shape)
+        x = jnp.zeros((1,) + input_shape, jnp.float32)  # the params init gives: float32
+        return model.apply(params, x, state=model.init_state(input_shape), train=False)
+
+    jaxpr = jax.make_jaxpr(forward)(jax.random.PRNGKey(0))
+    return known_options(_options_for(has_convolution="conv_general_dilated" in str(jaxpr)))

@@ -1,0 +1,101 @@
+"""Evaluation over a whole set: the mean loss and the accuracy, in evaluation mode, batch by batch
+under one `lax.scan`.
+
+    evaluate = make_evaluate(model, loss)
+    test_loss, test_accuracy = evaluate(state.params, x_test, y_test, state.model_state)
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..core import Layer, is_traced
+from ..errors import InputError
+from ..losses import LossFn
+from ..types import DTypeLike, Shape
+from .checks import check_data, check_positive_int, output_classes, resolve_input_shape
+from .compile import model_compiler_options
+from .step import to_inputs
+
+
+def make_evaluate(
+    model: Layer,
+    loss: LossFn | Callable,
+    input_shape: Shape | None = None,
+    batch_size: int = 1000,
+    flip: bool = False,
+    dtype: DTypeLike = jnp.float32,
+) -> Callable[..., Any]:
+    """The mean loss and the accuracy over a whole set, in evaluation mode.
+
+    **Arguments:**
+
+    - `model`, `loss`: the Layer and the loss (a Loss or a plain function).
+    - `input_shape`: the shape of one example (default `model.input_shape`).
+    - `batch_size`: examples per compiled batch.
+    - `flip`: test-time flip averaging for images (input_shape (H, W, C)): the model sees each
+      image and its left-right mirror, and the loss and accuracy are those of log(mean of the two
+      softmax outputs), logits whose softmax is that mean.
+    - `dtype`: the dtype the images are scaled to (the parameters').
+
+    **Returns:** `evaluate(params, images, labels, model_state=None) -> (mean loss, accuracy)`, with
+    `train=False` (BatchNorm uses the running statistics of model_state). The arrays are checked
+    first (outside jit: lengths, shapes, finiteness, label range, not empty). Whole batches run under
+    one `lax.scan`; a last, partial batch runs once after it; the loss is the mean over all
+    examples. It compiles with `model_compiler_options`, as `fit`'s training does;
+    `evaluate.unchecked` skips the checks (for callers that checked the arrays already).
+    """
+    check_positive_int("batch_size", batch_size)
+    input_shape = resolve_input_shape(model, input_shape, "make_evaluate")
+    classes = output_classes(model, input_shape)
+    if flip and len(input_shape) != 3:
+        raise InputError(f"flip=True needs images (H, W, C), not inputs of shape {input_shape}")
+
+    def outputs(params, model_state, x):
+        out = model.apply(params, x, state=model_state, train=False)
+        return out if model_state is None else out[0]
+
+    def totals(params, model_state, images, labels):
+        x = to_inputs(images, input_shape, dtype)
+        out = outputs(params, model_state, x)
+        if flip:
+            mirrored = outputs(params, model_state, x[:, :, ::-1])
+            # log((softmax(a) + softmax(b)) / 2) from the log-softmaxes: finite where a softmax underflows
+            log_p = [jax.nn.log_softmax(o.astype(jnp.float32)) for o in (out, mirrored)]
+            out = jnp.logaddexp(*log_p) - jnp.log(2.0)
+        return loss(out, labels) * labels.shape[0], jnp.sum(jnp.argmax(out, 1) == labels)
+
+    def run(params, images, labels, model_state):
+        n = images.shape[0]
+        whole = n // batch_size
+
+        def body(acc, i):
+            sl = jax.lax.dynamic_slice_in_dim
+            batch_loss, batch_correct = totals(
+                params,
+                model_state,
+                sl(images, i * batch_size, batch_size),
+                sl(labels, i * batch_size, batch_size),
+            )
+            return (acc[0] + batch_loss, acc[1] + batch_correct), None
+
+        total_loss, correct = 0.0, 0
+        if whole:
+            (total_loss, correct), _ = jax.lax.scan(body, (0.0, 0), jnp.arange(whole))
+        if n % batch_size:
+            rest = slice(whole * batch_size, None)
+            rest_loss, rest_correct = totals(params, model_state, images[rest], labels[rest])
+            total_loss, correct = total_loss + rest_loss, correct + rest_correct
+        return total_loss / n, correct / n
+
+    run = jax.jit(run, compiler_options=model_compiler_options(model, input_shape))
+
+    def evaluate(params, images, labels, model_state=None):
+        if not is_traced(images):
+            check_data(images, labels, input_shape, classes, "evaluation")
+        return run(params, images, labels, model_state)
+
+    evaluate.unchecked = run  # type: ignore[attr-defined]  # for callers that checked the arrays already
+    return evaluate
