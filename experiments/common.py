@@ -134,44 +134,6 @@ def write_metrics(folder, metrics):
     return write_text(path, json.dumps(metrics, indent=2))  # atomic: a full disk keeps the old file
 
 
-# the default recipe of each model of the zoo (jaxnn.models), chosen by measurement (README)
-MODELS = {
-    "linear": dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle"),
-    "mlp": dict(
-        epochs=3,
-        batch_size=256,
-        optimizer="adam",
-        lr=8e-3,
-        schedule="onecycle",
-        width=160,
-        label_smoothing=0.1,
-    ),
-    "cnn": dict(
-        epochs=3,
-        batch_size=128,
-        optimizer="adam",
-        lr=6e-3,
-        schedule="onecycle",
-        dropout=0.0,
-        channels=(16, 32),
-        augment=True,
-        shift=1,
-        label_smoothing=0.1,
-    ),
-    "lstm": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
-    "gru": dict(epochs=8, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", width=128),
-    "rnn": dict(epochs=8, batch_size=128, optimizer="adam", lr=1e-3, schedule="onecycle", width=128),
-    "resnet": dict(
-        epochs=15,
-        batch_size=128,
-        optimizer="nesterov",
-        lr=0.1,
-        schedule="onecycle",
-        weight_decay=5e-4,
-        augment=True,
-    ),
-}
-
 # the CNN's earlier default (32-64 channels, Dropout 0.3, 10 epochs: 99.46% on MNIST), which
 # batchnorm.py and cnn_figures.py keep so that the README's numbers from them stay reproducible
 CNN_10_EPOCHS = dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", dropout=0.3)
@@ -215,7 +177,8 @@ def augmentation(args, dataset):
 
 
 def build_model(name, classes, image_shape, args):
-    """(model, input_shape) from jaxnn.models for `name`, with the options args holds for it."""
+    """The model `name` from jaxnn.models (a Layer; model.input_shape is one example's shape), with the
+    options args holds for it."""
     options = {k: getattr(args, k) for k in MODEL_OPTIONS[name] if getattr(args, k, None) is not None}
     if "channels" in options:
         options["channels"] = tuple(options["channels"])

@@ -4,9 +4,9 @@
                                 [--epochs N] [--batch-size B] [--seed S] [--grad manual|autodiff]
                                 [--out DIR] [--resume | --overwrite] [--checkpoint-every SECONDS]
 
-Defaults: the MLP 784-160-160-10 (ReLU), Adam with a one-cycle schedule peaking at 8e-3,
-label smoothing 0.1, batch 256, 3 epochs: the recipe chosen by measurement (README, "Speed"); each
---model has its own recipe (experiments/common.py, MODELS). Writes into --out (default
+Every flag left out comes from the recipe of the (model, dataset) pair (experiments/recipes.py, each
+row with the accuracy and time it measured): by default the MLP 784-160-160-10 on MNIST, Adam
+one-cycle to 8e-3, label smoothing 0.1, batch 256, 3 epochs. Writes into --out (default
 results/<run name>/): metrics.json, curves.png and checkpoint.npz.
 """
 
@@ -17,15 +17,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
 import jaxnn as nn
+import recipes
 from common import (
     DEFAULT_SHIFT,
     IMAGE_MODELS,
     MODEL_OPTIONS,
-    MODELS,
     add_compile_cache_flag,
     augmentation,
     build_model,
@@ -38,181 +40,223 @@ from common import (
 from jaxnn import data, parallel, plots, train
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_compile_cache_flag(p)
-    p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(data.known_datasets())}")
-    p.add_argument("--data-dir", default=None, help="folder with the IDX files (default: download and cache)")
-    p.add_argument("--model", default="mlp", choices=sorted(MODELS))
-    p.add_argument("--epochs", type=positive(int), default=None)
-    p.add_argument("--batch-size", type=positive(int), default=None)
-    p.add_argument("--lr", type=positive(float), default=None, help="(peak) learning rate")
-    p.add_argument("--optimizer", default=None, choices=train.OPTIMIZERS)
-    p.add_argument("--schedule", default=None, choices=train.SCHEDULES)
-    p.add_argument(
+class Flag(NamedTuple):
+    """One command-line option: its argparse settings, the models it applies to, and its limit."""
+
+    name: str
+    options: dict
+    models: tuple[str, ...] | None = None  # None: every model
+    limit: tuple[Callable[[Any], bool], str] | None = None  # (holds for a good value, message for a bad one)
+
+
+def _for(option: str) -> tuple[str, ...]:
+    """The models whose builder takes `option` (experiments/common.py, MODEL_OPTIONS)."""
+    return tuple(m for m, names in MODEL_OPTIONS.items() if option in names)
+
+
+BOOLEAN = argparse.BooleanOptionalAction
+FLAGS = [
+    Flag("--dataset", dict(default="mnist", help=f"one of {', '.join(data.known_datasets())}")),
+    Flag("--data-dir", dict(default=None, help="folder with the IDX files (default: download and cache)")),
+    Flag("--model", dict(default="mlp", choices=recipes.MODELS)),
+    Flag("--epochs", dict(type=positive(int), default=None)),
+    Flag("--batch-size", dict(type=positive(int), default=None)),
+    Flag("--lr", dict(type=positive(float), default=None, help="(peak) learning rate")),
+    Flag("--optimizer", dict(default=None, choices=train.OPTIMIZERS)),
+    Flag("--schedule", dict(default=None, choices=train.SCHEDULES)),
+    Flag(
         "--weight-decay",
-        type=float,
-        default=None,
-        help="L2 weight decay (SGD family) or AdamW's decoupled decay (default: the recipe's)",
-    )
-    p.add_argument(
+        dict(type=float, default=None, help="L2 weight decay (SGD family) or AdamW's decoupled decay"),
+        limit=(lambda v: v >= 0, "{name} must be >= 0, got {value}"),
+    ),
+    Flag(
         "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="random translations by up to --shift pixels (and left-right flips on fashion_mnist) "
-        "inside the jitted step; images models only (default: the recipe's, on for cnn and resnet)",
-    )
-    p.add_argument(
+        dict(
+            action=BOOLEAN,
+            default=None,
+            help="random translations by up to --shift pixels (and left-right flips on fashion_mnist) "
+            "inside the jitted step",
+        ),
+        models=IMAGE_MODELS,
+    ),
+    Flag(
         "--shift",
-        type=int,
-        default=None,
-        metavar="PIXELS",
-        help="with --augment, translate each training image by up to PIXELS (default: the recipe's, "
-        "1 for cnn, else 2)",
-    )
-    p.add_argument(
+        dict(type=int, default=None, metavar="PIXELS", help="with --augment, translate by up to PIXELS"),
+        limit=(lambda v: v >= 0, "{name} must be >= 0 pixels, got {value}"),
+    ),
+    Flag(
         "--erase",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="with --augment, also erase a random rectangle of each training image with probability P "
-        "(random erasing; default 0)",
-    )
-    p.add_argument(
+        dict(
+            type=float,
+            default=0.0,
+            metavar="P",
+            help="with --augment, erase a random rectangle with probability P",
+        ),
+        limit=(lambda v: 0 <= v <= 1, "{name} is a probability in [0, 1], got {value}"),
+    ),
+    Flag(
         "--label-smoothing",
-        type=float,
-        default=None,
-        metavar="EPS",
-        help="train against targets (1 - EPS) one-hot + EPS / classes (test loss: plain cross-entropy; "
-        "default: the recipe's, 0.1 for the MLP, else 0)",
-    )
-    p.add_argument("--blocks", type=positive(int), default=None, help="residual blocks per ResNet stage")
-    p.add_argument("--width", type=positive(int), default=None, help="hidden width of the MLP")
-    p.add_argument("--activation", default="relu", help=f"one of {', '.join(nn.activations.names())}")
-    p.add_argument(
-        "--dropout", type=float, default=None, help="dropout rate in [0, 1) before the CNN's Dense layers"
-    )
-    p.add_argument(
+        dict(type=float, default=None, metavar="EPS", help="train against (1 - EPS) one-hot + EPS / classes"),
+        limit=(lambda v: 0 <= v < 1, "{name} must lie in [0, 1), got {value}"),
+    ),
+    Flag(
+        "--blocks",
+        dict(type=positive(int), default=None, help="residual blocks per ResNet stage"),
+        _for("blocks"),
+    ),
+    Flag("--width", dict(type=positive(int), default=None, help="hidden width"), _for("width")),
+    Flag(
+        "--activation",
+        dict(default=None, help=f"one of {', '.join(nn.activations.names())}"),
+        _for("activation"),
+        (
+            lambda v: v in nn.activations.names(),
+            "unknown {name} {value!r}; valid: " + ", ".join(nn.activations.names()),
+        ),
+    ),
+    Flag(
+        "--dropout",
+        dict(type=float, default=None, help="dropout rate before the CNN's Dense layers"),
+        _for("dropout"),
+        (lambda v: 0 <= v < 1, "{name} must lie in [0, 1), got {value}"),
+    ),
+    Flag(
         "--batchnorm",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="BatchNorm after each of the CNN's convolutions (default: the recipe's)",
-    )
-    p.add_argument(
+        dict(action=BOOLEAN, default=None, help="BatchNorm after each convolution"),
+        _for("batchnorm"),
+    ),
+    Flag(
         "--channels",
-        type=positive(int),
-        nargs="+",
-        default=None,
-        help="the CNN's convolution widths, or the ResNet's stage widths (default: the recipe's)",
-    )
-    p.add_argument(
-        "--train-size",
-        type=positive(int),
-        default=None,
-        help="train on the first N examples only (smoke runs)",
-    )
-    p.add_argument(
+        dict(
+            type=positive(int),
+            nargs="+",
+            default=None,
+            help="the CNN's convolution or the ResNet's stage widths",
+        ),
+        _for("channels"),
+    ),
+    Flag("--train-size", dict(type=positive(int), default=None, help="train on the first N examples only")),
+    Flag(
         "--precision",
-        default="float32",
-        choices=("float32", "bfloat16", "bf16"),
-        help="compute dtype of matmuls and convolutions; parameters, optimizer and loss stay float32",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grad", default="manual", choices=nn.gradients.MODES)
-    p.add_argument(
-        "--devices",
-        type=positive(int),
-        default=1,
-        help="data parallelism over this many devices (all processes')",
-    )
-    p.add_argument(
-        "--coordinator", default=None, metavar="HOST:PORT", help="process 0's address (many hosts)"
-    )
-    p.add_argument(
-        "--num-processes", type=positive(int), default=1, help="processes in the run (one per host)"
-    )
-    p.add_argument("--process-id", type=int, default=0, help="this process's id in [0, --num-processes)")
-    p.add_argument(
+        dict(
+            default="float32",
+            choices=("float32", "bfloat16", "bf16", "float64"),
+            help="bfloat16: matmuls and convolutions in bfloat16 around float32 parameters; float64: "
+            "parameters and computation in float64 (for exact comparisons of --grad manual and autodiff)",
+        ),
+    ),
+    Flag("--seed", dict(type=int, default=0)),
+    Flag("--grad", dict(default="manual", choices=nn.gradients.MODES, help="hand rules or jax.grad")),
+    Flag("--devices", dict(type=positive(int), default=1, help="data parallelism over this many devices")),
+    Flag("--coordinator", dict(default=None, metavar="HOST:PORT", help="process 0's address (many hosts)")),
+    Flag("--num-processes", dict(type=positive(int), default=1, help="processes in the run (one per host)")),
+    Flag("--process-id", dict(type=int, default=0, help="this process's id in [0, --num-processes)")),
+    Flag(
         "--join-timeout",
-        type=positive(float),
-        default=300.0,
-        metavar="SECONDS",
-        help="how long the processes wait for each other to start (default 300)",
-    )
-    p.add_argument(
+        dict(
+            type=positive(float),
+            default=300.0,
+            metavar="SECONDS",
+            help="how long processes wait for each other",
+        ),
+    ),
+    Flag(
         "--local-processes",
-        type=positive(int),
-        default=None,
-        metavar="N",
-        help="start N processes on this machine, --devices/N CPU devices each, as a multi-host run (testing)",
-    )
-    p.add_argument("--out", default=None, help="output folder (default results/<run name>)")
-    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.npz")
-    p.add_argument("--overwrite", action="store_true", help="start afresh over --out's checkpoint.npz")
-    p.add_argument(
+        dict(
+            type=positive(int), default=None, metavar="N", help="start N processes here as a multi-host run"
+        ),
+    ),
+    Flag("--out", dict(default=None, help="output folder (default results/<run name>)")),
+    Flag("--resume", dict(action="store_true", help="continue from --out's checkpoint.npz")),
+    Flag("--overwrite", dict(action="store_true", help="start afresh over --out's checkpoint.npz")),
+    Flag(
         "--checkpoint-every",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="also checkpoint within an epoch after this many seconds (default 60; 0: every chunk)",
+        dict(
+            type=float,
+            default=60.0,
+            metavar="SECONDS",
+            help="also checkpoint within an epoch (0: every chunk)",
+        ),
+        limit=(lambda v: v >= 0, "{name} must be >= 0 seconds, got {value}"),
+    ),
+    Flag("--no-progress", dict(action="store_true")),
+    Flag("--debug", dict(action="store_true", help="show tracebacks instead of one-line errors")),
+]
+
+# checks between flags, in order: (a bad combination, what to say); run after the recipe filled the rest
+CHECKS: list[tuple[Callable[[Any], bool], Callable[[Any], str]]] = [
+    (lambda a: a.resume and a.overwrite, lambda a: "--resume and --overwrite exclude each other"),
+    (
+        lambda a: a.num_processes > 1 and not a.coordinator,
+        lambda a: "--num-processes > 1 needs --coordinator HOST:PORT (process 0's address)",
+    ),
+    (
+        lambda a: not 0 <= a.process_id < a.num_processes,
+        lambda a: f"--process-id must lie in [0, {a.num_processes}), got {a.process_id}",
+    ),
+    (
+        lambda a: a.local_processes and (a.coordinator or a.num_processes > 1),
+        lambda a: "--local-processes starts its own processes: leave out --coordinator and --num-processes",
+    ),
+    (
+        lambda a: a.local_processes and a.devices % a.local_processes,
+        lambda a: f"--devices {a.devices} does not split evenly over {a.local_processes} processes",
+    ),
+    (
+        lambda a: a.erase and not a.augment,
+        lambda a: "--erase needs --augment (random erasing is part of the augmentation)",
+    ),
+    (
+        lambda a: a.shift_given and not a.augment,
+        lambda a: "--shift needs --augment (the shifts are part of the augmentation)",
+    ),
+    (
+        lambda a: a.optimizer == "adam" and a.weight_decay,
+        lambda a: "--weight-decay with --optimizer adam: use --optimizer adamw (decoupled decay)",
+    ),
+]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, epilog=recipes.describe(), formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_compile_cache_flag(p)
+    for flag in FLAGS:
+        p.add_argument(flag.name, **flag.options)
     args = p.parse_args(argv)
-    if args.batchnorm and "batchnorm" not in MODEL_OPTIONS[args.model]:
-        p.error(f"--batchnorm applies to --model cnn, not {args.model}")
-    if args.channels and "channels" not in MODEL_OPTIONS[args.model]:
-        p.error(f"--channels applies to --model cnn or resnet, not {args.model}")
-    if args.augment and args.model not in IMAGE_MODELS:
-        p.error(f"--augment applies to the image models ({', '.join(IMAGE_MODELS)}), not {args.model}")
-    if args.label_smoothing is not None and not 0 <= args.label_smoothing < 1:
-        p.error(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
-    if args.blocks and "blocks" not in MODEL_OPTIONS[args.model]:
-        p.error(f"--blocks applies to --model resnet, not {args.model}")
-    if args.shift is not None and args.shift < 0:
-        p.error(f"--shift must be >= 0 pixels, got {args.shift}")
-    if not 0 <= args.erase <= 1:
-        p.error(f"--erase is a probability in [0, 1], got {args.erase}")
-    if args.weight_decay is not None and not args.weight_decay >= 0:
-        p.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    if args.dropout is not None and not 0 <= args.dropout < 1:
-        p.error(f"--dropout must lie in [0, 1), got {args.dropout}")
-    if args.activation not in nn.activations.names():
-        p.error(f"unknown --activation {args.activation!r}; valid: {', '.join(nn.activations.names())}")
-    if not args.checkpoint_every >= 0:
-        p.error(f"--checkpoint-every must be >= 0 seconds, got {args.checkpoint_every}")
-    if args.resume and args.overwrite:
-        p.error("--resume and --overwrite exclude each other")
-    if args.num_processes > 1 and not args.coordinator:
-        p.error("--num-processes > 1 needs --coordinator HOST:PORT (process 0's address)")
-    if not 0 <= args.process_id < args.num_processes:
-        p.error(f"--process-id must lie in [0, {args.num_processes}), got {args.process_id}")
-    if args.local_processes and (args.coordinator or args.num_processes > 1):
-        p.error("--local-processes starts its own processes: leave out --coordinator and --num-processes")
-    if args.local_processes and args.devices % args.local_processes:
-        p.error(f"--devices {args.devices} does not split evenly over {args.local_processes} processes")
+    for flag in FLAGS:  # what was given: in its limits, and for this model
+        value = getattr(args, flag.name[2:].replace("-", "_"))
+        if value is None or value is False:
+            continue
+        if flag.limit and not flag.limit[0](value):
+            p.error(flag.limit[1].format(name=flag.name, value=value))
+        if flag.models is not None and args.model not in flag.models:
+            where = (
+                f"the image models ({', '.join(IMAGE_MODELS)})"
+                if flag.models == IMAGE_MODELS
+                else ("--model " + " or ".join(flag.models))
+            )
+            p.error(f"{flag.name} applies to {where}, not {args.model}")
     many = args.num_processes > 1 or args.local_processes
     if not many and args.devices > len(jax.devices()):  # (JAX must not start before a multi-process run)
         p.error(
             f"--devices {args.devices} but {len(jax.devices())} available; on a CPU set "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}"
         )
-    shift_given = args.shift is not None
-    recipe = MODELS[args.model]
-    for name, value in recipe.items():
+    args.shift_given = args.shift is not None
+    recipe, args.recipe_dataset = recipes.lookup(args.model, args.dataset)
+    for name, value in recipe.settings.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
-    if args.width is None:
-        args.width = 256
-    if args.label_smoothing is None:
-        args.label_smoothing = 0.0
-    if args.shift is None:
-        args.shift = DEFAULT_SHIFT
+    defaults = dict(width=256, label_smoothing=0.0, shift=DEFAULT_SHIFT, activation="relu", augment=False)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     args.batchnorm = bool(args.batchnorm)
-    if args.erase and not args.augment:
-        p.error("--erase needs --augment (random erasing is part of the augmentation)")
-    if shift_given and not args.augment:
-        p.error("--shift needs --augment (the shifts are part of the augmentation)")
+    for bad, message in CHECKS:
+        if bad(args):
+            p.error(message(args))
     return args
 
 
@@ -263,10 +307,12 @@ def main(argv=None):
                 f"--devices {args.devices} but the {args.num_processes} processes have {len(jax.devices())}"
             )
     print = builtins.print if parallel.is_main_process() else (lambda *a, **k: None)  # process 0 speaks
+    if args.precision == "float64":  # before any array is made
+        jax.config.update("jax_enable_x64", True)
     model_name = args.model + ("-bn" if args.batchnorm else "") + ("-aug" if args.augment else "")
     model_name += f"-erase{args.erase:g}" if args.erase else ""
     model_name += f"-ls{args.label_smoothing:g}" if args.label_smoothing else ""
-    model_name += "" if args.precision == "float32" else "-bf16"
+    model_name += {"float32": "", "float64": "-f64"}.get(args.precision, "-bf16")
     run_name = f"{args.dataset.replace(':', '_')}-{model_name}-{args.grad}-seed{args.seed}"
     folder = out_dir(args.out, run_name)
     ckpt = os.path.join(folder, "checkpoint.npz")
@@ -282,19 +328,18 @@ def main(argv=None):
         raise nn.InputError(
             f"--batch-size {args.batch_size} is larger than the training set ({len(ds.x_train)})"
         )
-    model, input_shape = build_model(args.model, ds.classes, ds.x_train.shape[1:], args)
-    print(nn.summary(model, input_shape))
-    model = nn.mixed_precision(model, args.precision)
+    model = build_model(args.model, ds.classes, ds.x_train.shape[1:], args)
+    print(nn.summary(model))
+    if args.precision in ("bfloat16", "bf16"):
+        model = nn.mixed_precision(model, args.precision)
     steps = args.epochs * (len(ds.x_train) // args.batch_size)
-    if args.optimizer == "adam" and args.weight_decay:
-        raise nn.InputError("--weight-decay with --optimizer adam: use --optimizer adamw (decoupled decay)")
     opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps, weight_decay=args.weight_decay)
     loss, augment = training_loss(args), augmentation(args, args.dataset)
     print(
         f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "
         f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
         f"augmentation: {augment.description if augment else 'none'}, loss: {loss.name}, "
-        f"on {jax.devices()[0].device_kind}"
+        f"on {jax.devices()[0].device_kind} (recipe of {args.model} on {args.recipe_dataset})"
     )
     state, history = train.fit(
         model,
@@ -304,15 +349,15 @@ def main(argv=None):
         batch_size=args.batch_size,
         opt=opt,
         key=jax.random.PRNGKey(args.seed),
-        input_shape=input_shape,
-        grad=args.grad,
-        checkpoint_path=ckpt,
-        resume=args.resume,
-        progress=not args.no_progress,
-        mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
-        checkpoint_every=args.checkpoint_every,
-        augment=augment,
-        test_loss=nn.losses.softmax_cross_entropy,
+        options=train.TrainOptions(
+            mode=args.grad,
+            augment=augment,
+            test_loss=nn.losses.softmax_cross_entropy,
+            mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
+            dtype="float64" if args.precision == "float64" else "float32",
+        ),
+        checkpointing=train.Checkpointing(ckpt, resume=args.resume, every=args.checkpoint_every),
+        reporting=train.Reporting(progress=not args.no_progress),
     )
     last = history["epochs"][-1]
     metrics = {
@@ -321,7 +366,7 @@ def main(argv=None):
         "train_seconds": history["train_seconds"],
         "compile_seconds": history["compile_seconds"],
         "epochs": args.epochs,
-        "config": {k: v for k, v in vars(args).items()},
+        "config": {k: v for k, v in vars(args).items() if k != "shift_given"},
         "model": model.name,
         "history": history["epochs"],
     }
