@@ -82,7 +82,8 @@ def main():
     for name, runs in variants.items():
         fns, memory = {}, {}
         for label, build, backward, mode in runs:
-            model, shape = build(backward)
+            model = build(backward)
+            shape = model.input_shape
             _, params = model.init(jax.random.PRNGKey(0), shape)
             xs = jax.random.uniform(jax.random.PRNGKey(1), (args.steps, args.batch) + shape)
             ys = jax.random.randint(jax.random.PRNGKey(2), (args.steps, args.batch), 0, 10)

@@ -19,7 +19,7 @@ def spread(values):
     return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
-def fit_quietly(model, input_shape, ds, epochs, batch_size, opt, seed, loss=None, augment=None):
+def fit_quietly(model, ds, epochs, batch_size, opt, seed, loss=None, augment=None):
     """train.fit on ds's (x_train, y_train, x_test, y_test) with softmax cross-entropy (or `loss`,
     e.g. a label-smoothed one; the test loss stays plain cross-entropy), no progress bar and no
     per-epoch evaluation (the test accuracy after the last epoch only), as the time-to-accuracy
@@ -37,9 +37,6 @@ def fit_quietly(model, input_shape, ds, epochs, batch_size, opt, seed, loss=None
         batch_size=batch_size,
         opt=opt,
         key=jax.random.PRNGKey(seed),
-        input_shape=input_shape,
-        progress=False,
-        eval_every_epoch=False,
-        augment=augment,
-        test_loss=nn.losses.softmax_cross_entropy,
+        options=train.TrainOptions(augment=augment, test_loss=nn.losses.softmax_cross_entropy),
+        reporting=train.Reporting(progress=False, eval_every_epoch=False),
     )[1]

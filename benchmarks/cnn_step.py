@@ -76,10 +76,10 @@ def child(impl, batch, steps, repeats):
         import jaxnn as nn  # noqa: PLC0415
         from jaxnn import train  # noqa: PLC0415
 
-        model, shape = nn.models.cnn(10, (28, 28, 1))
-        model, opt = nn.mixed_precision(model, "bfloat16"), optax.adam(1e-3)
+        model = nn.mixed_precision(nn.models.cnn(10, (28, 28, 1)), "bfloat16")
+        shape, opt = model.input_shape, optax.adam(1e-3)
         step = train.make_step(model, nn.losses.softmax_cross_entropy, opt)
-        state = train.init_state(model, opt, key, shape)
+        state = train.init_state(model, opt, key)
     else:
         make = plain_jax_impl("cnn") if impl == "jax-optax" else jaxnn_impl("cnn", "manual")
         step, state, shape = make(batch, key, jnp.float32)

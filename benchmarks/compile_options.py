@@ -37,7 +37,8 @@ def build(model, input_shape, options):
 
 
 def measure(channels, ds, rounds):
-    model, input_shape = nn.models.cnn(10, (28, 28, 1), channels=channels)
+    model = nn.models.cnn(10, (28, 28, 1), channels=channels)
+    input_shape = model.input_shape
     x, y = jax.device_put(ds.x_train[:TRAIN_EXAMPLES]), jax.device_put(ds.y_train[:TRAIN_EXAMPLES])
     x_test, y_test = jax.device_put(ds.x_test), jax.device_put(ds.y_test)
     kinds = ("fit's", "defaults")

@@ -34,7 +34,8 @@ from bench_io import fit_quietly, spread, write_json
 from jaxnn import data, train
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-from common import MODELS, augmentation, build_model, training_loss, use_compile_cache  # noqa: E402
+from common import augmentation, build_model, training_loss, use_compile_cache  # noqa: E402
+from recipes import RECIPES  # noqa: E402
 
 
 def reference(ds, seed=0, epochs=10, batch=128):
@@ -85,16 +86,14 @@ def reference(ds, seed=0, epochs=10, batch=128):
 
 
 def jaxnn_default(ds, seed=0, name="mlp", precision="float32"):
-    recipe = MODELS[name]
+    recipe = RECIPES[name, "mnist"].settings
     args = argparse.Namespace(activation="relu", **recipe)
-    model, input_shape = build_model(name, 10, (28, 28, 1), args)
+    model = build_model(name, 10, (28, 28, 1), args)
     model = nn.mixed_precision(model, precision)
     steps = recipe["epochs"] * (len(ds.x_train) // recipe["batch_size"])
     opt = train.optimizer(recipe["optimizer"], recipe["lr"], recipe["schedule"], steps)
     loss, augment = training_loss(args), augmentation(args, "mnist")
-    history = fit_quietly(
-        model, input_shape, ds, recipe["epochs"], recipe["batch_size"], opt, seed, loss, augment
-    )
+    history = fit_quietly(model, ds, recipe["epochs"], recipe["batch_size"], opt, seed, loss, augment)
     return {
         "seed": seed,
         "test_accuracy": history["epochs"][-1]["test_accuracy"],
@@ -135,7 +134,7 @@ def main():
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--repeats", type=int, default=3, help="runs of the reference")
-    p.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    p.add_argument("--model", default="mlp", choices=sorted({m for m, _ in RECIPES}))
     p.add_argument(
         "--precision", default="float32", choices=[*nn.precision.PRECISIONS, *nn.precision.ALIASES]
     )
@@ -172,7 +171,7 @@ def main():
         "cpus": os.cpu_count(),
         "model": args.model,
         "precision": args.precision,
-        "recipe": MODELS[args.model],
+        "recipe": RECIPES[args.model, "mnist"].settings,
         "compile_cache": "warm, both sides" if args.warm else "cold (no persistent cache)",
         "processes": "each run in a fresh process",
         "reference": {"runs": references, "train_seconds": ref_time},

@@ -76,7 +76,7 @@ RECIPES = {
 
 def build(name, cfg):
     if name == "mlp":
-        return nn.mlp([784, cfg["width"], cfg["width"], 10]), (784,)
+        return nn.mlp([784, cfg["width"], cfg["width"], 10])
     return nn.models.cnn(
         10, (28, 28, 1), batchnorm=cfg.get("bn", False), channels=cfg["channels"], dense=cfg.get("dense", 128)
     )
@@ -97,13 +97,13 @@ def main():
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
     for cfg in recipes:
         for seed in args.seeds:
-            model, shape = build(args.model, cfg)
+            model = build(args.model, cfg)
             total = cfg["epochs"] * (60000 // cfg["batch"])
             name = cfg.get("opt", "adamw" if "wd" in cfg else "adam")
             opt = train.optimizer(name, cfg["lr"], "onecycle", total, weight_decay=cfg.get("wd"))
             loss = nn.losses.smoothed_cross_entropy(cfg["smooth"]) if "smooth" in cfg else None
             augment = nn.augment.augmentation(shift=cfg["shift"]) if "shift" in cfg else None
-            history = fit_quietly(model, shape, ds, cfg["epochs"], cfg["batch"], opt, seed, loss, augment)
+            history = fit_quietly(model, ds, cfg["epochs"], cfg["batch"], opt, seed, loss, augment)
             row = dict(cfg=cfg, seed=seed, acc=round(history["epochs"][-1]["test_accuracy"], 4))
             row.update(secs=round(history["train_seconds"], 1), compile=round(history["compile_seconds"], 2))
             print(json.dumps(row), flush=True)

@@ -34,7 +34,7 @@ MLP_SIZES = [784, 512, 512, 10]
 
 def jaxnn_model(name):
     if name == "mlp":
-        return nn.mlp(MLP_SIZES), (784,)
+        return nn.mlp(MLP_SIZES)
     return nn.models.cnn(10, (28, 28, 1))
 
 
@@ -85,10 +85,13 @@ def prepare_jax_step(step, state, x, y, as_fit=False):
 
 def jaxnn_impl(name, grad):
     def make(batch, key, dtype):
-        model, shape = jaxnn_model(name)
-        opt = optax.adam(1e-3)
-        state = train.init_state(model, opt, key, shape, dtype=dtype)
-        return train.make_step(model, nn.losses.softmax_cross_entropy, opt, grad), state, shape
+        model = jaxnn_model(name)
+        shape, opt = model.input_shape, optax.adam(1e-3)
+        state = train.init_state(model, opt, key, dtype=dtype)
+        step = train.make_step(
+            model, nn.losses.softmax_cross_entropy, opt, options=train.TrainOptions(mode=grad)
+        )
+        return step, state, shape
 
     return make
 
@@ -97,7 +100,8 @@ def plain_jax_impl(name):
     """The reference: plain JAX + optax, jax.value_and_grad of a hand-written forward."""
 
     def make(batch, key, dtype):
-        model, shape = jaxnn_model(name)
+        model = jaxnn_model(name)
+        shape = model.input_shape
         _, params = model.init(key, shape, dtype=dtype)
         opt = optax.adam(1e-3)
 

@@ -52,9 +52,7 @@ def main():
             batch_size=128,
             opt=opt,
             key=jax.random.PRNGKey(args.seed),
-            input_shape=(784,),
-            progress=False,
-            eval_every_epoch=False,
+            reporting=train.Reporting(progress=False, eval_every_epoch=False),
         )
         last = history["epochs"][-1]
         results[name] = {

@@ -28,8 +28,9 @@ def main():
     args = p.parse_args()
     folder = out_dir(args.out, f"autoencoder-{args.dataset}")
     ds = data.load(args.dataset, data_dir=args.data_dir, dtype="float32")
-    model, shape = nn.models.conv_autoencoder(ds.x_train.shape[1:])
-    print(nn.summary(model, shape))
+    model = nn.models.conv_autoencoder(ds.x_train.shape[1:])
+    shape = model.input_shape
+    print(nn.summary(model))
     loss = nn.losses.mean_squared_error
     _, params = model.init(jax.random.PRNGKey(args.seed), shape)
     opt = optax.adam(optax.cosine_decay_schedule(3e-3, args.epochs * (len(ds.x_train) // args.batch_size)))

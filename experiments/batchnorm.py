@@ -20,9 +20,7 @@ from jaxnn import data, plots, train
 
 def run(ds, batchnorm, epochs, seed):
     recipe = CNN_10_EPOCHS
-    model, input_shape = nn.models.cnn(
-        ds.classes, ds.x_train.shape[1:], dropout=recipe["dropout"], batchnorm=batchnorm
-    )
+    model = nn.models.cnn(ds.classes, ds.x_train.shape[1:], dropout=recipe["dropout"], batchnorm=batchnorm)
     steps = epochs * (len(ds.x_train) // recipe["batch_size"])
     opt = train.optimizer(recipe["optimizer"], recipe["lr"], recipe["schedule"], steps)
     _, history = train.fit(
@@ -33,8 +31,7 @@ def run(ds, batchnorm, epochs, seed):
         batch_size=recipe["batch_size"],
         opt=opt,
         key=jax.random.PRNGKey(seed),
-        input_shape=input_shape,
-        progress=False,
+        reporting=train.Reporting(progress=False),
     )
     return model, history
 

@@ -63,11 +63,11 @@ def main():
     )
     folder = out_dir(args.out, f"char_lm-{args.model}")
     text = data.load_text(args.data_dir or os.path.join("..", "shared", "data", "tinyshakespeare"))
-    model, input_shape = build(args.model, len(text.vocab), recipe)
-    print(nn.summary(model, input_shape, dtype=jnp.int32))
+    model = build(args.model, len(text.vocab), recipe)
+    print(nn.summary(model, input_dtype=jnp.int32))
     loss = nn.losses.sequence_cross_entropy
     opt = train.optimizer("adamw", recipe["lr"], recipe["schedule"], recipe["steps"], weight_decay=0.01)
-    state = train.init_state(model, opt, jax.random.PRNGKey(args.seed), input_shape)
+    state = train.init_state(model, opt, jax.random.PRNGKey(args.seed))
     tokens, val = jax.device_put(text.train), jax.device_put(text.val)
     run = jax.jit(
         language.lm_steps_function(model, loss, opt, recipe["context"], recipe["batch_size"], args.grad),

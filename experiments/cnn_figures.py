@@ -24,7 +24,7 @@ def main():
     folder = out_dir(args.out, "cnn_figures")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
     recipe = CNN_10_EPOCHS  # 32-64 channels
-    model, shape = build_model("cnn", 10, (28, 28, 1), argparse.Namespace(dropout=recipe["dropout"]))
+    model = build_model("cnn", 10, (28, 28, 1), argparse.Namespace(dropout=recipe["dropout"]))
     opt = train.optimizer("adam", recipe["lr"], recipe["schedule"], args.epochs * (60000 // 128))
     state, history = train.fit(
         model,
@@ -34,7 +34,6 @@ def main():
         batch_size=128,
         opt=opt,
         key=jax.random.PRNGKey(args.seed),
-        input_shape=shape,
     )
     filters = np.moveaxis(np.asarray(state.params[0]["w"])[:, :, 0, :], -1, 0)  # (32, 3, 3)
     plots.image_grid(

@@ -40,16 +40,16 @@ def main():
     if args.flip and config.dataset not in FLIP_KEEPS_LABEL:
         raise nn.InputError(f"--flip: a mirror image changes the label on {config.dataset}")
     ds = data.load(config.dataset, data_dir=args.data_dir or config.data_dir, dtype="uint8")
-    model, input_shape = build_model(config.model, ds.classes, ds.x_train.shape[1:], config)
+    model = build_model(config.model, ds.classes, ds.x_train.shape[1:], config)
     model = nn.mixed_precision(model, config.precision)
     # the optimizer only gives the checkpoint's shape here (its schedule's length does not matter)
     opt = train.optimizer(config.optimizer, config.lr, config.schedule, 1, weight_decay=config.weight_decay)
-    like = train.init_state(model, opt, jax.random.PRNGKey(0), input_shape)
+    like = train.init_state(model, opt, jax.random.PRNGKey(0))
     state, _ = train.load_checkpoint(paths["checkpoint.npz"], like)
 
     result = {"run": args.run, "dataset": config.dataset, "test_examples": len(ds.x_test)}
     for suffix, flip in [("", False), ("_flip_averaged", True)][: 1 + args.flip]:
-        evaluate = train.make_evaluate(model, nn.losses.softmax_cross_entropy, input_shape, flip=flip)
+        evaluate = train.make_evaluate(model, nn.losses.softmax_cross_entropy, flip=flip)
         loss, accuracy = evaluate(state.params, ds.x_test, ds.y_test, state.model_state)
         result["test_loss" + suffix], result["test_accuracy" + suffix] = float(loss), float(accuracy)
         print(f"test_accuracy{suffix}: {accuracy:.4f} (test_loss{suffix} {loss:.4f})")

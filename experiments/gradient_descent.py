@@ -41,15 +41,15 @@ def main():
                 batch_size=128,
                 opt=train.optimizer("sgd", lr),
                 key=jax.random.PRNGKey(args.seed),
-                input_shape=(784,),
-                checkpoint_path=ckpt,
-                checkpoint_every=0 if callable(lr) else None,  # the range test: every chunk
-                progress=False,
+                checkpointing=train.Checkpointing(
+                    ckpt, every=0 if callable(lr) else None
+                ),  # range test: every chunk
+                reporting=train.Reporting(progress=False),
             )
             last = history["epochs"][-1]
             results[label] = {"status": "ok", "test_accuracy": last["test_accuracy"]}
             print(f"lr {label:<6s} test accuracy {last['test_accuracy']:.4f}")
-        except train.TrainingDiverged as e:
+        except nn.TrainingDiverged as e:
             history = e.history
             results[label] = {
                 "status": "diverged",

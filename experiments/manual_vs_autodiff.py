@@ -32,9 +32,8 @@ def main():
             batch_size=128,
             opt=opt,
             key=jax.random.PRNGKey(args.seed),
-            input_shape=(784,),
-            grad=grad,
-            progress=False,
+            options=train.TrainOptions(mode=grad),
+            reporting=train.Reporting(progress=False),
         )
         runs.setdefault(grad, []).append((state, history))
     m_state, m_hist = runs["manual"][0]

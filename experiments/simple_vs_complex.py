@@ -30,8 +30,7 @@ def fit(model, ds, epochs, lr, seed):
         opt=opt,
         key=jax.random.PRNGKey(seed),
         input_shape=(2,),
-        progress=False,
-        eval_every_epoch=False,
+        reporting=train.Reporting(progress=False, eval_every_epoch=False),
     )
     return state.params, history
 

@@ -14,7 +14,7 @@ ELU takes expm1 of min(x, 0) so the untaken branch never overflows (the "double 
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +23,13 @@ from jax.scipy.special import erf
 from .core import Layer, make_layer
 from .errors import InputError, InputTypeError
 
+__all__ = ["Row", "TABLE", "ALIASES", "NAMES", "names", "activation", "activation_row", "prelu", "softmax"]
+
 
 class Row(NamedTuple):
+    """A row of the table: `f(x, **options)`, its derivative `df(x, y, **options)` given y = f(x),
+    and the row's options with their defaults."""
+
     f: Callable  # f(x, **opts)
     df: Callable  # f'(x, y, **opts), with y = f(x)
     options: dict  # option name -> default
@@ -84,7 +89,7 @@ NAMES = tuple(TABLE) + ("prelu", "softmax")
 
 
 def names() -> tuple[str, ...]:
-    """All names `activation` accepts (aliases included)."""
+    """**Returns:** every name `activation` accepts, aliases included."""
     return NAMES + tuple(ALIASES)
 
 
@@ -117,7 +122,7 @@ def activation_row(name: str, options: dict, where: str = "activation") -> Row:
     return row
 
 
-def activation(name: str, **options: float) -> Layer:
+def activation(name: str, **options: Any) -> Layer:
     """An element-wise activation layer from the table (or prelu / softmax).
 
     **Arguments:**

@@ -9,9 +9,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from .core import Layer, make_layer, matmul
+from .core import Layer, is_traced, make_layer, matmul
 from .errors import InputError
+
+__all__ = ["Embedding", "MultiHeadAttention", "PositionalEmbedding"]
 
 
 def Embedding(vocab: int, features: int, scale: float = 1.0) -> Layer:
@@ -41,8 +44,8 @@ def Embedding(vocab: int, features: int, scale: float = 1.0) -> Layer:
     def forward(params, x):
         if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
             raise InputError(f"Embedding: expected integer token ids, got dtype {jnp.result_type(x)}")
-        if not isinstance(x, jax.core.Tracer) and jnp.size(x):
-            low, high = int(jnp.min(x)), int(jnp.max(x))
+        if not is_traced(x) and jnp.size(x):  # a concrete array: checked on the host (also inside a trace)
+            low, high = int(np.min(np.asarray(x))), int(np.max(np.asarray(x)))
             if low < 0 or high >= vocab:
                 raise InputError(f"Embedding: token ids must lie in [0, {vocab}), got {low} to {high}")
         table = params["table"]

@@ -9,16 +9,30 @@ Flip only where a mirror image keeps the label (clothes: yes; digits: no, a mirr
 """
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from .errors import InputError
+from .types import PRNGKey
+
+__all__ = ["augmentation", "random_shift", "random_flip", "random_erase"]
 
 
-def random_shift(key, x, pixels):
-    """Translate each image by its own (dy, dx), each uniform in [-pixels, pixels]; the pixels shifted
-    in are zeros (black, the background of MNIST-like images)."""
+def random_shift(key: PRNGKey, x: Any, pixels: int) -> Any:
+    """Translate each image by its own (dy, dx), each uniform in [-pixels, pixels].
+
+    **Arguments:**
+
+    - `key`: the PRNG key.
+    - `x`: images `(batch, H, W, C)`.
+    - `pixels`: the largest shift.
+
+    **Returns:** the shifted images, same shape; the pixels shifted in are zeros (black, the
+    background of MNIST-like images).
+    """
     n, h, w, _ = x.shape
     padded = jnp.pad(x, ((0, 0), (pixels, pixels), (pixels, pixels), (0, 0)))
     starts = jax.random.randint(key, (n, 2), 0, 2 * pixels + 1)
@@ -29,18 +43,38 @@ def random_shift(key, x, pixels):
     return jax.vmap(crop)(padded, starts)
 
 
-def random_flip(key, x):
-    """Mirror each image left-right with probability 1/2."""
+def random_flip(key: PRNGKey, x: Any) -> Any:
+    """Mirror each image left-right with probability 1/2.
+
+    **Arguments:** `key` the PRNG key; `x` images `(batch, H, W, C)`.
+
+    **Returns:** the images, some mirrored.
+    """
     flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
     return jnp.where(flip, x[:, :, ::-1], x)
 
 
-def random_erase(key, x, p, area=(0.02, 0.4), aspect=(0.3, 3.3)):
-    """Random erasing (Zhong et al., 2020) of images x (batch, H, W, C) -> same shape: with
-    probability p, fill one rectangle of each image (all its channels) with uniform noise in [0, 1].
-    The rectangle covers a fraction of the image drawn uniformly from `area`,
-    its height/width ratio is drawn log-uniformly from `aspect`, and its place uniformly among those
-    that fit. A side longer than the image is cut to the image (the paper draws again instead)."""
+def random_erase(
+    key: PRNGKey,
+    x: Any,
+    p: float,
+    area: tuple[float, float] = (0.02, 0.4),
+    aspect: tuple[float, float] = (0.3, 3.3),
+) -> Any:
+    """Random erasing (Zhong et al., 2020): with probability p, fill one rectangle of each image (all
+    its channels) with uniform noise in [0, 1].
+
+    **Arguments:**
+
+    - `key`: the PRNG key.
+    - `x`: images `(batch, H, W, C)`.
+    - `p`: the probability that an image is erased.
+    - `area`: the rectangle covers a fraction of the image drawn uniformly from this range.
+    - `aspect`: its height/width ratio is drawn log-uniformly from this range.
+
+    **Returns:** the images, same shape. The rectangle's place is drawn uniformly among those that
+    fit; a side longer than the image is cut to the image (the paper draws again instead).
+    """
     n, h, w, _ = x.shape
     keys = jax.random.split(key, 6)
     erase = jax.random.bernoulli(keys[0], p, (n,))
@@ -63,10 +97,17 @@ def random_erase(key, x, p, area=(0.02, 0.4), aspect=(0.3, 3.3)):
     return jnp.where(mask, noise, x)
 
 
-def augmentation(shift=2, flip=False, erase=0.0):
-    """(key, images) -> images: random translation by up to `shift` pixels, then (flip=True) a
-    random left-right mirror, then (erase > 0) random erasing of a rectangle with probability
-    `erase`."""
+def augmentation(shift: int = 2, flip: bool = False, erase: float = 0.0) -> Callable[[PRNGKey, Any], Any]:
+    """An augmentation to run inside the jitted training step (`TrainOptions(augment=...)`).
+
+    **Arguments:**
+
+    - `shift`: random translation by up to this many pixels (0: none).
+    - `flip`: a random left-right mirror (only where a mirror keeps the label).
+    - `erase`: the probability of random erasing of a rectangle (0: none).
+
+    **Returns:** `augment(key, images) -> images`, with a `description` attribute for logs.
+    """
     if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
         raise InputError(f"augmentation: shift must be an int >= 0 pixels, got {shift!r}")
     if isinstance(erase, bool) or not isinstance(erase, (int, float)) or not 0 <= erase <= 1:
@@ -84,7 +125,7 @@ def augmentation(shift=2, flip=False, erase=0.0):
             x = random_erase(jax.random.fold_in(key, 2), x, erase)
         return x
 
-    augment.description = (
+    augment.description = (  # type: ignore[attr-defined]
         f"shift {shift}" + (", flip" if flip else "") + (f", erase {erase}" if erase else "")
     )
     return augment

@@ -13,6 +13,7 @@ import json
 import os
 import time
 import zipfile
+from typing import Any
 
 import jax
 import numpy as np
@@ -20,23 +21,42 @@ import numpy as np
 from .errors import CheckpointError
 from .files import atomic_write
 
+__all__ = ["save", "restore", "read", "fill", "set_aside"]
+
 
 def _flat(tree):
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
     return [jax.tree_util.keystr(p) for p, _ in with_paths], [leaf for _, leaf in with_paths], treedef
 
 
-def save(path, tree, meta=None):
-    """Write tree (and meta, JSON-serialisable) to `path` atomically (permissions from the umask)."""
+def save(path: str, tree: Any, meta: dict | None = None) -> str:
+    """Write a pytree of arrays, and JSON metadata, to one file atomically.
+
+    **Arguments:**
+
+    - `path`: the file (an .npz); a kill or a full disk mid-write leaves the previous file as it was.
+    - `tree`: any pytree of arrays (a TrainState, params, ...).
+    - `meta`: a JSON-serialisable dict kept beside the arrays.
+
+    **Returns:** path. The file's permissions follow the umask.
+    """
     names, leaves, _ = _flat(tree)
-    arrays = {f"a{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    arrays: dict[str, Any] = {f"a{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays["__names__"] = np.asarray(json.dumps(names))
     arrays["__meta__"] = np.asarray(json.dumps(meta or {}))
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def read(path):
-    """(names, arrays, meta) of a checkpoint file; CheckpointError if it is not one."""
+def read(path: str) -> tuple[list[str], list[np.ndarray], dict]:
+    """A checkpoint's contents, without a template.
+
+    **Arguments:**
+
+    - `path`: the file.
+
+    **Returns:** `(names, arrays, meta)`: the arrays' tree paths, the arrays, the metadata. A file that
+    is not a readable checkpoint raises CheckpointError.
+    """
     try:
         with np.load(path, allow_pickle=False) as f:
             names = json.loads(str(f["__names__"]))
@@ -54,13 +74,30 @@ def read(path):
     return names, arrays, meta
 
 
-def restore(path, like):
-    """Read a checkpoint into the structure of `like`; returns (tree, meta)."""
+def restore(path: str, like: Any) -> tuple[Any, dict]:
+    """Read a checkpoint into the structure of a template.
+
+    **Arguments:**
+
+    - `path`: the file.
+    - `like`: a pytree of the same structure, shapes and dtypes (e.g. a freshly initialised state).
+
+    **Returns:** `(tree, meta)`. Another structure, shape or dtype raises CheckpointError naming it.
+    """
     return fill(path, read(path), like)
 
 
-def fill(path, contents, like):
-    """(tree, meta) from `read(path)`'s contents, checked against the structure of `like`."""
+def fill(path: str, contents: tuple, like: Any) -> tuple[Any, dict]:
+    """`restore` from contents already read.
+
+    **Arguments:**
+
+    - `path`: the file they came from (for messages).
+    - `contents`: what `read(path)` returned.
+    - `like`: the template pytree.
+
+    **Returns:** `(tree, meta)`, checked against `like` as `restore` checks.
+    """
     names, leaves, treedef = _flat(like)
     stored, arrays, meta = contents
     if stored != names:
@@ -79,8 +116,15 @@ def fill(path, contents, like):
     return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in arrays]), meta
 
 
-def set_aside(path):
-    """Rename an unusable checkpoint to PATH.corrupt-<time> (kept for inspection); returns the new name."""
+def set_aside(path: str) -> str:
+    """Rename an unusable checkpoint to PATH.corrupt-<time>, kept for inspection, loaded by nothing.
+
+    **Arguments:**
+
+    - `path`: the file.
+
+    **Returns:** its new name.
+    """
     aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
     os.replace(path, aside)
     return aside

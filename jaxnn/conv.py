@@ -17,6 +17,8 @@ from .layers import lecun_normal
 from .types import Array
 from .windows import check_image, check_image_shape, pair, taps
 
+__all__ = ["Conv2D", "Conv1D", "ConvTranspose2D"]
+
 _CONV_DIMS = ("NHWC", "HWIO", "NHWC")
 
 

@@ -26,16 +26,31 @@ Every built-in layer's backward is derived by hand. A layer of your own needs no
 
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
+from jax.core import Tracer
 
 from .errors import InputError, InputTypeError
 from .types import ApplyFn, Array, BackwardFn, DTypeLike, ForwardFn, InitFn, Params, PRNGKey, Shape, State
 
+__all__ = [
+    "Layer",
+    "make_layer",
+    "function_layer",
+    "serial",
+    "Residual",
+    "output_shape",
+    "check_params",
+    "matmul",
+    "no_state",
+    "RULES",
+]
+
 LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 RULES = ("hand", "autodiff", "mixed")
+"""How a Layer's backward is made (Layer.rule)."""
 
 
 def matmul(a: Array, b: Array) -> Array:
@@ -56,8 +71,18 @@ def matmul(a: Array, b: Array) -> Array:
     return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(dtype)
 
 
+def is_traced(x: Any) -> bool:
+    """Whether x is a tracer (inside jit, grad or vmap), whose values cannot be checked on the host."""
+    return isinstance(x, Tracer)
+
+
 def no_state(input_shape: Shape, dtype: DTypeLike = jnp.float32) -> State:
-    """The state of a layer without state: the empty pytree `()`."""
+    """The `init_state` of a layer without state.
+
+    **Arguments:** `input_shape` and `dtype`, as every `init_state` takes them (unused).
+
+    **Returns:** the empty pytree `()`.
+    """
     return ()
 
 
@@ -208,7 +233,7 @@ def make_layer(
         out_shape, params = init(key, shape, dtype=dtype) if init_takes_dtype else init(key, shape)
         return tuple(out_shape), params
 
-    def forward_(params, x, key=None, state=None, train=None, **options):
+    def forward_(params, x, key=None, state=None, train=None, **options) -> Any:
         if state is None and stateful:
             raise InputError(
                 f"{name} has state (running statistics): pass state=model.init_state(input_shape) "
@@ -253,7 +278,7 @@ def _vjp_rule(f: ApplyFn, takes_state: bool, threads_state: bool) -> tuple[Forwa
     fixed and get dx = None, as in the built-in Embedding. threads_state: the layer passes state in
     and expects (y, residuals, new_state) back, also when f itself takes none (the state passes)."""
 
-    def forward(params, x, **options):
+    def forward(params, x, **options) -> Any:
         state = options.pop("state", None)
         if takes_state:
             options["state"] = state
@@ -290,8 +315,8 @@ def function_layer(f: Callable[[Array], Array], name: str | None = None) -> Laye
     """
     if not callable(f):
         raise InputTypeError(f"function_layer: expected a function, got {type(f).__name__}")
-    name = name or getattr(f, "__name__", "function")
-    name = "function" if name == "<lambda>" else name
+    given: str = name or getattr(f, "__name__", "function")
+    name = "function" if given == "<lambda>" else given
 
     def init(key, input_shape, dtype=jnp.float32):
         out = jax.eval_shape(f, jax.ShapeDtypeStruct((1,) + tuple(input_shape), dtype))
@@ -310,7 +335,7 @@ def as_layer(obj: Any, where: str = "serial") -> Layer:
     if isinstance(obj, Layer):
         return obj
     if callable(obj):
-        return function_layer(obj)
+        return function_layer(cast(Callable[[Array], Array], obj))
     raise InputTypeError(f"{where}: expected a jaxnn Layer or a function, got {type(obj).__name__}")
 
 

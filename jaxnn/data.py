@@ -1,7 +1,7 @@
 """Datasets as numpy arrays: MNIST-style IDX files (local folder or verified download), tfds, and
 synthetic 2-D sets drawn from a PRNG key.
 
-    ds = load("mnist", data_dir="../shared/data/mnist")   # or no data_dir: download once, md5-checked
+    ds = load("mnist", data_dir="path/to/mnist")   # or no data_dir: download once, md5-checked
     ds.x_train  # (60000, 28, 28, 1) float32 in [0, 1]  (uint8 with dtype="uint8")
     ds.y_train  # (60000,) int32
 
@@ -16,7 +16,7 @@ import os
 import time
 import urllib.request
 import zlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,22 @@ from tqdm.auto import tqdm
 
 from .errors import DataError, DownloadError
 from .files import atomic_write
+from .types import PRNGKey
+
+__all__ = [
+    "Dataset",
+    "TextData",
+    "known_datasets",
+    "load",
+    "load_tfds",
+    "load_text",
+    "synthetic",
+    "read_idx",
+    "parse_idx",
+    "download",
+    "cache_dir",
+    "md5sum",
+]
 
 FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -59,6 +75,12 @@ SYNTHETIC = ("blobs", "moons", "circles", "spirals")
 
 
 class Dataset(NamedTuple):
+    """A classification set as NumPy arrays: images NHWC (or points), integer labels.
+
+    **Fields:** `x_train`, `y_train`, `x_test`, `y_test` (labels int32), `classes` (the number of
+    classes), `name`.
+    """
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
@@ -67,7 +89,8 @@ class Dataset(NamedTuple):
     name: str
 
 
-def known_datasets():
+def known_datasets() -> tuple[str, ...]:
+    """**Returns:** the names `load` accepts ("tfds:NAME" stands for any prepared tfds dataset)."""
     return tuple(IDX_DATASETS) + SYNTHETIC + ("tfds:NAME",)
 
 
@@ -76,8 +99,16 @@ def known_datasets():
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def parse_idx(raw, what="IDX data"):
-    """Parse IDX bytes: magic 0x0000 <type> <ndim>, ndim big-endian uint32 sizes, then the data."""
+def parse_idx(raw: bytes, what: str = "IDX data") -> np.ndarray:
+    """Parse the bytes of an IDX file: magic 0x0000 <type> <ndim>, ndim big-endian uint32 sizes, the data.
+
+    **Arguments:**
+
+    - `raw`: the (decompressed) bytes.
+    - `what`: what to call them in an error (a file name).
+
+    **Returns:** the array, of the dtype and shape the header gives. A DataError names what is wrong.
+    """
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise DataError(f"{what}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
     dtype, ndim = np.dtype(IDX_TYPES[raw[2]]), raw[3]
@@ -92,8 +123,15 @@ def parse_idx(raw, what="IDX data"):
     return np.frombuffer(raw, dtype, offset=header).reshape(shape)
 
 
-def read_idx(path):
-    """Read an IDX file, gzip-compressed or not."""
+def read_idx(path: str) -> np.ndarray:
+    """Read an IDX file, gzip-compressed or not.
+
+    **Arguments:**
+
+    - `path`: the file.
+
+    **Returns:** its array (see `parse_idx`); a DataError for a corrupt or truncated file.
+    """
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -109,11 +147,13 @@ def read_idx(path):
 # --- download ------------------------------------------------------------------------------------------
 
 
-def cache_dir():
+def cache_dir() -> str:
+    """**Returns:** where downloads are kept: $JAXNN_DATA, else ~/.cache/jaxnn."""
     return os.environ.get("JAXNN_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "jaxnn")
 
 
-def md5sum(path):
+def md5sum(path: str) -> str:
+    """**Returns:** the md5 hex digest of the file at `path`."""
     h = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -121,12 +161,22 @@ def md5sum(path):
     return h.hexdigest()
 
 
-def download(url, dest, md5, timeout=30, deadline=900, progress=True):
-    """Fetch url into dest atomically: a temporary file in dest's folder, md5-checked, then renamed.
+def download(
+    url: str, dest: str, md5: str, timeout: float = 30, deadline: float = 900, progress: bool = True
+) -> str:
+    """Fetch a file atomically: into a temporary file in dest's folder, md5-checked, then renamed.
 
-    timeout bounds each network read, deadline the whole download (a server that trickles a byte
-    a second fails after `deadline` seconds, not hours); a tqdm bar shows the bytes. Any failure
-    raises DataError (with what went wrong) and leaves no partial file behind.
+    **Arguments:**
+
+    - `url`: where from.
+    - `dest`: the file to create.
+    - `md5`: the expected md5 hex digest.
+    - `timeout`: seconds for each network read.
+    - `deadline`: seconds for the whole download (a server that trickles a byte a second fails
+      after `deadline` seconds, not hours).
+    - `progress`: a tqdm bar of the bytes.
+
+    **Returns:** dest. Any failure raises DataError (with what went wrong) and leaves no partial file.
     """
     start = time.monotonic()
 
@@ -186,14 +236,26 @@ def _fetch(name, filename, folder):
 # --- load -------------------------------------------------------------------------------------------------
 
 
-def load(name="mnist", data_dir=None, dtype="float32", key=None, **options):
-    """Load a dataset by name. Images NHWC; float32 in [0, 1], or uint8 with dtype="uint8".
+def load(
+    name: str = "mnist",
+    data_dir: str | None = None,
+    dtype: str = "float32",
+    key: PRNGKey | None = None,
+    **options: Any,
+) -> Dataset:
+    """Load a dataset by name.
 
     **Arguments:**
-    - name: "mnist", "fashion_mnist", a synthetic set ("blobs", "moons", "circles", "spirals")
+
+    - `name`: "mnist", "fashion_mnist", a synthetic set ("blobs", "moons", "circles", "spirals")
       or "tfds:NAME" (needs the `tfds` extra and a prepared dataset).
-    - data_dir: a folder holding the IDX files; without it they are downloaded to `cache_dir()`.
-    - key: PRNG key for synthetic sets; options go to the synthetic generator.
+    - `data_dir`: a folder holding the four IDX files (gzipped or not); without it they are
+      downloaded once into `cache_dir()`, md5-checked.
+    - `dtype`: "float32" (images in [0, 1]) or "uint8" (as stored; `fit` scales them on the device).
+    - `key`: the PRNG key of a synthetic set.
+    - `**options`: passed to `synthetic` (n, noise, test_fraction, classes).
+
+    **Returns:** a Dataset, images NHWC `(n, 28, 28, 1)` for the IDX sets.
     """
     if name in IDX_DATASETS:
         return _load_idx(name, data_dir, dtype)
@@ -253,16 +315,32 @@ def _images(x, dtype):
     return x.astype(dtype) / np.asarray(255, dtype)
 
 
-def load_tfds(name, data_dir=None, dtype="float32", image_key="image", label_key="label"):
-    """Read a prepared tensorflow-datasets dataset with `tfds.data_source` (no TensorFlow needed)."""
+def load_tfds(
+    name: str,
+    data_dir: str | None = None,
+    dtype: str = "float32",
+    image_key: str = "image",
+    label_key: str = "label",
+) -> Dataset:
+    """Read a prepared tensorflow-datasets dataset with `tfds.data_source` (no TensorFlow needed).
+
+    **Arguments:**
+
+    - `name`: the tfds name (e.g. "mnist").
+    - `data_dir`: tfds's data folder (default: tfds's own).
+    - `dtype`: "float32" (integer images scaled to [0, 1]) or "uint8".
+    - `image_key`, `label_key`: the record's fields.
+
+    **Returns:** a Dataset of its train and test splits.
+    """
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise DataError("tfds datasets need the extra: pip install 'jaxnn[tfds]'") from e
     splits = {}
     for split in ("train", "test"):
-        source = tfds.data_source(name, split=split, data_dir=data_dir)
-        records = [source[i] for i in range(len(source))]
+        source: Any = tfds.data_source(name, split=split, data_dir=data_dir)
+        records: list[Any] = [source[i] for i in range(len(source))]
         x = np.stack([np.asarray(r[image_key]) for r in records])
         y = np.asarray([r[label_key] for r in records], np.int32)
         splits[split] = (x, y)
@@ -280,15 +358,23 @@ TEXTS = {"tinyshakespeare": {"file": "input.txt", "md5": "6fb458f1232090904fb40f
 
 
 class TextData(NamedTuple):
+    """A character-level text as token ids.
+
+    **Fields:** `train` and `val` (int32 ids), `vocab` (the characters, in id order), `name`;
+    `decode(ids) -> str` and `encode(text) -> ids`.
+    """
+
     train: np.ndarray  # int32 token ids of the first `split` of the text
     val: np.ndarray  # int32 token ids of the rest
     vocab: str  # the characters, in token-id order
     name: str
 
-    def decode(self, ids):
+    def decode(self, ids: Any) -> str:
+        """The text of token ids."""
         return "".join(self.vocab[int(i)] for i in ids)
 
-    def encode(self, text):
+    def encode(self, text: str) -> np.ndarray:
+        """The token ids of a text (a DataError for characters outside the vocabulary)."""
         index = {c: i for i, c in enumerate(self.vocab)}
         missing = sorted(set(text) - set(index))
         if missing:
@@ -296,10 +382,17 @@ class TextData(NamedTuple):
         return np.asarray([index[c] for c in text], np.int32)
 
 
-def load_text(data_dir, name="tinyshakespeare", split=0.9):
-    """A character-level text set from data_dir (e.g. ../shared/data/tinyshakespeare): the file is
-    md5-checked, its characters sorted into the vocabulary, the first `split` of it (90%, the
-    customary split) is training text and the rest validation text."""
+def load_text(data_dir: str, name: str = "tinyshakespeare", split: float = 0.9) -> TextData:
+    """A character-level text set from a folder.
+
+    **Arguments:**
+
+    - `data_dir`: the folder holding the text (for Tiny Shakespeare, its `input.txt`).
+    - `name`: which text ("tinyshakespeare").
+    - `split`: the fraction that is training text (0.9, the customary split); the rest is validation.
+
+    **Returns:** TextData; the file is md5-checked and its characters sorted into the vocabulary.
+    """
     if name not in TEXTS:
         raise DataError(f"unknown text {name!r}; known: {', '.join(TEXTS)}")
     path = os.path.join(data_dir, TEXTS[name]["file"])
@@ -322,11 +415,27 @@ def load_text(data_dir, name="tinyshakespeare", split=0.9):
 # --- synthetic 2-D sets ------------------------------------------------------------------------------------
 
 
-def synthetic(name, key, n=1000, noise=None, test_fraction=0.2, classes=None):
+def synthetic(
+    name: str,
+    key: PRNGKey,
+    n: int = 1000,
+    noise: float | None = None,
+    test_fraction: float = 0.2,
+    classes: int | None = None,
+) -> Dataset:
     """The lecture's "simple" and "complex" data: points in the plane, labels int32.
 
-    blobs: linearly separable Gaussian blobs (classes, default 2); moons: two interleaved half
-    circles; circles: two concentric rings; spirals: `classes` (default 3) interleaved spirals.
+    **Arguments:**
+
+    - `name`: "blobs" (linearly separable Gaussian blobs), "moons" (two interleaved half circles),
+      "circles" (two concentric rings) or "spirals" (interleaved spirals).
+    - `key`: the PRNG key.
+    - `n`: points in all.
+    - `noise`: the Gaussian noise's standard deviation (default: the set's own).
+    - `test_fraction`: the share of points held out for testing.
+    - `classes`: for blobs (default 2) and spirals (default 3).
+
+    **Returns:** a Dataset of points `(n, 2)`.
     """
     if name not in SYNTHETIC:
         raise DataError(f"unknown synthetic dataset {name!r}; known: {', '.join(SYNTHETIC)}")

@@ -8,6 +8,16 @@ names what was expected and what came. The subclasses also derive from the match
         sys.exit(f"error: {e}")
 """
 
+__all__ = [
+    "Error",
+    "InputError",
+    "InputTypeError",
+    "DataError",
+    "DownloadError",
+    "CheckpointError",
+    "TrainingDiverged",
+]
+
 
 class Error(Exception):
     """Base of every error jaxnn raises on purpose."""
@@ -34,4 +44,7 @@ class CheckpointError(Error, ValueError):
 
 
 class TrainingDiverged(Error, RuntimeError):
-    """The loss or the parameters became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the parameters became NaN or infinite; the last good checkpoint is kept.
+    `history` holds the run up to the first non-finite value (for plotting), when `fit` raised it."""
+
+    history: dict | None = None

@@ -10,6 +10,10 @@ are removed by the next write into the same folder.
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+__all__ = ["atomic_write", "atomic_path", "write_text", "clean_stale"]
 
 TMP_MARK = ".jaxnn-tmp-"
 
@@ -30,8 +34,15 @@ def _alive(pid):
     return True
 
 
-def clean_stale(folder):
-    """Remove temporary files of killed writes in `folder`: ours, whose writing process is gone."""
+def clean_stale(folder: str) -> list[str]:
+    """Remove the temporary files of killed writes in a folder: ours, whose writing process is gone.
+
+    **Arguments:**
+
+    - `folder`: the folder.
+
+    **Returns:** the names removed.
+    """
     try:
         names = os.listdir(folder)
     except OSError:
@@ -52,10 +63,16 @@ def clean_stale(folder):
 
 
 @contextlib.contextmanager
-def atomic_path(path, mode=None):
-    """Yield a temporary path beside `path`; on success it is synced and renamed to `path`.
+def atomic_path(path: str, mode: int | None = None) -> Iterator[str]:
+    """A temporary path beside `path` for writers that want a path (savefig): on success it is
+    synced and renamed to `path`; on an error it is removed and `path` stays as it was.
 
-    mode: the file's permissions before the umask (default 0o666, as open() would give).
+    **Arguments:**
+
+    - `path`: the file to write.
+    - `mode`: its permissions before the umask (default 0o666, as open() would give).
+
+    **Returns:** a context manager yielding the temporary path.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -77,13 +94,23 @@ def atomic_path(path, mode=None):
         raise
 
 
-def atomic_write(path, write, mode=None):
-    """Call write(f) on a binary file that becomes `path` only once complete."""
+def atomic_write(path: str, write: Callable[[IO[bytes]], Any], mode: int | None = None) -> str:
+    """Write a file that becomes `path` only once complete.
+
+    **Arguments:**
+
+    - `path`: the file to write.
+    - `write`: a function of a binary file object that writes the contents.
+    - `mode`: its permissions before the umask.
+
+    **Returns:** path.
+    """
     with atomic_path(path, mode) as tmp, open(tmp, "wb") as f:
         write(f)
         f.flush()
     return path
 
 
-def write_text(path, text):
+def write_text(path: str, text: str) -> str:
+    """Write `text` (UTF-8) to `path` atomically. **Returns:** path."""
     return atomic_write(path, lambda f: f.write(text.encode()))

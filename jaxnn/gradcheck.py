@@ -34,6 +34,8 @@ from .gradients import value_and_grad
 from .losses import LossFn, as_loss
 from .types import PRNGKey
 
+__all__ = ["Report", "check_layer", "check_loss", "check_model", "compare", "rules", "relative_error"]
+
 
 class Report(NamedTuple):
     """The outcome of a check.
@@ -80,13 +82,23 @@ FINITE_DIFF_FLOOR = 1e-3  # finite differences carry noise of about 1e-10 |f| (f
 
 
 def rules(layer: Layer) -> tuple[tuple[str, str], ...]:
-    """`(name, rule)` of each layer of a serial model (or of the layer itself): "hand" or "autodiff"
-    (or "mixed" for a nested composite holding both)."""
+    """How each layer's backward is made.
+
+    **Arguments:** `layer` a Layer.
+
+    **Returns:** `(name, rule)` of each layer of a serial model (or of the layer itself): "hand",
+    "autodiff", or "mixed" for a nested composite holding both.
+    """
     return tuple((sub.name, sub.rule) for sub in (layer.layers or (layer,)))
 
 
 def relative_error(a: Any, b: Any, floor: float = 0.0) -> float:
-    """||a - b|| / max(||a||, ||b||, floor) over whole arrays, in float64 numpy; 0 if all are 0."""
+    """The relative error ||a - b|| / max(||a||, ||b||, floor) over whole arrays, in float64.
+
+    **Arguments:** `a`, `b` arrays of one shape; `floor` the smallest denominator.
+
+    **Returns:** the error; 0 when all are 0.
+    """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     scale = max(np.linalg.norm(a), np.linalg.norm(b), floor)
     return 0.0 if scale == 0 else float(np.linalg.norm(a - b) / scale)
@@ -121,21 +133,30 @@ def compare(
     names = names or [f"arg{i}" for i in range(len(args))]
     key = jax.random.PRNGKey(0) if key is None else key
     diff_argnums = tuple(i for i, g in enumerate(hand_grads) if g is not None)
-    auto = jax.jit(jax.grad(scalar_fn, argnums=diff_argnums))(*args)  # one compiled program
-    vs_auto, vs_fd = {}, {}
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    # the random directions: for every differentiable arg and leaf, `directions` draws of that leaf
+    targets, draws = [], []
+    for argnum in diff_argnums:
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(args[argnum]) if finite_diff else []):
+            dtype = jnp.result_type(leaf)
+            targets.append((argnum, i))
+            draws.append(
+                np.stack([rng.standard_normal(np.shape(leaf)).astype(dtype) for _ in range(directions)])
+            )
+    auto, moved = _measure(scalar_fn, diff_argnums, targets)(args, draws, eps)  # one compiled program
+    vs_auto, vs_fd = {}, {}
     # a leaf whose true gradient is 0 (a bias that softmax ignores) is compared against a floor
     # proportional to the largest gradient of the check, not against its own rounding noise
     largest = max(
         (float(np.linalg.norm(np.asarray(g))) for g in jax.tree_util.tree_leaves(hand_grads)), default=0.0
     )
+    fd = {target: (d, np.asarray(m, np.float64)) for target, d, m in zip(targets, draws, moved)}
     for argnum, auto_tree in zip(diff_argnums, auto):
         paths, hand_leaves = _leaves(hand_grads[argnum], names[argnum])
         auto_leaves = jax.tree_util.tree_leaves(auto_tree)
-        arg_leaves, treedef = jax.tree_util.tree_flatten(args[argnum])
+        arg_leaves = jax.tree_util.tree_leaves(args[argnum])
         if not (len(hand_leaves) == len(auto_leaves) == len(arg_leaves)):
             raise AssertionError(f"{names[argnum]}: hand gradient tree does not match the argument's tree")
-        central = _central_difference(scalar_fn, args, argnum, treedef)
         for i, (path, hand, auto_leaf) in enumerate(zip(paths, hand_leaves, auto_leaves)):
             if jnp.shape(hand) != jnp.shape(arg_leaves[i]):
                 raise AssertionError(
@@ -143,32 +164,61 @@ def compare(
                 )
             vs_auto[path] = relative_error(hand, auto_leaf, floor=AUTODIFF_FLOOR * largest)
             if finite_diff:
-                predicted, measured = [], []
-                for _ in range(directions):
-                    v = [np.zeros(np.shape(a), jnp.result_type(a)) for a in arg_leaves]
-                    v[i] = rng.standard_normal(np.shape(arg_leaves[i])).astype(jnp.result_type(arg_leaves[i]))
-                    measured.append(float(central(args, v, eps)))
-                    predicted.append(float(np.vdot(np.asarray(hand), v[i])))
+                vs, values = fd[argnum, i]
+                measured = (values[:, 0] - values[:, 1]) / (2 * eps)  # (f(x + h v) - f(x - h v)) / 2h
+                predicted = [float(np.vdot(np.asarray(hand), v)) for v in vs]
                 vs_fd[path] = relative_error(predicted, measured, floor=FINITE_DIFF_FLOOR * largest)
     return Report(vs_auto, vs_fd)
 
 
-def _central_difference(scalar_fn, args, argnum, treedef):
-    """(f(x + h v) - f(x - h v)) / 2h for directions v over the leaves of args[argnum]. The shifted
-    f is jitted once and runs as the same program for +h and -h, so a direction that f does not
-    depend on gives exactly 0 (binary step), not rounding noise."""
+def _measure(scalar_fn, diff_argnums, targets):
+    """One jitted program: jax.grad of scalar_fn, and f(x + h v), f(x - h v) for every direction v of
+    every target leaf. The directions are whole-argument trees (zero outside their leaf) taken one after
+    another by one loop, and the two signs are the two lanes of an inner vmap: the same code on each, so a
+    direction that f does not depend on gives exactly 0 (binary step), not rounding noise."""
 
     @jax.jit
-    def shifted(args, direction, step):
-        moved = [a + step * d for a, d in zip(jax.tree_util.tree_leaves(args[argnum]), direction)]
-        new_args = list(args)
-        new_args[argnum] = jax.tree_util.tree_unflatten(treedef, moved)
-        return scalar_fn(*new_args)
+    def measure(args, draws, eps):
+        grads = jax.grad(scalar_fn, argnums=diff_argnums)(*args)
+        if not targets:
+            return grads, []
+        counts = [len(vs) for vs in draws]
+        total = sum(counts)
+        # the directions as K whole-argument trees: row k is draw k in its leaf, zero elsewhere
+        stacked = {}
+        for argnum in diff_argnums:
+            leaves, treedef = jax.tree_util.tree_flatten(args[argnum])
+            rows = []
+            for i, leaf in enumerate(leaves):
+                parts = [
+                    vs if target == (argnum, i) else jnp.zeros((n,) + jnp.shape(leaf), jnp.result_type(leaf))
+                    for target, vs, n in zip(targets, draws, counts)
+                ]
+                rows.append(jnp.concatenate(parts) if parts else jnp.zeros((total,) + jnp.shape(leaf)))
+            stacked[argnum] = jax.tree_util.tree_unflatten(treedef, rows)
 
-    def central(args, direction, h):
-        return (float(shifted(args, direction, h)) - float(shifted(args, direction, -h))) / (2 * h)
+        def at(direction, step):
+            moved = list(args)
+            for argnum, d in direction.items():
+                moved[argnum] = jax.tree_util.tree_map(lambda a, v: a + step * v, args[argnum], d)
+            return scalar_fn(*moved)
 
-    return central
+        steps = jnp.stack([eps, -eps]).astype(jnp.result_type(float))
+        # one direction after another (lax.map): the memory of two forward passes, not of 2K
+        values = jax.lax.map(lambda d: jax.vmap(lambda h: at(d, h))(steps), stacked)  # (K, 2)
+        bounds = np.cumsum([0] + counts)
+        return grads, [values[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    return measure
+
+
+def _normal(key: PRNGKey, shape: tuple, dtype: Any) -> np.ndarray:
+    """Standard normal numbers drawn by NumPy from a JAX key (no program to compile, unlike jax.random)."""
+    return (
+        np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+        .standard_normal(shape)
+        .astype(dtype)
+    )
 
 
 def _leaves(tree, prefix):
@@ -202,9 +252,14 @@ def check_layer(
     """
     key = jax.random.PRNGKey(0) if key is None else key
     key, sub = jax.random.split(key)
-    y, residuals = call_forward(layer, params, x, None, state, train)[:2]
-    dy = jax.random.normal(sub, jnp.shape(y), jnp.result_type(y))
-    dparams, dx = layer.backward(residuals, dy)
+    y = jax.eval_shape(lambda p, inputs: call_forward(layer, p, inputs, None, state, train)[0], params, x)
+    dy = _normal(sub, y.shape, y.dtype)
+
+    @jax.jit  # the hand rule as training runs it: one compiled program (eagerly, every op compiles alone)
+    def hand_rule(p, inputs, dy):
+        return layer.backward(call_forward(layer, p, inputs, None, state, train)[1], dy)
+
+    dparams, dx = hand_rule(params, x, dy)
 
     def scalar(p, inputs):
         return jnp.sum(call_forward(layer, p, inputs, None, state, train)[0] * dy)

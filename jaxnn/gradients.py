@@ -22,6 +22,8 @@ from .core import Layer, call_forward
 from .errors import InputError, InputTypeError
 from .losses import LossFn, as_loss
 
+__all__ = ["value_and_grad", "with_hand_rules", "loss_with_hand_rules", "per_example_grads", "MODES"]
+
 MODES = ("manual", "autodiff")
 """The two ways to a gradient: "manual" (the layers' own backward passes) and "autodiff" (`jax.grad`)."""
 

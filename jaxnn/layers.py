@@ -14,6 +14,8 @@ from .core import Layer, check_batch, make_layer, matmul
 from .errors import InputError
 from .types import Array, DTypeLike, PRNGKey, Shape
 
+__all__ = ["Dense", "Flatten", "Dropout", "lecun_normal"]
+
 
 def lecun_normal(key: PRNGKey, shape: Shape, dtype: DTypeLike = jnp.float32) -> Array:
     """Weights ~ N(0, 1 / fan_in), fan_in the product of all but the last axis (LeCun's initialisation).
@@ -122,6 +124,7 @@ def Dropout(rate: float) -> Layer:
         on = key is not None if train is None else train
         if not on or rate == 0:
             return x, None
+        assert key is not None  # on: train=True checked above, or on because a key was given
         scale = jax.random.bernoulli(key, 1 - rate, x.shape).astype(x.dtype) / (1 - rate)
         return x * scale, scale
 

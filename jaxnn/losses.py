@@ -20,7 +20,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .core import is_traced
 from .errors import InputError, InputTypeError
+
+__all__ = [
+    "LossFn",
+    "Loss",
+    "as_loss",
+    "is_loss",
+    "softmax_cross_entropy",
+    "smoothed_cross_entropy",
+    "softmax_binary_cross_entropy",
+    "lecture_cross_entropy",
+    "binary_cross_entropy",
+    "mean_squared_error",
+    "sequence_cross_entropy",
+    "accuracy",
+    "ALL",
+]
 
 
 class ClassResiduals(NamedTuple):
@@ -74,7 +91,12 @@ def Loss(forward: Callable, backward: Callable, name: str, rule: str = "hand") -
 
 
 def is_loss(obj: Any) -> bool:
-    """Whether obj is a jaxnn Loss (callable, with forward, backward and name)."""
+    """Whether `obj` is a jaxnn Loss.
+
+    **Arguments:** `obj` anything.
+
+    **Returns:** True for a callable with forward, backward and name.
+    """
     return callable(obj) and all(hasattr(obj, a) for a in ("forward", "backward", "name"))
 
 
@@ -122,7 +144,7 @@ def _check_class_labels(name, logits, labels):
             f"{name}: batch sizes differ: logits {logits_shape} need labels of shape ({logits_shape[0]},), "
             f"got {labels_shape}"
         )
-    if not isinstance(labels, jax.core.Tracer):
+    if not is_traced(labels):
         values = np.asarray(labels)
         classes = logits_shape[1]
         if values.size and (values.min() < 0 or values.max() >= classes):
@@ -186,14 +208,22 @@ def _sce_backward(residuals, g):
 
 
 softmax_cross_entropy = Loss(_sce_forward, _sce_backward, "softmax_cross_entropy")
+"""Softmax cross-entropy from logits `(batch, classes)` and integer labels `(batch,)`, the mean over
+the batch: L = (1/N) sum_i [logsumexp(z_i) - z_i[y_i]]; its hand gradient is
+dL/dz_i = (softmax(z_i) - onehot(y_i)) / N."""
 
 
-def smoothed_cross_entropy(smoothing=0.1):
-    """Softmax cross-entropy against label-smoothed targets (Szegedy et al., 2016): a loss like
-    softmax_cross_entropy (logits (batch, classes), integer labels (batch,), a scalar mean over
-    the batch) whose target for class c is
-    q_c = (1 - smoothing) [c = y] + smoothing / C rather than the one-hot [c = y]. smoothing=0 is
-    softmax_cross_entropy itself."""
+def smoothed_cross_entropy(smoothing: float = 0.1) -> LossFn:
+    """Softmax cross-entropy against label-smoothed targets (Szegedy et al., 2016).
+
+    **Arguments:**
+
+    - `smoothing`: eps in [0, 1): the target for class c is q_c = (1 - eps) [c = y] + eps / C
+      rather than the one-hot [c = y]; 0 is softmax_cross_entropy itself.
+
+    **Returns:** a Loss taking logits `(batch, classes)` and integer labels `(batch,)`, the mean over
+    the batch; its hand gradient is (softmax(z_i) - q_i) / N.
+    """
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
         raise InputError(f"smoothed_cross_entropy: smoothing must lie in [0, 1), got {smoothing!r}")
     name = f"smoothed_cross_entropy({smoothing:g})"
@@ -245,7 +275,10 @@ def _lecture_backward(residuals, g):
 
 
 softmax_binary_cross_entropy = Loss(_lecture_forward, _lecture_backward, "softmax_binary_cross_entropy")
+"""The lecture's loss: binary cross-entropy of every softmax output against the one-hot labels,
+L = -(1/N) sum_i sum_c [y_ic log(out_ic) + (1 - y_ic) log(1 - out_ic)], computed from logits."""
 lecture_cross_entropy = softmax_binary_cross_entropy
+"""Another name for softmax_binary_cross_entropy."""
 
 
 # --- binary cross-entropy from logits ----------------------------------------------------------
@@ -269,6 +302,8 @@ def _bce_backward(residuals, g):
 
 
 binary_cross_entropy = Loss(_bce_forward, _bce_backward, "binary_cross_entropy")
+"""Binary cross-entropy from logits z and targets t in [0, 1] of the same shape:
+L = (1/N) sum [softplus(z) - t z]; hand gradient (logistic(z) - t) / N."""
 
 
 # --- mean squared error --------------------------------------------------------------------------
@@ -287,6 +322,8 @@ def _mse_backward(diff, g):
 
 
 mean_squared_error = Loss(_mse_forward, _mse_backward, "mean_squared_error")
+"""L = (1/N) sum_i ||pred_i - target_i||^2 (summed over each example's outputs, mean over the batch);
+hand gradient 2 (pred - target) / N."""
 
 # --- next-token cross-entropy over sequences -------------------------------------------------------
 
@@ -318,6 +355,8 @@ def _seq_backward(residuals, g):
 
 
 sequence_cross_entropy = Loss(_seq_forward, _seq_backward, "sequence_cross_entropy")
+"""Softmax cross-entropy at every position: logits `(batch, time, classes)`, integer labels
+`(batch, time)`, the mean over all positions (nats per token)."""
 
 ALL = {
     loss.name: loss
@@ -332,6 +371,11 @@ ALL = {
 }
 
 
-def accuracy(logits, labels):
-    """Fraction of rows whose largest logit is at the label."""
+def accuracy(logits: Any, labels: Any) -> Any:
+    """The fraction of rows whose largest logit is at the label.
+
+    **Arguments:** `logits` `(batch, ..., classes)`; `labels` integers `(batch, ...)`.
+
+    **Returns:** a scalar in [0, 1].
+    """
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)

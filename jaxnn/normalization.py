@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from .core import Layer, make_layer
 from .errors import InputError
 
+__all__ = ["LayerNorm", "BatchNorm", "GroupNorm"]
+
 
 def _normalize(x, axes, eps):
     """xhat = (x - mu) / sqrt(var + eps), mu and var (biased) over `axes`; returns xhat, the

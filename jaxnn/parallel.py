@@ -13,6 +13,7 @@ them; each process holds the same host arrays, and XLA's all-reduce crosses the 
 
 import socket
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -20,11 +21,29 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .errors import Error, InputError
 
+__all__ = [
+    "DATA",
+    "data_mesh",
+    "start_process",
+    "is_main_process",
+    "replicated",
+    "batch_sharded",
+    "replicate",
+    "shard_batch",
+]
+
 DATA = "data"
 
 
-def data_mesh(n_devices=None):
-    """A mesh over the first n_devices devices (all by default), one axis named "data"."""
+def data_mesh(n_devices: int | None = None) -> Mesh:
+    """A device mesh for data parallelism.
+
+    **Arguments:**
+
+    - `n_devices`: how many of `jax.devices()` to use (all by default).
+
+    **Returns:** a Mesh over the first n_devices devices, with one axis named "data".
+    """
     devices = jax.devices()
     n = len(devices) if n_devices is None else n_devices
     if n < 1 or n > len(devices):
@@ -35,10 +54,17 @@ def data_mesh(n_devices=None):
     return Mesh(np.array(devices[:n]), (DATA,))
 
 
-def start_process(coordinator, num_processes, process_id, timeout=300):
-    """Join a multi-process run (jax.distributed): call it before any other JAX work, in each of
-    num_processes processes, with the same coordinator "HOST:PORT" (process 0's host) and this
-    process's id in [0, num_processes). On CPUs the collectives run over gloo.
+def start_process(coordinator: str, num_processes: int, process_id: int, timeout: float = 300) -> None:
+    """Join a multi-process run (`jax.distributed`); call it before any other JAX work.
+
+    **Arguments:**
+
+    - `coordinator`: "HOST:PORT" of process 0, the same in every process.
+    - `num_processes`: the processes in the run.
+    - `process_id`: this process's id in [0, num_processes).
+    - `timeout`: seconds to wait for the others.
+
+    **Returns:** None, once every process has joined. On CPUs the collectives run over gloo.
 
     Before JAX joins them, the processes meet on PORT with plain TCP, so that one that waits in
     vain ends with an Error instead of JAX aborting it with a C++ stack trace: process 0 listens
@@ -121,28 +147,42 @@ def _wait_for_coordinator(host, port, timeout):
             time.sleep(0.2)
 
 
-def is_main_process():
-    """True in process 0 (the one that writes files and prints), and in a single-process run."""
+def is_main_process() -> bool:
+    """**Returns:** True in process 0 (the one that writes files and prints), and in a single-process run."""
     return jax.process_index() == 0
 
 
-def replicated(mesh):
+def replicated(mesh: Mesh) -> NamedSharding:
+    """**Returns:** the sharding that puts an array whole on every device of `mesh`."""
     return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_sharded(mesh):
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """**Returns:** the sharding that splits an array's first (batch) axis over `mesh`'s "data" axis."""
     return NamedSharding(mesh, PartitionSpec(DATA))
 
 
-def replicate(tree, mesh):
-    """Place every leaf of tree whole on every device of the mesh. Across processes every process
-    passes the same values; they go through host memory (a process's own device arrays cannot be
-    sent to another process's devices directly)."""
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Place every leaf of a pytree whole on every device of a mesh.
+
+    **Arguments:**
+
+    - `tree`: a pytree of arrays; across processes every process passes the same values (they go
+      through host memory: a process's own device arrays cannot be sent to another's devices).
+    - `mesh`: the mesh.
+
+    **Returns:** the tree, replicated.
+    """
     if jax.process_count() > 1:
         tree = jax.tree_util.tree_map(np.asarray, tree)
     return jax.device_put(tree, replicated(mesh))
 
 
-def shard_batch(x, mesh):
-    """Inside jit: ask XLA to split x's first (batch) axis over the mesh's devices."""
+def shard_batch(x: Any, mesh: Mesh) -> Any:
+    """Inside jit: ask XLA to split x's first (batch) axis over the mesh's devices.
+
+    **Arguments:** `x` an array with a batch axis; `mesh` the mesh.
+
+    **Returns:** x, with the sharding constraint.
+    """
     return jax.lax.with_sharding_constraint(x, batch_sharded(mesh))

@@ -1,12 +1,19 @@
-"""Figures the experiments write (matplotlib, no display needed). Each function saves a PNG and
-returns its path."""
+"""Figures the experiments write (matplotlib, no display needed). Each function saves a PNG
+atomically and returns its path.
+"""
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .files import atomic_path
 
+__all__ = ["training_curves", "image_grid", "decision_boundaries", "curves", "function_table", "compare_runs"]
 
-def _plt():
+
+def _plt():  # matplotlib loads (and picks its headless backend) on the first figure only
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,8 +33,17 @@ def _save(fig, path):
     return path
 
 
-def training_curves(history, path, title=""):
-    """Per-step training loss (left) and per-epoch train/test accuracy (right)."""
+def training_curves(history: dict, path: str, title: str = "") -> str:
+    """A run's per-step training loss (left) and per-epoch train/test accuracy (right).
+
+    **Arguments:**
+
+    - `history`: what `train.fit` returned.
+    - `path`: the PNG to write.
+    - `title`: the figure's title.
+
+    **Returns:** path.
+    """
     plt = _plt()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     losses = np.asarray(history["step_losses"])
@@ -45,15 +61,36 @@ def training_curves(history, path, title=""):
     tested = [e for e in epochs if "test_accuracy" in e]
     ax_acc.plot([e["epoch"] for e in tested], [e["test_accuracy"] for e in tested], "s-", label="test")
     ax_acc.set_xlabel("epoch")
-    ax_acc.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # epochs are whole numbers
+    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax_acc.set_ylabel("accuracy")
     ax_acc.legend()
     fig.suptitle(title)
     return _save(fig, path)
 
 
-def image_grid(images, path, titles=None, cmap="gray", cols=5, symmetric=False, title=""):
-    """Show a stack of 2-D arrays (e.g. the ten weight vectors of a linear classifier as 28x28)."""
+def image_grid(
+    images: Any,
+    path: str,
+    titles: Sequence[str] | None = None,
+    cmap: str = "gray",
+    cols: int = 5,
+    symmetric: bool = False,
+    title: str = "",
+) -> str:
+    """A stack of 2-D arrays as a grid of images (e.g. the ten rows of a linear classifier's W as 28x28).
+
+    **Arguments:**
+
+    - `images`: `(n, H, W)`.
+    - `path`: the PNG to write.
+    - `titles`: one per image.
+    - `cmap`: the matplotlib colour map.
+    - `cols`: images per row.
+    - `symmetric`: a colour scale symmetric about 0 (for signed weights).
+    - `title`: the figure's title.
+
+    **Returns:** path.
+    """
     plt = _plt()
     images = np.asarray(images)
     rows = -(-len(images) // cols)
@@ -72,8 +109,18 @@ def image_grid(images, path, titles=None, cmap="gray", cols=5, symmetric=False, 
     return _save(fig, path)
 
 
-def decision_boundaries(panels, path, resolution=200):
-    """panels: list of (title, predict_fn(points (n, 2)) -> labels, x (n, 2), y (n,)), side by side."""
+def decision_boundaries(panels: Sequence[tuple], path: str, resolution: int = 200) -> str:
+    """Decision regions of classifiers in the plane, side by side.
+
+    **Arguments:**
+
+    - `panels`: `(title, predict, x, y)` each: `predict(points (n, 2)) -> labels`, the data x `(n, 2)`
+      and labels y `(n,)` drawn on top.
+    - `path`: the PNG to write.
+    - `resolution`: grid points per axis.
+
+    **Returns:** path.
+    """
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (title, predict, x, y) in zip(axes.flat, panels):
@@ -89,8 +136,20 @@ def decision_boundaries(panels, path, resolution=200):
     return _save(fig, path)
 
 
-def curves(series, path, xlabel="step", ylabel="loss", logy=True, title=""):
-    """series: dict label -> 1-D values (NaN/inf stop the line where they start)."""
+def curves(
+    series: dict, path: str, xlabel: str = "step", ylabel: str = "loss", logy: bool = True, title: str = ""
+) -> str:
+    """Lines on one axis.
+
+    **Arguments:**
+
+    - `series`: label -> 1-D values (a NaN or inf stops the line where it starts).
+    - `path`: the PNG to write.
+    - `xlabel`, `ylabel`, `title`: the labels.
+    - `logy`: a logarithmic y axis.
+
+    **Returns:** path.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, values in series.items():
@@ -105,8 +164,17 @@ def curves(series, path, xlabel="step", ylabel="loss", logy=True, title=""):
     return _save(fig, path)
 
 
-def function_table(rows, path, x=None):
-    """rows: list of (name, f values, f' values) on x: one panel per activation, f and f' overlaid."""
+def function_table(rows: Sequence[tuple], path: str, x: Any = None) -> str:
+    """Functions and their derivatives, one panel each (the activation table).
+
+    **Arguments:**
+
+    - `rows`: `(name, f values, f' values)` each, sampled at x.
+    - `path`: the PNG to write.
+    - `x`: the sample points (default 401 points on [-4, 4]).
+
+    **Returns:** path.
+    """
     plt = _plt()
     x = np.linspace(-4, 4, 401) if x is None else x
     cols = 4
@@ -124,11 +192,17 @@ def function_table(rows, path, x=None):
     return _save(fig, path)
 
 
-def compare_runs(panels, path, title=""):
+def compare_runs(panels: dict, path: str, title: str = "") -> str:
     """Training curves of several runs side by side: one column per panel (e.g. a dataset), the
     per-epoch test accuracy on top and the smoothed per-step training loss below.
 
-    panels: {panel title: {run label: history from train.fit}}.
+    **Arguments:**
+
+    - `panels`: {panel title: {run label: history from train.fit}}.
+    - `path`: the PNG to write.
+    - `title`: the figure's title.
+
+    **Returns:** path.
     """
     plt = _plt()
     fig, axes = plt.subplots(2, len(panels), figsize=(5 * len(panels), 7), squeeze=False)
@@ -145,7 +219,7 @@ def compare_runs(panels, path, title=""):
             ax_loss.plot(np.arange(k, len(losses) + 1), smooth, lw=1.2, label=label)
         ax_acc.set_title(panel)
         ax_acc.set_xlabel("epoch")
-        ax_acc.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_acc.set_ylabel("test accuracy (%)")
         ax_acc.legend()
         ax_loss.set_yscale("log")

@@ -13,6 +13,8 @@ from .core import Layer, make_layer
 from .errors import InputError
 from .windows import check_image, check_image_shape, pair, windows
 
+__all__ = ["MaxPool", "AvgPool", "GlobalAvgPool", "Pool", "Reduction", "MAX", "MEAN"]
+
 
 class Reduction(NamedTuple):
     """How a pooling window is reduced, and how its dy is shared back among the window's inputs.

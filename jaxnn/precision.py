@@ -15,6 +15,8 @@ import jax.numpy as jnp
 from .core import Layer, call_forward, make_layer
 from .errors import InputError, InputTypeError
 
+__all__ = ["mixed_precision", "PRECISIONS"]
+
 PRECISIONS = ("float32", "bfloat16", "float16")
 ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 

@@ -18,6 +18,8 @@ from .activations import activation_row
 from .core import Layer, make_layer
 from .errors import InputError
 
+__all__ = ["RNN", "LSTM", "GRU", "LastStep", "Cell", "recurrent"]
+
 
 def _check_sequence(name, x, features):
     if jnp.ndim(x) != 3:
@@ -110,8 +112,17 @@ class RecurrentResiduals(NamedTuple):
 
 def recurrent(cell: Cell, hidden: int) -> Layer:
     """A recurrent Layer from a Cell: the forward scan over time and the backward scan in reverse
-    (BPTT), both shared by every cell. The input projection x_t wx + b of all steps is one matmul
-    before the scan; the weight gradients are one matmul each after the reverse scan."""
+    (BPTT), both shared by every cell.
+
+    **Arguments:**
+
+    - `cell`: the step and its hand-derived reverse.
+    - `hidden`: the state's width h.
+
+    **Returns:** a Layer with params `{"wx": (n_in, gates h), "wh": (h, gates h), "b": (gates h,)}`.
+    The input projection x_t wx + b of all steps is one matmul before the scan; the weight gradients
+    are one matmul each after the reverse scan.
+    """
 
     def forward(params, x, initial_state=None):
         wx, wh, b = params["wx"], params["wh"], params["b"]

@@ -18,6 +18,8 @@ from .core import Layer, output_shape
 from .errors import InputError
 from .types import DTypeLike, Shape
 
+__all__ = ["summary", "rows", "layer_flops", "Row"]
+
 
 class Row(NamedTuple):
     """One layer of the table."""

@@ -127,8 +127,8 @@ def _fit_tiny(model, loss, **options):
         opt=train.optimizer("sgd", 0.1),
         key=KEY,
         input_shape=(6, 6, 1),
-        progress=False,
-        **options,
+        options=train.TrainOptions(**options),
+        reporting=train.Reporting(progress=False),
     )
     return state, history, (x, y)
 

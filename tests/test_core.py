@@ -1,4 +1,4 @@
-"""The contract of DESIGN.md section 2, name for name, and clear errors for bad input."""
+"""The Layer contract, name for name, and clear errors for bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -227,3 +227,159 @@ def test_recurrent_initial_state(cell, parts, x64):
         np.testing.assert_allclose(dparams[k], auto_p[k], rtol=1e-10, atol=1e-14)
     with pytest.raises(ValueError, match="initial_state"):
         layer.apply(params, x, initial_state=jnp.zeros((5, 3)) if parts == 1 else (zeros,))
+
+
+# --- layers without a hand rule, plain functions, and what the library says when given the wrong thing ---
+
+
+def _wave():
+    """A researcher's own layer with no backward pass: y = x * sin(w) + c, one w and c per feature."""
+
+    def init(key, input_shape, dtype=jnp.float32):
+        return input_shape, {
+            "w": jax.random.normal(key, input_shape[-1:], dtype),
+            "c": jnp.zeros(input_shape[-1:], dtype),
+        }
+
+    return nn.make_layer("wave", init, apply=lambda params, x: x * jnp.sin(params["w"]) + params["c"])
+
+
+def test_make_layer_with_apply_alone_is_a_full_layer(x64):
+    layer = _wave()
+    assert layer.rule == "autodiff"
+    _, params = layer.init(KEY, (3,), dtype=jnp.float64)
+    x = jax.random.normal(KEY, (4, 3), jnp.float64)
+    y, residuals = layer.forward(params, x)
+    np.testing.assert_allclose(y, layer.apply(params, x))
+    dy = jax.random.normal(jax.random.PRNGKey(1), y.shape, jnp.float64)
+    dparams, dx = layer.backward(residuals, dy)
+    expected = jax.grad(lambda p, x: jnp.sum(layer.apply(p, x) * dy), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree_util.tree_leaves((dparams, dx)), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+def test_make_layer_apply_may_take_state_key_and_train():
+    """f(params, x, key, train, state) -> (y, new_state), as a built-in layer with state would."""
+
+    def counting(params, x, state, train=None, key=None):
+        new = {"seen": state["seen"] + (x.shape[0] if train else 0)}
+        return x * params["g"], new
+
+    layer = nn.make_layer(
+        "counting",
+        lambda key, shape: (shape, {"g": jnp.ones(())}),
+        apply=counting,
+        init_state=lambda shape, dtype=jnp.float32: {"seen": jnp.zeros((), jnp.int32)},
+    )
+    assert layer.stateful and layer.stochastic and layer.rule == "autodiff"
+    _, params = layer.init(KEY, (2,))
+    y, state = layer.apply(params, jnp.ones((5, 2)), state=layer.init_state((2,)), train=True)
+    assert int(state["seen"]) == 5
+    y, residuals, state = layer.forward(params, jnp.ones((5, 2)), state=state, train=False)
+    assert int(state["seen"]) == 5
+    assert float(layer.backward(residuals, jnp.ones_like(y))[0]["g"]) == 10.0
+    with pytest.raises(nn.InputError, match="has state"):
+        layer.apply(params, jnp.ones((1, 2)))
+
+
+def test_make_layer_refuses_half_a_hand_rule():
+    forward = lambda params, x: (x, None)  # noqa: E731
+    with pytest.raises(nn.InputError, match="apply=f"):
+        nn.make_layer("half", lambda key, shape: (shape, ()), forward)
+    with pytest.raises(nn.InputError, match="not both"):
+        nn.make_layer("both", lambda key, shape: (shape, ()), forward, lambda r, dy: ((), dy), apply=forward)
+
+
+def test_serial_takes_plain_functions_with_the_vjp_fallback():
+    model = nn.serial(nn.Conv2D(2, (3, 3)), jnp.tanh, lambda x: x.reshape(x.shape[0], -1), nn.Dense(3))
+    assert [layer.rule for layer in model.layers] == ["hand", "autodiff", "autodiff", "hand"]
+    assert model.rule == "mixed" and model.layers[1].name == "tanh"
+    out_shape, params = model.init(KEY, (5, 5, 1))
+    assert out_shape == (3,) and params[1] == () and params[2] == ()
+    assert "autodiff" in nn.summary(model, (5, 5, 1))
+    with pytest.raises(nn.InputError, match="batch to a batch"):
+        nn.serial(lambda x: x.sum()).init(KEY, (3,))
+
+
+def test_a_params_dict_with_a_wrong_key_names_the_expected_ones():
+    layer = nn.Dense(2)
+    _, params = layer.init(KEY, (3,))
+    wrong = {"W": params["w"], "b": params["b"]}
+    with pytest.raises(
+        nn.InputError, match=r"keys \['W', 'b'\], this layer's are a dict with keys \['b', 'w'\]"
+    ):
+        layer.apply(wrong, jnp.zeros((1, 3)))
+    model = nn.serial(nn.Dense(2), nn.activation("relu"))
+    with pytest.raises(nn.InputError, match="Dense"):
+        model.apply((wrong, ()), jnp.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("shape", [784, "784", (784.0,), None])
+def test_init_with_a_shape_that_is_not_a_tuple_of_ints(shape):
+    if shape is not None:  # None: a built model's own input shape
+        with pytest.raises(nn.InputError, match="ONE example as a tuple of ints"):
+            nn.mlp([784, 10]).init(KEY, shape)
+    with (
+        pytest.raises(nn.InputError, match=r"write \(784,\)")
+        if shape == 784
+        else pytest.raises(nn.InputError)
+    ):
+        nn.Dense(3).init(KEY, shape)
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("linear", {}),
+        ("mlp", {}),
+        ("cnn", {"channels": (2, 4)}),
+        ("resnet", {"channels": (2, 4), "blocks": 1}),
+        ("lstm", {"width": 4}),
+        ("gru", {"width": 4}),
+        ("rnn", {"width": 4}),
+    ],
+)
+def test_every_builder_returns_a_layer_with_its_input_shape(name, options):
+    model = nn.models.build(name, 10, (28, 28, 1), **options)
+    assert isinstance(model, nn.Layer) and model.input_shape is not None
+    assert nn.output_shape(model, model.input_shape) == (10,)
+    jax.eval_shape(lambda key: model.init(key)[1], KEY)  # init defaults to the model's input shape
+    if name in ("linear", "lstm"):  # summary takes the model alone (each row compiles: two suffice)
+        assert "total" in nn.summary(model)
+
+
+def test_the_language_and_image_builders_return_layers_too():
+    for model, shape in [
+        (nn.models.char_transformer(7, 5, d=8, heads=2, layers=1), (5,)),
+        (nn.models.char_lstm(7, 5, 4, 8), (5,)),
+        (nn.models.conv_autoencoder(), (28, 28, 1)),
+        (nn.mlp([6, 3]), (6,)),
+    ]:
+        assert isinstance(model, nn.Layer) and model.input_shape == shape
+
+
+def test_import_jaxnn_gives_the_training_and_data_modules():
+    import importlib
+
+    for name in ("train", "data", "language", "checkpoint", "parallel", "plots"):
+        assert getattr(nn, name) is importlib.import_module(f"jaxnn.{name}")
+    with pytest.raises(AttributeError):
+        nn.no_such_module  # noqa: B018
+
+
+@pytest.mark.parametrize("name", ["tanh", "relu", "arctan", "softplus", "elu", "logistic"])
+def test_rnn_takes_the_activations_of_the_table(name, x64):
+    from jaxnn import gradcheck
+
+    layer = nn.RNN(3, activation=name)
+    _, params = layer.init(KEY, (4, 2), dtype=jnp.float64)
+    x = jax.random.normal(KEY, (2, 4, 2), jnp.float64)
+    gradcheck.check_layer(layer, params, x).assert_close()
+    with pytest.raises(nn.InputError, match="unsupported activation 'prelu'"):
+        nn.RNN(3, activation="prelu")
+
+
+def test_conv_transpose_uses_the_given_initialiser():
+    layer = nn.ConvTranspose2D(3, 2, 2, w_init=lambda key, shape, dtype: jnp.full(shape, 0.5, dtype))
+    _, params = layer.init(KEY, (4, 4, 2))
+    assert params["w"].shape == (2, 2, 2, 3) and bool(jnp.all(params["w"] == 0.5))

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
 
     # 1. the sharded step equals the single-device step to float32 rounding, and really is sharded
     single = jax.jit(train.make_step(model, loss, opt))(state, x, y)
-    sharded_fn = jax.jit(train.make_step(model, loss, opt, mesh=mesh))
+    sharded_fn = jax.jit(train.make_step(model, loss, opt, options=train.TrainOptions(mesh=mesh)))
     sharded = sharded_fn(*(parallel.replicate(a, mesh) for a in (state, x, y)))
     for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(sharded)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
@@ -38,8 +38,9 @@ SCRIPT = textwrap.dedent("""
     for m in (None, mesh):
         opt = train.optimizer("adam", 1e-2, "cosine", 60 * (960 // 64))
         _, h = train.fit(nn.mlp([2, 64, 64, 3], activation="tanh"), loss, arrays, epochs=60, batch_size=64,
-                         opt=opt, key=jax.random.PRNGKey(0), input_shape=(2,), progress=False,
-                         eval_every_epoch=False, mesh=m)
+                         opt=opt, key=jax.random.PRNGKey(0), input_shape=(2,),
+                         options=train.TrainOptions(mesh=m),
+                         reporting=train.Reporting(progress=False, eval_every_epoch=False))
         accs.append(h["epochs"][-1]["test_accuracy"])
     print("accuracies", accs)
     assert accs[1] >= 0.99 and abs(accs[0] - accs[1]) <= 0.01, accs

@@ -39,9 +39,15 @@ def _arrays(n=64, n_test=32):
     return [x, y, xt, (xt[:, 0] > 0).astype(np.int32)]
 
 
-def _fit(arrays=None, model=None, **overrides):
+def _fit(arrays=None, model=None, checkpoint_path=None, resume=False, checkpoint_every=None, **overrides):
     options = dict(
-        epochs=1, batch_size=16, opt=train.optimizer("sgd", 0.1), key=KEY, input_shape=(2,), progress=False
+        epochs=1,
+        batch_size=16,
+        opt=train.optimizer("sgd", 0.1),
+        key=KEY,
+        input_shape=(2,),
+        checkpointing=train.Checkpointing(checkpoint_path, resume, checkpoint_every),
+        reporting=train.Reporting(progress=False),
     )
     options.update(overrides)
     return train.fit(model or nn.mlp([2, 8, 3]), LOSS, arrays or _arrays(), **options)
@@ -107,7 +113,11 @@ API = {
     "batch size larger than the data": (lambda: _fit(batch_size=65), nn.InputError, ["larger than", "64"]),
     "zero epochs": (lambda: _fit(epochs=0), nn.InputError, ["epochs", "positive integer"]),
     "fractional epochs": (lambda: _fit(epochs=1.5), nn.InputError, ["epochs", "1.5"]),
-    "negative checkpoint interval": (lambda: _fit(checkpoint_every=-1), nn.InputError, ["checkpoint_every"]),
+    "negative checkpoint interval": (
+        lambda: _fit(checkpoint_every=-1),
+        nn.InputError,
+        ["checkpointing.every"],
+    ),
     "data as three arrays": (
         lambda: _fit(_arrays()[:3]),
         nn.InputError,

@@ -89,10 +89,10 @@ def test_summary_flops_by_hand():
     (row,) = rows(nn.Conv2D(32, (3, 3)), (28, 28, 1))  # SAME: only taps inside the image count
     inside = (3 * 28 - 2) ** 2  # sum over output pixels of the taps that fall inside
     assert row.flops == 2 * inside * 32 + 32 * 28 * 28
-    model, shape = nn.models.cnn(10, (28, 28, 1))
-    table = rows(model, shape)
+    model = nn.models.cnn(10, (28, 28, 1))
+    table = rows(model)  # the model's own input_shape
     assert [r.output_shape for r in table][-1] == (10,) and sum(r.params for r in table) == 421_642
-    assert "total" in nn.summary(model, shape)
+    assert "total" in nn.summary(model) and all(r.rule == "hand" for r in table)
 
 
 def test_positional_embedding_adds_one_row_per_position():
@@ -128,9 +128,9 @@ def test_language_model_windows_evaluation_and_sampling():
     x, y = language.random_windows(KEY, tokens, 5, 3)
     assert x.shape == y.shape == (3, 5)
     np.testing.assert_array_equal((x + 1) % 7, y)  # y is x shifted by one position
-    model, shape = nn.models.char_transformer(7, 5, d=8, heads=2, layers=1)
+    model = nn.models.char_transformer(7, 5, d=8, heads=2, layers=1)
     opt = train.optimizer("adam", 1e-2)
-    state = train.init_state(model, opt, KEY, shape)
+    state = train.init_state(model, opt, KEY)
     loss = nn.losses.sequence_cross_entropy
     run = jax.jit(language.lm_steps_function(model, loss, opt, 5, 8), static_argnums=2)
     evaluate = language.make_lm_evaluate(model, loss, 5, batch_size=4)
@@ -139,9 +139,51 @@ def test_language_model_windows_evaluation_and_sampling():
     assert losses.shape == (60,) and evaluate(state.params, tokens, state.model_state) < 0.5 * before
     blocks = jnp.stack([tokens[i * 5 : i * 5 + 5] for i in range(9)])  # the 9 whole blocks of 49 + 1 tokens
     targets = jnp.stack([tokens[i * 5 + 1 : i * 5 + 6] for i in range(9)])
-    out, _ = model.apply(state.params, blocks, state=state.model_state, train=False)
+    by_hand = jax.jit(lambda p, s: loss(model.apply(p, blocks, state=s, train=False)[0], targets))
     np.testing.assert_allclose(
-        evaluate(state.params, tokens, state.model_state), loss(out, targets), rtol=1e-5
+        evaluate(state.params, tokens, state.model_state), by_hand(state.params, state.model_state), rtol=1e-5
     )
     ids = language.make_sampler(model, 5, 20)(state.params, tokens[:5], KEY, 0.5, state.model_state)
     assert ids.shape == (20,) and int(ids.min()) >= 0 and int(ids.max()) < 7
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: nn.models.char_transformer(7, 4, d=8, heads=2, layers=1),
+        lambda: nn.models.char_lstm(7, 4, 4, 8),
+    ],
+)
+def test_sampler_defaults_work_and_a_short_prompt_grows_its_window(build, x64):
+    """make_sampler's default state serves every language model of the zoo; a prompt shorter than
+    the context grows its window token by token up to the context, then slides: the same tokens as a
+    step-by-step reference that feeds the model exactly that window."""
+    from jaxnn import language
+
+    model, context, length, temperature = build(), 4, 5, 0.7
+    _, params = model.init(KEY, dtype=jnp.float64)
+    prompt = jnp.array([3, 1], jnp.int32)
+    tokens = language.make_sampler(model, context, length)(params, prompt, KEY, temperature)
+    apply = jax.jit(
+        lambda params, window: model.apply(params, window, state=model.init_state(window.shape[1:]))[0]
+    )
+    window, expected = [int(t) for t in prompt], []
+    for key in jax.random.split(KEY, length):  # windows of 2, 3, 4, then 4 tokens sliding
+        token = int(jax.random.categorical(key, apply(params, jnp.array([window]))[0, -1] / temperature))
+        expected.append(token)
+        window = (window + [token])[-context:]
+    assert [int(t) for t in tokens] == expected
+
+
+def test_embedding_under_jit_closing_over_concrete_tokens():
+    """The host-side range check of concrete ids must not run jnp inside a trace (it raised a
+    ConcretizationTypeError when a jitted function closed over a token array)."""
+    layer = nn.Embedding(7, 3)
+    _, params = layer.init(KEY, (4,))
+    tokens = jnp.array([[1, 2, 3, 4]])
+    np.testing.assert_array_equal(
+        jax.jit(lambda p: layer.apply(p, tokens))(params), layer.apply(params, tokens)
+    )
+    bad = jnp.array([[1, 9, 3, 4]])  # concrete, so checked even when the trace closes over it
+    with pytest.raises(nn.InputError, match=r"\[0, 7\)"):
+        jax.jit(lambda p: layer.apply(p, bad))(params)

@@ -1,6 +1,7 @@
-"""State and mode (DESIGN.md section 2b): BatchNorm's running statistics flow as an explicit pytree
+"""State and mode: BatchNorm's running statistics flow as an explicit pytree
 through layers, serial, Residual, the gradients, training, checkpoints, ensembles and data parallelism."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -150,15 +151,13 @@ def test_value_and_grad_returns_the_new_state(x64):
     state = model.init_state((8, 8, 2), dtype=jnp.float64)
     x = jax.random.normal(KEY, (6, 8, 8, 2), jnp.float64)
     labels = jnp.array([0, 1, 2, 0, 1, 2])
-    (value, out, new), grads = nn.value_and_grad(model, LOSS, "autodiff", with_outputs=True)(
-        params, x, labels, state=state, train=True
-    )
-    y, expected_state = model.apply(params, x, state=state, train=True)
+    auto = nn.value_and_grad(model, LOSS, "autodiff", with_outputs=True)
+    (value, out, new), grads = jax.jit(functools.partial(auto, train=True))(params, x, labels, state=state)
+    y, expected_state = jax.jit(functools.partial(model.apply, train=True))(params, x, state=state)
     np.testing.assert_allclose(out, y, rtol=1e-12)
     _trees_close(new, expected_state, rtol=1e-12, atol=1e-14)
-    (value_m, new_m), grads_m = nn.value_and_grad(model, LOSS, "manual")(
-        params, x, labels, state=state, train=True
-    )
+    manual = nn.value_and_grad(model, LOSS, "manual")
+    (value_m, new_m), grads_m = jax.jit(functools.partial(manual, train=True))(params, x, labels, state=state)
     np.testing.assert_allclose(value, value_m, rtol=1e-12)
     _trees_close(new_m, expected_state, rtol=1e-12, atol=1e-14)
     _trees_close(grads, grads_m, rtol=1e-9, atol=1e-12)
@@ -207,9 +206,8 @@ def _fit_bn(tmp_path, epochs, name="ckpt.npz", resume=False):
         opt=opt,
         key=KEY,
         input_shape=(2, 2, 1),
-        checkpoint_path=str(tmp_path / name),
-        resume=resume,
-        progress=False,
+        checkpointing=train.Checkpointing(str(tmp_path / name), resume=resume),
+        reporting=train.Reporting(progress=False),
     )
 
 
@@ -261,7 +259,7 @@ PARALLEL = textwrap.dedent("""
     x = jax.random.normal(jax.random.PRNGKey(1), (64, 2)) + jnp.repeat(jnp.arange(8.0), 8)[:, None]
     y = jax.random.randint(jax.random.PRNGKey(2), (64,), 0, 3)
     single = jax.jit(train.make_step(model, loss, opt))(state, x, y)[0]
-    sharded = jax.jit(train.make_step(model, loss, opt, mesh=mesh))(
+    sharded = jax.jit(train.make_step(model, loss, opt, options=train.TrainOptions(mesh=mesh)))(
         parallel.replicate(state, mesh), parallel.replicate(x, mesh), parallel.replicate(y, mesh))[0]
     for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(sharded)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)

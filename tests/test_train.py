@@ -30,10 +30,9 @@ def _fit(tmp_path=None, epochs=3, seed=0, grad="manual", lr=0.05, resume=False, 
         opt=opt,
         key=jax.random.PRNGKey(seed),
         input_shape=(2,),
-        grad=grad,
-        checkpoint_path=path,
-        resume=resume,
-        progress=False,
+        options=train.TrainOptions(mode=grad),
+        checkpointing=train.Checkpointing(path, resume=resume),
+        reporting=train.Reporting(progress=False),
     )
 
 
@@ -72,7 +71,7 @@ def test_resume_continues_to_the_same_result(tmp_path):
 
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
     good, _ = _fit(tmp_path, epochs=1, name="run.npz")
-    with pytest.raises(train.TrainingDiverged, match="loss became"):
+    with pytest.raises(nn.TrainingDiverged, match="loss became"):
         _fit(tmp_path, epochs=3, lr=1e35, resume=True, name="run.npz")
     kept, meta = train.load_checkpoint(str(tmp_path / "run.npz"), like=good)
     assert meta["epoch"] == 1
@@ -130,7 +129,7 @@ def test_every_optimizer_trains(name):
         opt=opt,
         key=jax.random.PRNGKey(0),
         input_shape=(2,),
-        progress=False,
+        reporting=train.Reporting(progress=False),
     )
     assert history["epochs"][-1]["test_accuracy"] > 0.9
 
@@ -220,7 +219,7 @@ def test_compile_lowered_falls_back_to_defaults_when_xla_lacks_the_option(monkey
         pytest.skip("the option is CPU-only")
     conv = nn.serial(nn.Conv2D(4), nn.Flatten(), nn.Dense(3))
     lowered, step, state, x, y = _lowered_step(conv, (6, 6, 1))
-    monkeypatch.setattr(train, "_CPU_CONV_OPTIONS", {"xla_cpu_no_such_option_for_the_test": "1"})
+    monkeypatch.setattr(train.compile, "_CPU_CONV_OPTIONS", {"xla_cpu_no_such_option_for_the_test": "1"})
     compiled, options = train.compile_lowered(lowered)
     assert options is None  # fell back
     expected = jax.jit(step)(state, x, y)
@@ -241,7 +240,10 @@ def test_make_epoch_and_make_evaluate_compile_with_the_options_fit_uses():
     opt = train.optimizer("sgd", 0.1)
     state = train.init_state(conv, opt, jax.random.PRNGKey(0), (6, 6, 1))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "model_compiler_options", lambda *_: {"xla_no_such_option_for_the_test": "1"})
+        for module in (train.step, train.evaluate):  # where make_epoch and make_evaluate look it up
+            patch.setattr(
+                module, "model_compiler_options", lambda *_: {"xla_no_such_option_for_the_test": "1"}
+            )
         for run in (
             lambda: train.make_evaluate(conv, LOSS, (6, 6, 1))(state.params, x, y),
             lambda: train.make_epoch(conv, LOSS, opt, 4, (6, 6, 1))(state, x, y),
@@ -250,21 +252,43 @@ def test_make_epoch_and_make_evaluate_compile_with_the_options_fit_uses():
                 run()
     if jax.default_backend() == "cpu":
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(train, "_CPU_CONV_OPTIONS", {"xla_cpu_no_such_option_for_the_test": "1"})
+            patch.setattr(train.compile, "_CPU_CONV_OPTIONS", {"xla_cpu_no_such_option_for_the_test": "1"})
             assert train.model_compiler_options(conv, (6, 6, 1)) is None
 
 
-def test_host_epoch_order_is_a_seeded_permutation_and_advances_the_key():
-    """fit's order (NumPy, on the host): every kept index once, the same for the same key, another
-    for the next epoch; the last n % batch_size examples of the permutation sit the epoch out."""
+def test_epoch_order_is_a_seeded_permutation_and_advances_the_key():
+    """The one epoch order (NumPy, on the host): every kept index once, the same for the same key,
+    another for the next epoch; the last n % batch_size examples of the permutation sit the epoch out."""
     model, opt = nn.mlp([2, 3]), train.optimizer("sgd", 0.1)
     state = train.init_state(model, opt, jax.random.PRNGKey(0), (2,))
-    after, order = train.host_epoch_order(state, 100, 32)
+    after, order = train.epoch_order(state, 100, 32)
     assert order.shape == (3, 32) and order.dtype == np.int32
     assert len(np.unique(order)) == 96 and order.min() >= 0 and order.max() < 100
-    np.testing.assert_array_equal(train.host_epoch_order(state, 100, 32)[1], order)
+    np.testing.assert_array_equal(train.epoch_order(state, 100, 32)[1], order)
     assert not np.array_equal(np.asarray(after.key), np.asarray(state.key))
-    assert not np.array_equal(train.host_epoch_order(after, 100, 32)[1], order)
+    assert not np.array_equal(train.epoch_order(after, 100, 32)[1], order)
+
+
+def test_fit_and_make_epoch_train_in_the_same_order():
+    """One key, one order: an epoch of make_epoch and an epoch of fit give the same parameters."""
+    ds, arrays = _blobs()
+    model, opt = nn.mlp([2, 8, 3]), train.optimizer("sgd", 0.1)
+    key = jax.random.PRNGKey(3)
+    fitted, _ = train.fit(
+        model,
+        LOSS,
+        arrays,
+        epochs=1,
+        batch_size=32,
+        opt=opt,
+        key=key,
+        input_shape=(2,),
+        reporting=train.Reporting(progress=False),
+    )
+    epoch = train.make_epoch(model, LOSS, opt, 32, (2,))
+    stepped, _, _ = epoch(train.init_state(model, opt, key, (2,)), ds.x_train, ds.y_train)
+    for a, b in zip(jax.tree_util.tree_leaves(fitted.params), jax.tree_util.tree_leaves(stepped.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
 def test_all_finite_finds_one_nan_among_the_parameters():
@@ -282,10 +306,15 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     model, opt = nn.mlp([2, 8, 3]), train.optimizer("sgd", 0.1)
     said = []
     kwargs = dict(
-        epochs=2, batch_size=32, opt=opt, key=jax.random.PRNGKey(0), input_shape=(2,), progress=False
+        epochs=2,
+        batch_size=32,
+        opt=opt,
+        key=jax.random.PRNGKey(0),
+        input_shape=(2,),
+        reporting=train.Reporting(progress=False, log=said.append),
     )
-    _, history = train.fit(model, LOSS, blank, log=said.append, **kwargs)
+    _, history = train.fit(model, LOSS, blank, **kwargs)
     assert history["learned_nothing"] and "the model learned nothing" in said[-1]
     said.clear()
-    _, history = train.fit(model, LOSS, arrays, log=said.append, **kwargs)
+    _, history = train.fit(model, LOSS, arrays, **kwargs)
     assert "learned_nothing" not in history and not said
