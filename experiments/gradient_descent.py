@@ -61,7 +61,10 @@ def main():
             print(f"lr {label:<6s} DIVERGED: {e}")
         curves[f"lr = {label}"] = history["step_losses"]
     plots.curves(
-        curves, os.path.join(folder, "loss_curves.png"), title="plain gradient descent on MNIST (MLP)"
+        curves,
+        os.path.join(folder, "loss_curves.png"),
+        title="plain gradient descent on MNIST (MLP)",
+        diverged_above=10.0,  # four times the loss of a uniform guess (log 10 = 2.3)
     )
     write_metrics(folder, {"results": results, "config": vars(args)})
     print(f"-> {folder}")

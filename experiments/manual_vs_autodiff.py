@@ -70,10 +70,12 @@ def main():
     result["time_ratio_manual_over_autodiff"] = min(result["manual"]["train_seconds"]) / min(
         result["autodiff"]["train_seconds"]
     )
-    plots.curves(
-        {"manual (hand rules)": m_loss, "autodiff (jax.grad)": a_loss},
+    plots.agreement(
+        m_loss,
+        a_loss,
         os.path.join(folder, "curves.png"),
-        title="same seed, two ways to the gradient",
+        ("manual (hand rules)", "autodiff (jax.grad)"),
+        title="same seed, two ways to the gradient (float32)",
     )
     write_metrics(folder, result)
     for k, v in result.items():

@@ -216,20 +216,25 @@ def download(
 
 def _fetch(name, filename, folder):
     spec = IDX_DATASETS[name]
+    return _fetch_from(spec["mirrors"], spec["md5"][filename], name, filename, folder)
+
+
+def _fetch_from(mirrors, md5, name, filename, folder):
+    """folder/filename, downloaded from the first mirror that delivers it with this md5 if missing."""
     dest = os.path.join(folder, filename)
     if os.path.exists(dest):
         return dest
     errors = []
-    for mirror in spec["mirrors"]:
+    for mirror in mirrors:
         try:
-            download(mirror + filename, dest, spec["md5"][filename])
+            download(mirror + filename, dest, md5)
             return dest
         except (OSError, DataError) as e:  # every failure of one mirror: try the next
             errors.append(f"{mirror}: {e}")
     raise DownloadError(
         f"could not download {filename} for {name}:\n  "
         + "\n  ".join(errors)
-        + f"\nDownload it by hand into {folder} or pass data_dir= a folder holding the four IDX files."
+        + f"\nDownload it by hand into {folder}, or pass data_dir= a folder that holds it."
     )
 
 
@@ -354,7 +359,13 @@ def load_tfds(
 
 # --- text ------------------------------------------------------------------------------------------------
 
-TEXTS = {"tinyshakespeare": {"file": "input.txt", "md5": "6fb458f1232090904fb40fe944165e91"}}
+TEXTS = {
+    "tinyshakespeare": {
+        "file": "input.txt",
+        "md5": "6fb458f1232090904fb40fe944165e91",
+        "mirrors": ["https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/"],
+    }
+}
 
 
 class TextData(NamedTuple):
@@ -382,12 +393,13 @@ class TextData(NamedTuple):
         return np.asarray([index[c] for c in text], np.int32)
 
 
-def load_text(data_dir: str, name: str = "tinyshakespeare", split: float = 0.9) -> TextData:
-    """A character-level text set from a folder.
+def load_text(data_dir: str | None = None, name: str = "tinyshakespeare", split: float = 0.9) -> TextData:
+    """A character-level text set.
 
     **Arguments:**
 
-    - `data_dir`: the folder holding the text (for Tiny Shakespeare, its `input.txt`).
+    - `data_dir`: the folder holding the text (for Tiny Shakespeare, its `input.txt`); without it the
+      text is read from `cache_dir()/name`, downloaded there once (md5-checked) if missing.
     - `name`: which text ("tinyshakespeare").
     - `split`: the fraction that is training text (0.9, the customary split); the rest is validation.
 
@@ -395,7 +407,11 @@ def load_text(data_dir: str, name: str = "tinyshakespeare", split: float = 0.9) 
     """
     if name not in TEXTS:
         raise DataError(f"unknown text {name!r}; known: {', '.join(TEXTS)}")
-    path = os.path.join(data_dir, TEXTS[name]["file"])
+    spec = TEXTS[name]
+    if data_dir is None:
+        path = _fetch_from(spec["mirrors"], spec["md5"], name, spec["file"], os.path.join(cache_dir(), name))
+    else:
+        path = os.path.join(data_dir, spec["file"])
     if not os.path.isfile(path):
         raise DataError(f"{name}: {path} is missing")
     got = md5sum(path)

@@ -10,7 +10,16 @@ from matplotlib.ticker import MaxNLocator
 
 from .files import atomic_path
 
-__all__ = ["training_curves", "image_grid", "decision_boundaries", "curves", "function_table", "compare_runs"]
+__all__ = [
+    "training_curves",
+    "image_grid",
+    "templates",
+    "decision_boundaries",
+    "curves",
+    "agreement",
+    "function_table",
+    "compare_runs",
+]
 
 
 def _plt():  # matplotlib loads (and picks its headless backend) on the first figure only
@@ -137,7 +146,13 @@ def decision_boundaries(panels: Sequence[tuple], path: str, resolution: int = 20
 
 
 def curves(
-    series: dict, path: str, xlabel: str = "step", ylabel: str = "loss", logy: bool = True, title: str = ""
+    series: dict,
+    path: str,
+    xlabel: str = "step",
+    ylabel: str = "loss",
+    logy: bool = True,
+    title: str = "",
+    diverged_above: float | None = None,
 ) -> str:
     """Lines on one axis.
 
@@ -147,20 +162,116 @@ def curves(
     - `path`: the PNG to write.
     - `xlabel`, `ylabel`, `title`: the labels.
     - `logy`: a logarithmic y axis.
+    - `diverged_above`: if given, the y axis ends there, and a series that passes it (or turns
+      NaN/inf) stops at that step with an x at the top and a note "diverged at step N", so that
+      diverging runs do not flatten the others.
 
     **Returns:** path.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    diverged = 0
     for label, values in series.items():
         values = np.asarray(values, dtype=float)
-        ax.plot(np.arange(1, len(values) + 1), values, lw=1.0, label=label)
+        bad = ~np.isfinite(values) | (values > diverged_above if diverged_above is not None else False)
+        end = int(np.argmax(bad)) if bad.any() else len(values)
+        (line,) = ax.plot(np.arange(1, end + 1), values[:end], lw=1.0, label=label)
+        if diverged_above is not None and end < len(values):
+            diverged += 1
+            ax.plot([end + 1], [diverged_above], "x", color=line.get_color(), ms=9, mew=2, clip_on=False)
+            ax.annotate(  # each note a line lower than the last, so that notes never overlap
+                f"{label}: diverged at step {end + 1}",
+                (end + 1, diverged_above),
+                xytext=(6, -4 - 11 * diverged),
+                textcoords="offset points",
+                fontsize=8,
+                color=line.get_color(),
+            )
     if logy:
         ax.set_yscale("log")
+    if diverged_above is not None:
+        ax.set_ylim(top=diverged_above)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.set_title(title, pad=10)
+    ax.legend(fontsize=8, loc="lower left")
+    return _save(fig, path)
+
+
+def templates(means: Any, weights: Any, path: str, titles: Sequence[str], title: str = "") -> str:
+    """Each class's mean image above the linear classifier's template for it (a row of W as an image).
+
+    **Arguments:**
+
+    - `means`: `(classes, H, W)`, each class's mean training image.
+    - `weights`: `(classes, H, W)`, the rows of W.
+    - `path`: the PNG to write.
+    - `titles`: one per class.
+    - `title`: the figure's title.
+
+    **Returns:** path. The templates share one colour scale, symmetric about 0 (red raises the class's
+    score, blue lowers it) and clipped at the 99th percentile of |W|, so that a few large weights do
+    not wash out the rest.
+    """
+    plt = _plt()
+    means, weights = np.asarray(means), np.asarray(weights)
+    n = len(means)
+    scale = float(np.percentile(np.abs(weights), 99)) or 1.0
+    fig, axes = plt.subplots(2, n, figsize=(1.5 * n, 3.4), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(means[i], cmap="gray")
+        axes[0, i].set_title(str(titles[i]), fontsize=9)
+        shown = axes[1, i].imshow(weights[i], cmap="bwr", vmin=-scale, vmax=scale)
+        for ax in axes[:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("mean digit", fontsize=9)
+    axes[1, 0].set_ylabel("template", fontsize=9)
+    fig.colorbar(shown, ax=list(axes[1]), fraction=0.02, pad=0.01)
+    fig.suptitle(title)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def agreement(a: Any, b: Any, path: str, labels: tuple[str, str], title: str = "") -> str:
+    """Two runs that should agree: their per-step values overlaid (left) and their relative
+    difference per step (right, logarithmic), so that agreement reads as a number, not as a hidden line.
+
+    **Arguments:**
+
+    - `a`, `b`: 1-D values of the two runs (e.g. each step's training loss).
+    - `path`: the PNG to write.
+    - `labels`: the two runs' names.
+    - `title`: the figure's title.
+
+    **Returns:** path. A difference of exactly 0 is drawn at the bottom of the axis.
+    """
+    plt = _plt()
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    steps = np.arange(1, len(a) + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(steps, a, lw=1.0, label=labels[0])
+    left.plot(steps, b, "--", lw=1.0, label=labels[1])
+    left.set_yscale("log")
+    left.set_xlabel("step")
+    left.set_ylabel("training loss")
+    left.legend(fontsize=8)
+    diff = np.abs(a - b) / np.maximum(np.abs(b), np.finfo(float).tiny)
+    floor = 1e-17
+    right.plot(steps, np.maximum(diff, floor), ".", ms=2)
+    right.set_yscale("log")
+    right.set_ylim(bottom=floor / 2)
+    right.axhline(np.finfo(np.float32).eps, color="gray", lw=0.6, ls=":")
+    right.annotate(
+        "float32 rounding (eps)", (steps[-1], np.finfo(np.float32).eps), ha="right", va="bottom", fontsize=8
+    )
+    right.set_xlabel("step")
+    right.set_ylabel("|difference| / loss")
+    fig.suptitle(title)
     return _save(fig, path)
 
 

@@ -8,6 +8,9 @@ import sys
 import pytest
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "experiments")
+sys.path.insert(0, HERE)
+
+import recipes  # noqa: E402
 
 
 def _run(script, *args, timeout=300):
@@ -93,7 +96,11 @@ def test_resnet_trains_with_augmentation(data_root, tmp_path):
     result = _run("train.py", *options)
     assert "augmentation: shift 2, flip, erase 0.5" in result.stdout and "GlobalAvgPool" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["config"]["augment"] is True and metrics["config"]["weight_decay"] == 5e-4
+    fashion = recipes.RECIPES["resnet", "fashion_mnist"].settings  # Fashion-MNIST's own recipe row
+    assert (
+        metrics["config"]["augment"] is True and metrics["config"]["weight_decay"] == fashion["weight_decay"]
+    )
+    assert metrics["config"]["blocks"] == fashion["blocks"] == 2
     assert metrics["config"]["erase"] == 0.5 and "loss: smoothed_cross_entropy(0.1)" in result.stdout
     first, last = metrics["history"]
     assert last["train_loss"] < first["train_loss"] and last["train_accuracy"] > 0.4
