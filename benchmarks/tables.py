@@ -1,19 +1,30 @@
-"""Print the README's measured tables from the committed raw results, so that each table can be
-regenerated and checked against its JSON.
+"""The benchmark pages of the docs, generated from the committed raw results: every table of
+docs/benchmarks/ is rebuilt here from its JSON, so that no number on those pages is typed by hand.
 
-    python benchmarks/tables.py [--results benchmarks/results/cpu] [--runs docs/results]
+    python benchmarks/tables.py                 # write docs/benchmarks/*.md (the generated pages)
+    python benchmarks/tables.py --check         # exit 1 if a page differs from what its JSON gives
+    python benchmarks/tables.py --print         # print the pages instead
 
-Tables whose file is missing are skipped with a note. Medians with [min, max] where the JSON holds
-repeats.
+Each section names its raw file, the date that file was committed and the machine it records;
+medians come with [min, max] where the JSON holds repeats. The method is written once, in
+docs/benchmarks/method.md (hand-written, like the index).
 """
 
 import argparse
 import glob
 import json
 import os
+import subprocess
+import sys
 from collections import defaultdict
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 
 def markdown(header, rows):
@@ -176,50 +187,460 @@ def resnet(folders):
     )
 
 
+def backward_speed(result):
+    """benchmarks/backward_speed.py: ms per value_and_grad inside a lax.scan, per formulation."""
+    rows = []
+    for model, r in result["models"].items():
+        for impl, ms_ in r["ms_per_value_and_grad"].items():
+            low, high = r["ms_min_max"][impl]
+            rows.append(
+                [model, impl, f"{ms_:.1f} [{low:.1f}, {high:.1f}]", f"{r['temp_bytes'][impl] / 2**20:.1f}"]
+            )
+    return markdown(["model", "gradient", "ms per step [min, max]", "compiled temp MiB"], rows)
+
+
+def layer_backward(result):
+    rows = []
+    for layer, r in result["layers"].items():
+        rows.append(
+            [
+                layer,
+                f"{r['ms']['manual']:.3f}",
+                f"{r['ms']['autodiff']:.3f}",
+                f"{r['ratio_manual_over_autodiff']:.2f}",
+                f"{r['temp_bytes']['manual'] / 2**20:.2f} / {r['temp_bytes']['autodiff'] / 2**20:.2f}",
+            ]
+        )
+    header = ["layer", "hand rule ms", "jax.grad ms", "hand / jax.grad", "temp MiB, hand / jax.grad"]
+    return markdown(header, rows)
+
+
+def compile_options(result):
+    rows = []
+    for net, r in result.items():
+        if not isinstance(r, dict) or "fit's" not in r:
+            continue
+        for which in ("fit's", "defaults"):
+            rows.append([net, which, ms_plain(r[which]["step_ms"]), ms_plain(r[which]["evaluate_ms"])])
+    return markdown(["CNN", "XLA options", "scanned step ms", "evaluation of 10k ms"], rows)
+
+
+def ms_plain(spread):
+    return f"{spread['median']:.1f} [{spread['min']:.1f}, {spread['max']:.1f}]"
+
+
+def cnn_variants(result):
+    rows = [[name, ms_plain(r)] for name, r in result["ms_per_step"].items()]
+    return markdown(["variant", "ms per step [min, max]"], rows)
+
+
+def bf16_mlp(result):
+    rows = [[k, f"{v:.1f}"] for k, v in result["kernels_ms"].items()]
+    table = markdown(["kernel", "ms"], rows)
+    rows = [
+        [cfg, seconds(r["float32"]), seconds(r["bfloat16"]), f"{r['float32_over_bfloat16']:.2f}"]
+        for cfg, r in result["configs"].items()
+    ]
+    return (
+        table + "\n\n" + markdown(["MLP", "float32 s/epoch", "bfloat16 s/epoch", "float32 / bfloat16"], rows)
+    )
+
+
+def bf16_block(result):
+    p = result["ms_per_pass"]
+    rows = [["float32", ms_plain(p["float32"])], ["bfloat16", ms_plain(p["bfloat16"])]]
+    return markdown(["precision", "ms per forward + backward [min, max]"], rows) + (
+        f"\n\nfloat32 / bfloat16 time: {result['float32_over_bfloat16']:.2f}"
+    )
+
+
+def char_lm_speed(result):
+    ref = result["reference"]
+    rows = [
+        [
+            f"PyTorch eager ({ref['torch']}, {ref['threads']} threads)",
+            ref["steps"],
+            f"{ref['val_loss']:.3f}",
+            f"{ref['train_seconds']:.1f}",
+            "1",
+        ]
+    ]
+    for name, r in result["jaxnn"].items():
+        rows.append(
+            [
+                f"jaxnn {name}",
+                r["steps"],
+                f"{r['val_loss']:.3f}",
+                f"{r['train_seconds']:.1f}",
+                f"{r['time_ratio_over_reference']:.2f}",
+            ]
+        )
+    return markdown(
+        ["implementation", "steps", "validation loss (nats/char)", "train s", "time / PyTorch's"], rows
+    )
+
+
+def gradcheck_report(text):
+    rows = []
+    for line in text.splitlines():
+        if "vs jax.grad" not in line:
+            continue
+        name, rest = line.split("vs jax.grad")
+        auto, fd = rest.split("vs finite differences")
+        rows.append([name.strip(), auto.strip(), fd.strip()])
+    return markdown(["op", "worst relative error vs jax.grad", "vs finite differences"], rows)
+
+
+def recipes_table(_):
+    import recipes  # experiments/recipes.py
+
+    rows = []
+    for (model, dataset), row in recipes.RECIPES.items():
+        accuracy, secs, _ = recipes.measured(row)
+        settings = ", ".join(
+            f"{k} {','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in row.settings.items()
+        )
+        rows.append([model, dataset, f"{100 * accuracy:.2f}%", f"{secs:,.1f}", settings, f"`{row.source}`"])
+    return markdown(["model", "dataset", "test accuracy", "train s", "settings", "raw result"], rows)
+
+
+def experiment(metrics):
+    """One experiments/*.py metrics.json: its headline numbers as a two-column table."""
+    keep = []
+    for key, value in metrics.items():
+        if key in ("config", "history", "machine") or isinstance(value, (dict, list)):
+            continue
+        keep.append([key, f"{value:.4g}" if isinstance(value, float) else str(value)])
+    if "results" in metrics:  # several runs in one file
+        for name, r in metrics["results"].items():
+            if isinstance(r, dict):
+                shown = {k: v for k, v in r.items() if isinstance(v, (int, float, str)) and k != "checkpoint"}
+                keep.append(
+                    [
+                        name,
+                        ", ".join(
+                            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()
+                        ),
+                    ]
+                )
+    return markdown(["", "value"], keep)
+
+
+class Section(NamedTuple):
+    title: str
+    source: str  # relative to the repository root: a file, or a glob of folders (ResNet runs)
+    render: Callable
+    command: str = ""  # how to reproduce it
+
+
+class Page(NamedTuple):
+    slug: str
+    title: str
+    intro: str
+    sections: tuple
+
+
+R = "benchmarks/results/cpu/"
+PAGES = (
+    Page(
+        "time-to-accuracy",
+        "Time to accuracy",
+        "How long a default recipe takes to its accuracy, against a reference measured in the same run: "
+        "a plain JAX + optax MLP (784-512-512-10, Adam 1e-3, batch 128, 10 epochs). Each run is a fresh "
+        "process, compilation included (a cold start unless said), data loading excluded.",
+        (
+            Section(
+                "The main job (MLP)",
+                R + "mnist_speed.json",
+                "mnist_speed",
+                "python benchmarks/mnist_speed.py --data-dir DIR --out FILE",
+            ),
+            Section(
+                "The main job, both sides with a warm compile cache",
+                R + "mnist_speed_warm.json",
+                "mnist_speed",
+                "python benchmarks/mnist_speed.py --data-dir DIR --warm --out FILE",
+            ),
+            Section(
+                "The main job in bfloat16",
+                R + "mnist_speed_bf16.json",
+                "mnist_speed",
+                "python benchmarks/mnist_speed.py --data-dir DIR --precision bf16 --out FILE",
+            ),
+            Section(
+                "The CNN, to 99.3%",
+                R + "mnist_speed_cnn.json",
+                "mnist_speed",
+                "python benchmarks/mnist_speed.py --data-dir DIR --model cnn --out FILE",
+            ),
+        ),
+    ),
+    Page(
+        "training-step",
+        "Training step",
+        "Samples per second of one training step (forward, backward, Adam update), jaxnn with its hand rules "
+        "and with jax.grad, against plain JAX + optax, Flax and PyTorch (eager and torch.compile), each "
+        "timed "
+        "alternately; PyTorch in a process of its own.",
+        (
+            Section("The step suite", R + "bench.json", "suite", "python benchmarks/run.py --out DIR"),
+            Section(
+                "bfloat16 kernels and MLP epochs",
+                R + "bf16_mlp.json",
+                "bf16_mlp",
+                "python benchmarks/bf16_mlp.py --out FILE",
+            ),
+            Section(
+                "bfloat16 transformer block",
+                R + "bf16_block.json",
+                "bf16_block",
+                "python benchmarks/bf16_block.py --out FILE",
+            ),
+            Section(
+                "Character-level language model against PyTorch",
+                R + "char_lm_speed.json",
+                "char_lm_speed",
+                "python benchmarks/char_lm_speed.py --data-dir DIR --out FILE",
+            ),
+        ),
+    ),
+    Page(
+        "cnn-step",
+        "CNN step",
+        "The small MNIST CNN (conv 3x3x32, ReLU, max pool, conv 3x3x64, ReLU, max pool, Dense 128, Dense 10) "
+        "at batch 128: its training step inside a lax.scan (as fit runs it) and as one jitted call per step.",
+        (
+            Section(
+                "jaxnn, plain JAX and PyTorch",
+                R + "cnn_step.json",
+                "cnn_step",
+                "python benchmarks/cnn_step.py --out FILE",
+            ),
+            Section(
+                "Variants of jaxnn's CNN step",
+                R + "cnn_variants.json",
+                "cnn_variants",
+                "python benchmarks/cnn_variants.py --out FILE",
+            ),
+            Section(
+                "fit's XLA options against XLA's defaults",
+                R + "compile_options.json",
+                "compile_options",
+                "python benchmarks/compile_options.py --data-dir DIR --out FILE",
+            ),
+        ),
+    ),
+    Page(
+        "backward",
+        "Hand rules against jax.grad",
+        "The hand-derived backward passes against jax.grad of the same forward: their exactness "
+        "(float64, every op "
+        "of the gradient table at three shapes) and their speed and memory.",
+        (
+            Section(
+                "Exactness",
+                R + "gradcheck_report.txt",
+                "gradcheck_report",
+                "python benchmarks/gradcheck_report.py --out FILE",
+            ),
+            Section(
+                "Whole models, batch 128, inside a lax.scan",
+                R + "backward_speed.json",
+                "backward_speed",
+                "python benchmarks/backward_speed.py --out FILE",
+            ),
+            Section(
+                "Sequence layers",
+                R + "layer_backward.json",
+                "layer_backward",
+                "python benchmarks/layer_backward.py --out FILE",
+            ),
+        ),
+    ),
+    Page(
+        "compile-cache",
+        "Warm starts",
+        "The persistent compilation cache: a second run of the same command loads its compiled programs.",
+        (
+            Section(
+                "Cold and warm runs",
+                R + "compile_cache.json",
+                "compile_cache",
+                "python benchmarks/compile_cache.py --data-dir DIR --out FILE",
+            ),
+        ),
+    ),
+    Page(
+        "recipe-search",
+        "Recipe searches",
+        "The searches behind the default recipes: each recipe on three seeds, its lowest accuracy the "
+        "one that "
+        "counts. Older lines followed XLA's epoch order, newer ones fit's NumPy order (marked).",
+        (
+            Section(
+                "MLP (time to 98%)",
+                R + "mlp_recipe_search.jsonl",
+                "recipe_search",
+                "python benchmarks/recipe_search.py --model mlp --data-dir DIR",
+            ),
+            Section(
+                "CNN (time to 99.3%)",
+                R + "cnn_recipe_search.jsonl",
+                "recipe_search",
+                "python benchmarks/recipe_search.py --model cnn --data-dir DIR",
+            ),
+        ),
+    ),
+    Page(
+        "resnet",
+        "ResNet",
+        "The small ResNet (BatchNorm, projection shortcuts, global average pooling, augmentation) on "
+        "MNIST and "
+        "Fashion-MNIST, and the variants tried for Fashion-MNIST's 94.5%. Flip-averaged: "
+        "experiments/evaluate.py "
+        "--flip. These runs predate fit's NumPy epoch order.",
+        (
+            Section(
+                "Runs",
+                "docs/results/resnet/*",
+                "resnet",
+                "python experiments/train.py --model resnet [--dataset D]",
+            ),
+        ),
+    ),
+    Page(
+        "recipes",
+        "Recipes",
+        "The default recipe of each (model, dataset): experiments/train.py fills every flag left out "
+        "from this "
+        "table (experiments/recipes.py), which reads each row's numbers from the run it cites.",
+        (
+            Section(
+                "The table",
+                "experiments/recipes.py",
+                "recipes_table",
+                "python experiments/train.py --model M --dataset D",
+            ),
+        ),
+    ),
+    Page(
+        "experiments",
+        "Experiments",
+        "The lecture's experiments: one script per question, each writing metrics.json and figures into "
+        "--out.",
+        tuple(
+            Section(
+                title,
+                f"docs/results/{folder}/metrics.json",
+                "experiment",
+                f"python experiments/{script} --data-dir DIR",
+            )
+            for title, folder, script in (
+                ("The linear classifier (plain SGD, 10 epochs)", "linear_classifier", "linear_classifier.py"),
+                ("Gradient descent at several learning rates", "gradient_descent", "gradient_descent.py"),
+                ("Manual against autodiff (float32)", "manual_vs_autodiff", "manual_vs_autodiff.py"),
+                ("BatchNorm in the CNN", "batchnorm", "batchnorm.py"),
+                ("The convolutional autoencoder", "autoencoder", "autoencoder.py"),
+                ("Character-level transformer", "char_lm/transformer", "char_lm.py"),
+                ("Character-level LSTM", "char_lm/lstm", "char_lm.py --model lstm"),
+            )
+        ),
+    ),
+)
+
+RENDERERS = {
+    name: fn
+    for name, fn in dict(globals()).items()
+    if callable(fn) and name in {s.render for p in PAGES for s in p.sections}
+}
+
+
+def committed(path):
+    """The date (YYYY-MM-DD) of the last commit of path, or 'not committed'."""
+    try:
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%cs", "--", path],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return out or "not committed"
+
+
+def machine(found):
+    """What a result says of the machine that measured it."""
+    if isinstance(found, dict):
+        m = found.get("machine")
+        if isinstance(m, dict):
+            return f"{m.get('device', '?')}, {m.get('cpus', '?')} CPUs, jax {m.get('jax', '?')}"
+        if "device" in found:
+            return f"{found['device']}, jax {found.get('jax', '?')}" + (
+                f", {found['cpus']} CPUs" if "cpus" in found else ""
+            )
+    return "this project's 2-core CPU (see the method)"
+
+
+def load(source):
+    path = os.path.join(ROOT, source)
+    if "*" in source:
+        return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(path, "metrics.json")))
+    if source.endswith(".py"):
+        return source
+    with open(path) as f:
+        if source.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        if source.endswith(".txt"):
+            return f.read()
+        return json.load(f)
+
+
+def render(page):
+    lines = [
+        f"# {page.title}",
+        "",
+        "<!-- generated by benchmarks/tables.py from the raw results; do not edit -->",
+        "",
+    ]
+    lines += [page.intro, "", "How these numbers are taken: [the method](method.md).", ""]
+    for section in page.sections:
+        found = load(section.source)
+        source = section.source.rstrip("*").rstrip("/")
+        lines += [f"## {section.title}", ""]
+        lines += [f"Raw result: `{source}`, committed {committed(source)}; measured on {machine(found)}."]
+        if section.command:
+            lines += ["", f"Reproduce: `{section.command}`"]
+        lines += ["", RENDERERS[section.render](found), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    here = os.path.dirname(os.path.abspath(__file__))
-    p.add_argument("--results", default=os.path.join(here, "results", "cpu"))
-    p.add_argument("--runs", default=os.path.join(here, "..", "docs", "results"))
-    args = p.parse_args()
-
-    def read(name):
-        path = os.path.join(args.results, name)
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return (
-                [json.loads(line) for line in f if line.strip()] if name.endswith(".jsonl") else json.load(f)
-            )
-
-    tables = [
-        ("training-step suite (benchmarks/run.py)", suite, "bench.json"),
-        ("CNN step against PyTorch (benchmarks/cnn_step.py)", cnn_step, "cnn_step.json"),
-        ("time to accuracy (benchmarks/mnist_speed.py)", mnist_speed, "mnist_speed.json"),
-        ("same, both sides warm (--warm)", mnist_speed, "mnist_speed_warm.json"),
-        ("same, bfloat16", mnist_speed, "mnist_speed_bf16.json"),
-        ("CNN time to 99.3% (--model cnn)", mnist_speed, "mnist_speed_cnn.json"),
-        ("warm starts (benchmarks/compile_cache.py)", compile_cache, "compile_cache.json"),
-        (
-            "MLP recipe search (benchmarks/recipe_search.py --model mlp)",
-            recipe_search,
-            "mlp_recipe_search.jsonl",
-        ),
-        (
-            "CNN recipe search (benchmarks/recipe_search.py --model cnn)",
-            recipe_search,
-            "cnn_recipe_search.jsonl",
-        ),
-    ]
-    for title, make, name in tables:
-        found = read(name)
-        print(f"## {title}: {name}\n")
-        print(make(found) if found else f"({name} not found in {args.results})", end="\n\n")
-    folders = sorted(
-        os.path.dirname(p) for p in glob.glob(os.path.join(args.runs, "resnet", "*", "metrics.json"))
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks"), help="where the pages go")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check", action="store_true", help="compare the pages with their JSON; exit 1 if stale"
     )
-    print(f"## ResNet runs: {os.path.relpath(os.path.join(args.runs, 'resnet'))}\n")
-    print(resnet(folders) if folders else "(none found)")
+    mode.add_argument("--print", action="store_true", help="print the pages")
+    args = p.parse_args()
+    stale = []
+    for page in PAGES:
+        text = render(page)
+        path = os.path.join(args.out, f"{page.slug}.md")
+        if args.print:
+            print(text)
+        elif args.check:
+            current = open(path).read() if os.path.exists(path) else ""
+            if current != text:
+                stale.append(path)
+        else:
+            from jaxnn.files import write_text  # noqa: PLC0415
+
+            write_text(path, text)
+    if stale:
+        sys.exit("stale benchmark pages (run python benchmarks/tables.py): " + ", ".join(stale))
 
 
 if __name__ == "__main__":

@@ -84,8 +84,11 @@ TABLE = {
         {},
     ),
 }
+"""The activation table: name -> Row(f, df, options), each derivative written beside its function."""
 ALIASES = {"sigmoid": "logistic", "swish": "silu", "step": "binary_step", "linear": "identity"}
+"""Other names of rows of the table."""
 NAMES = tuple(TABLE) + ("prelu", "softmax")
+"""Every activation `activation` builds: the table's rows, and prelu and softmax (layers of their own)."""
 
 
 def names() -> tuple[str, ...]:

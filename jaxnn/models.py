@@ -330,6 +330,7 @@ BUILDERS = {
     "gru": lambda classes, image_shape, **kw: recurrent_reader("gru", classes, image_shape, **kw),
     "rnn": lambda classes, image_shape, **kw: recurrent_reader("rnn", classes, image_shape, **kw),
 }
+"""The models `build` knows, by name: each a function (classes, image_shape, **options) -> Layer."""
 
 
 def build(name: str, classes: int, image_shape: Shape, **options) -> Layer:

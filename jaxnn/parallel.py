@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 DATA = "data"
+"""The name of the mesh axis a batch is split along."""
 
 
 def data_mesh(n_devices: int | None = None) -> Mesh:

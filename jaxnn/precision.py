@@ -18,6 +18,7 @@ from .errors import InputError, InputTypeError
 __all__ = ["mixed_precision", "PRECISIONS"]
 
 PRECISIONS = ("float32", "bfloat16", "float16")
+"""The compute precisions `mixed_precision` takes (also as "fp32", "bf16", "fp16")."""
 ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -73,4 +74,7 @@ def mixed_precision(model: Layer, compute: str = "bfloat16") -> Layer:
         init_state=model.init_state,
         stateful=model.stateful,
     )
-    return layer._replace(stochastic=model.stochastic, rule=model.rule, input_shape=model.input_shape)
+    # the parameters are the model's own: so is its init (with the default shape a built model has)
+    return layer._replace(
+        init=model.init, stochastic=model.stochastic, rule=model.rule, input_shape=model.input_shape
+    )

@@ -115,3 +115,9 @@ def test_training_in_bfloat16_learns():
     )
     assert jax.tree_util.tree_leaves(state.params)[0].dtype == jnp.float32
     assert history["epochs"][-1]["test_accuracy"] > 0.9
+
+
+def test_mixed_precision_keeps_a_built_models_input_shape():
+    """The wrapped model's init is the model's own: a built model's default input shape survives."""
+    fast = nn.mixed_precision(nn.mlp([4, 3]), "bf16")
+    assert fast.input_shape == (4,) and fast.init(jax.random.PRNGKey(0))[0] == (3,)

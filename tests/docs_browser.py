@@ -1,0 +1,106 @@
+"""The built docs site in a real browser (Debian's Chromium, headless, driven by Playwright): pages
+render with their code blocks and figures, log no console error, fetch nothing that answers 4xx or
+5xx, and the search finds an API name.
+
+    python tests/docs_browser.py site --screenshots docs/screenshots   # check, and take the screenshots
+"""
+
+import argparse
+import contextlib
+import functools
+import http.server
+import os
+import shutil
+import threading
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+FLAGS = [  # no sandbox (root in CI), no background traffic (the machine has no network)
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+PAGES = {"home": "", "api": "api/layers/", "tutorial": "tutorials/cnn/"}
+
+
+@contextlib.contextmanager
+def serve(site):
+    """An HTTP server on a free local port serving the folder `site`; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=site)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def check(site, screenshots=None):
+    """Open the pages of PAGES and search the site; return a dict of what was found per page (code
+    blocks, images and how many loaded, console errors, failed requests) and the search's hits."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    found = {}
+    with serve(site) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            for name, path in PAGES.items():
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                errors, failed = [], []
+                page.on(
+                    "console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None
+                )
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.on(
+                    "response",
+                    lambda r, failed=failed: (
+                        failed.append(f"{r.status} {r.url}") if r.status >= 400 else None
+                    ),
+                )
+                page.goto(base + path, wait_until="networkidle")
+                images = page.eval_on_selector_all(
+                    "article img", "els => els.map(e => e.complete && e.naturalWidth > 0)"
+                )
+                found[name] = {
+                    "title": page.title(),
+                    "code_blocks": page.locator("article pre code").count(),
+                    "images": len(images),
+                    "images_loaded": sum(images),
+                    "console_errors": errors,
+                    "failed_requests": failed,
+                }
+                if screenshots:
+                    os.makedirs(screenshots, exist_ok=True)
+                    page.screenshot(path=os.path.join(screenshots, f"{name}.png"))
+                page.close()
+            page = browser.new_page()
+            page.goto(base, wait_until="networkidle")
+            page.locator("label.md-search__icon, .md-search__input").first.click()
+            page.keyboard.type("value_and_grad")
+            page.wait_for_selector(".md-search-result__item", timeout=15000)
+            found["search"] = page.locator(".md-search-result__item").all_inner_texts()
+            page.close()
+        finally:
+            browser.close()
+    return found
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("site", help="the built site (mkdocs build)")
+    parser.add_argument("--screenshots", default=None, help="write home.png, api.png, tutorial.png here")
+    args = parser.parse_args()
+    for key, value in check(args.site, args.screenshots).items():
+        print(key, value if key != "search" else value[:3])
