@@ -161,7 +161,7 @@ def activation(name: str, **options: Any) -> Layer:
         x, y = residuals
         return (), dy * row.df(x, y, **opts)
 
-    return make_layer(key, init, forward, backward)
+    return make_layer(key, init, forward, backward, config={"kind": "activation", "name": key, **opts})
 
 
 def prelu(alpha: float = 0.25) -> Layer:
@@ -190,7 +190,7 @@ def prelu(alpha: float = 0.25) -> Layer:
         dx = jnp.where(negative, a * dy, dy)
         return {"alpha": dalpha}, dx
 
-    return make_layer("prelu", init, forward, backward)
+    return make_layer("prelu", init, forward, backward, config={"kind": "prelu", "alpha": alpha})
 
 
 def softmax(axis: int = -1) -> Layer:
@@ -217,4 +217,4 @@ def softmax(axis: int = -1) -> Layer:
     def backward(y, dy):
         return (), y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True))
 
-    return make_layer("softmax", init, forward, backward)
+    return make_layer("softmax", init, forward, backward, config={"kind": "softmax", "axis": axis})

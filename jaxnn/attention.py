@@ -56,7 +56,8 @@ def Embedding(vocab: int, features: int, scale: float = 1.0) -> Layer:
         dtable = jnp.zeros(shape, dy.dtype).at[x.reshape(-1)].add(dy.reshape(-1, shape[1]))
         return {"table": dtable}, None
 
-    return make_layer(f"Embedding({vocab}, {features})", init, forward, backward)
+    config = {"kind": "Embedding", "vocab": vocab, "features": features}
+    return make_layer(f"Embedding({vocab}, {features})", init, forward, backward, config=config)
 
 
 class AttentionResiduals(NamedTuple):
@@ -153,7 +154,9 @@ def MultiHeadAttention(heads: int, causal: bool = False) -> Layer:
             dx = dx + matmul(d, params[f"w{name}"].T)
         return grads, dx
 
-    return make_layer(f"MultiHeadAttention({heads}{', causal' if causal else ''})", init, forward, backward)
+    name = f"MultiHeadAttention({heads}{', causal' if causal else ''})"
+    config = {"kind": "MultiHeadAttention", "heads": heads, "causal": causal}
+    return make_layer(name, init, forward, backward, config=config)
 
 
 def PositionalEmbedding(max_len: int, scale: float = 0.02) -> Layer:
@@ -191,4 +194,5 @@ def PositionalEmbedding(max_len: int, scale: float = 0.02) -> Layer:
         rows = jnp.sum(dy, axis=0)  # (time, d); the rows past time get no gradient
         return {"table": jnp.pad(rows, ((0, shape[0] - rows.shape[0]), (0, 0)))}, dy
 
-    return make_layer(f"PositionalEmbedding({max_len})", init, forward, backward)
+    config = {"kind": "PositionalEmbedding", "max_len": max_len}
+    return make_layer(f"PositionalEmbedding({max_len})", init, forward, backward, config=config)

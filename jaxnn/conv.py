@@ -200,7 +200,14 @@ def Conv2D(
         return {"w": dw, "b": jnp.sum(dy, axis=(0, 1, 2))}, dx
 
     name = f"Conv2D({features}, {kernel_size}, {stride}, {padding})"
-    return make_layer(name, init, forward, backward_rule)
+    config = {
+        "kind": "Conv2D",
+        "features": features,
+        "kernel_size": kernel_size,
+        "stride": stride,
+        "padding": padding,
+    }
+    return make_layer(name, init, forward, backward_rule, config=config)
 
 
 # patches of at most this many numbers (kh kw c_in) make Conv2D's CPU weight gradient one matmul
@@ -253,7 +260,15 @@ def Conv1D(
         grads, dx = inner.backward(residuals, dy[:, None])
         return {"w": grads["w"][0], "b": grads["b"]}, dx[:, 0]
 
-    return make_layer(f"Conv1D({features}, {kernel_size}, {stride}, {padding})", init, forward, backward_rule)
+    name = f"Conv1D({features}, {kernel_size}, {stride}, {padding})"
+    config = {
+        "kind": "Conv1D",
+        "features": features,
+        "kernel_size": kernel_size,
+        "stride": stride,
+        "padding": padding,
+    }
+    return make_layer(name, init, forward, backward_rule, config=config)
 
 
 def ConvTranspose2D(
@@ -324,4 +339,7 @@ def ConvTranspose2D(
         dw = dw.reshape(kernel_size + dw.shape[1:])
         return {"w": dw, "b": jnp.sum(dy, axis=(0, 1, 2))}, dx
 
-    return make_layer(f"ConvTranspose2D({features}, {kernel_size}, {stride})", init, forward, backward)
+    config = {"kind": "ConvTranspose2D", "features": features, "kernel_size": kernel_size, "stride": stride}
+    return make_layer(
+        f"ConvTranspose2D({features}, {kernel_size}, {stride})", init, forward, backward, config=config
+    )

@@ -104,6 +104,11 @@ class Layer(NamedTuple):
       `jaxnn.models` sets it), or None.
     - `rule`: how `backward` is made: "hand" (derived by hand, proven in the gradient table),
       "autodiff" (`jax.vjp` of `apply`), or "mixed" (a composite holding both).
+    - `config`: what the layer is: a dict with its constructor's name under "kind" and the options
+      it was built with (`{"kind": "Conv2D", "features": 32, "kernel_size": (3, 3), ...}`), or None.
+    - `parts`: a composite's layers, each with the index path of its entry in the composite's
+      params (and state): `((layer, (0,)), (layer, (1,)), ...)` for `serial`, `((f, ()),)` for
+      `Residual(f)`; () for a leaf. `jaxnn.io` walks them to match layers with another library's.
     """
 
     init: InitFn
@@ -117,6 +122,8 @@ class Layer(NamedTuple):
     layers: tuple["Layer", ...] = ()
     input_shape: Shape | None = None
     rule: str = "hand"
+    config: dict | None = None
+    parts: tuple = ()
 
     def __repr__(self) -> str:
         return f"Layer({self.name})"
@@ -175,6 +182,7 @@ def make_layer(
     apply: ApplyFn | None = None,
     init_state: Callable[..., State] | None = None,
     stateful: bool | None = None,
+    config: dict | None = None,
 ) -> Layer:
     """Build a Layer from a hand rule (`forward` and `backward`) or from `apply` alone (autodiff).
 
@@ -194,6 +202,7 @@ def make_layer(
       `forward` then takes `state` and returns `(y, residuals, new_state)`.
     - `stateful`: must callers pass state? Default: whether the layer keeps state. (`serial` threads
       state through its layers but needs it only if one of them does.)
+    - `config`: what the layer is, for interop (see `Layer.config`).
 
     **Returns:** the Layer.
 
@@ -269,6 +278,7 @@ def make_layer(
         init_state=init_state or no_state,
         stateful=stateful,
         rule=rule,
+        config=config,
     )
 
 
@@ -446,7 +456,8 @@ def serial(*layers: Layer | Callable[[Array], Array]) -> Layer:
     layer = make_layer(
         name, init, forward, backward, init_state=init_state, stateful=any(layer.stateful for layer in layers)
     )
-    return layer._replace(stochastic=stochastic, layers=layers, rule=combined_rule(layers))
+    parts = tuple((sub, (i,)) for i, sub in enumerate(layers))
+    return layer._replace(stochastic=stochastic, layers=layers, rule=combined_rule(layers), parts=parts)
 
 
 def _check_tuple(what: str, tree: Any, n: int) -> None:
@@ -500,7 +511,7 @@ def Residual(inner: Layer, shortcut: Layer | None = None) -> Layer:
         init_state=inner.init_state,
         stateful=inner.stateful,
     )
-    return layer._replace(stochastic=inner.stochastic, rule=inner.rule)
+    return layer._replace(stochastic=inner.stochastic, rule=inner.rule, parts=((inner, ()),))
 
 
 def _projected_residual(inner: Layer, shortcut: Layer) -> Layer:
@@ -547,7 +558,9 @@ def _projected_residual(inner: Layer, shortcut: Layer) -> Layer:
         init_state=init_state,
         stateful=inner.stateful or shortcut.stateful,
     )
-    return layer._replace(stochastic=stochastic, rule=combined_rule((inner, shortcut)))
+    return layer._replace(
+        stochastic=stochastic, rule=combined_rule((inner, shortcut)), parts=((inner, (0,)), (shortcut, (1,)))
+    )
 
 
 def check_params(model: Layer, params: Params, input_shape: Shape) -> None:

@@ -75,7 +75,9 @@ def Dense(features: int, w_init: Callable[..., Array] = lecun_normal) -> Layer:
         rows_x, rows_dy = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])  # every position a row
         return {"w": matmul(rows_x.T, rows_dy), "b": jnp.sum(rows_dy, axis=0)}, matmul(dy, w.T)
 
-    return make_layer(f"Dense({features})", init, forward, backward)
+    return make_layer(
+        f"Dense({features})", init, forward, backward, config={"kind": "Dense", "features": features}
+    )
 
 
 def Flatten() -> Layer:
@@ -96,7 +98,7 @@ def Flatten() -> Layer:
     def backward(shape, dy):
         return (), jnp.reshape(dy, shape)
 
-    return make_layer("Flatten", init, forward, backward)
+    return make_layer("Flatten", init, forward, backward, config={"kind": "Flatten"})
 
 
 def Dropout(rate: float) -> Layer:
@@ -131,4 +133,4 @@ def Dropout(rate: float) -> Layer:
     def backward(scale, dy):
         return (), dy if scale is None else dy * scale
 
-    return make_layer(f"Dropout({rate})", init, forward, backward)
+    return make_layer(f"Dropout({rate})", init, forward, backward, config={"kind": "Dropout", "rate": rate})

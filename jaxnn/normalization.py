@@ -100,7 +100,7 @@ def LayerNorm(eps: float = 1e-5) -> Layer:
         xhat, inv_std, scale = residuals
         return _affine_grads(dy, xhat), _normalize_backward(xhat, inv_std, dy * scale, -1)
 
-    return make_layer("LayerNorm", init, forward, backward)
+    return make_layer("LayerNorm", init, forward, backward, config={"kind": "LayerNorm", "eps": eps})
 
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
@@ -167,7 +167,8 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
         dx = _normalize_backward(xhat, inv_std, dy * scale, tuple(range(dy.ndim - 1)))
         return _affine_grads(dy, xhat), dx
 
-    return make_layer(f"BatchNorm({momentum})", init, forward, backward, init_state=init_state)
+    config = {"kind": "BatchNorm", "momentum": momentum, "eps": eps}
+    return make_layer(f"BatchNorm({momentum})", init, forward, backward, init_state=init_state, config=config)
 
 
 def GroupNorm(groups: int, eps: float = 1e-5) -> Layer:
@@ -211,4 +212,5 @@ def GroupNorm(groups: int, eps: float = 1e-5) -> Layer:
         dx = _normalize_backward(grouped(xhat), inv_std, grouped(dy * scale), (1, 3))
         return _affine_grads(dy, xhat), dx.reshape(dy.shape)
 
-    return make_layer(f"GroupNorm({groups})", init, forward, backward)
+    config = {"kind": "GroupNorm", "groups": groups, "eps": eps}
+    return make_layer(f"GroupNorm({groups})", init, forward, backward, config=config)

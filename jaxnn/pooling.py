@@ -115,7 +115,8 @@ def Pool(
             dx = dx.at[index].add(reduction.share(k, aux, dy, size))
         return (), dx
 
-    return make_layer(f"{kind}({window}, {stride})", init, forward, backward)
+    config = {"kind": kind, "window": window, "stride": stride}
+    return make_layer(f"{kind}({window}, {stride})", init, forward, backward, config=config)
 
 
 def MaxPool(window: int | tuple[int, int] = (2, 2), stride: int | tuple[int, int] | None = None) -> Layer:
@@ -158,4 +159,4 @@ def GlobalAvgPool() -> Layer:
     def backward(shape, dy):
         return (), jnp.broadcast_to(dy[:, None, None, :] / (shape[1] * shape[2]), shape)
 
-    return make_layer("GlobalAvgPool", init, forward, backward)
+    return make_layer("GlobalAvgPool", init, forward, backward, config={"kind": "GlobalAvgPool"})

@@ -76,5 +76,9 @@ def mixed_precision(model: Layer, compute: str = "bfloat16") -> Layer:
     )
     # the parameters are the model's own: so is its init (with the default shape a built model has)
     return layer._replace(
-        init=model.init, stochastic=model.stochastic, rule=model.rule, input_shape=model.input_shape
+        init=model.init,
+        stochastic=model.stochastic,
+        rule=model.rule,
+        input_shape=model.input_shape,
+        parts=((model, ()),),
     )

@@ -99,6 +99,7 @@ class Cell(NamedTuple):
     step: Callable
     back: Callable
     forget_bias: float = 0.0
+    activation: str | None = None  # the RNN's row of the activation table
 
 
 class RecurrentResiduals(NamedTuple):
@@ -149,7 +150,8 @@ def recurrent(cell: Cell, hidden: int) -> Layer:
         return _weight_grads(xs, h_prev, dz, wx, dz_h=du)
 
     init = _recurrent_init(cell.name, hidden, cell.gates, cell.forget_bias)
-    return make_layer(f"{cell.name}({hidden})", init, forward, backward)
+    config = {"kind": cell.name.split("[")[0], "hidden": hidden, "activation": cell.activation}
+    return make_layer(f"{cell.name}({hidden})", init, forward, backward, config=config)
 
 
 def _rnn_cell(activation: str, options: dict) -> Cell:
@@ -168,7 +170,7 @@ def _rnn_cell(activation: str, options: dict) -> Cell:
         dz = (dy_t + dh_next) * row.df(z, h_t, **options)
         return dz @ wh.T, (dz, None)
 
-    return Cell("RNN", 1, 1, step, back)
+    return Cell("RNN", 1, 1, step, back, activation=activation)
 
 
 def RNN(hidden: int, activation: str = "tanh", **options: float) -> Layer:
@@ -298,4 +300,4 @@ def LastStep() -> Layer:
     def backward(shape, dy):
         return (), jnp.zeros(shape, dy.dtype).at[:, -1].set(dy)
 
-    return make_layer("LastStep", init, forward, backward)
+    return make_layer("LastStep", init, forward, backward, config={"kind": "LastStep"})
