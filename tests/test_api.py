@@ -32,11 +32,13 @@ PUBLIC_MODULES = [
     "jaxnn.precision",
     "jaxnn.augment",
     "jaxnn.train",
+    "jaxnn.train.tensorboard",
     "jaxnn.data",
     "jaxnn.language",
     "jaxnn.checkpoint",
     "jaxnn.parallel",
     "jaxnn.plots",
+    "jaxnn.io",
     "jaxnn.files",
     "jaxnn.errors",
 ]
@@ -93,6 +95,7 @@ def test_the_package_ships_its_types():
     assert os.path.exists(os.path.join(ROOT, "jaxnn", "py.typed"))
 
 
+@pytest.mark.slow  # a static check of the whole package (10 s): CI runs it with the slow tests
 def test_the_type_checker_runs_clean():
     checker = shutil.which("basedpyright")
     if checker is None:

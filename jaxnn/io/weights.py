@@ -1,0 +1,136 @@
+"""Parameters (and state) in a safetensors file: a flat file of named tensors that PyTorch, JAX,
+NumPy and the Hugging Face tools read, with no code execution on load.
+
+    save_safetensors("model.safetensors", params, state)          # names: "3.w", "5.mean", ...
+    params, state = load_safetensors("model.safetensors", params, state)
+
+A tensor's name is its readable path in the pytree, the keys joined by dots (`"3.w"` is
+`params[3]["w"]`). Parameters and state share one namespace, as in a PyTorch state_dict; the file's
+metadata says which names are state. Files are written atomically, like every file jaxnn writes.
+"""
+
+import json
+from typing import Any
+
+import jax
+import numpy as np
+
+from ..errors import CheckpointError, InputError
+from ..files import atomic_write
+from ..types import Params, State
+
+__all__ = ["save_safetensors", "load_safetensors", "tree_names"]
+
+FORMAT = "jaxnn"
+
+
+def _safetensors():
+    try:
+        import safetensors.numpy  # noqa: PLC0415
+    except ImportError as e:
+        raise InputError("safetensors files need the package: pip install -e '.[interop]'") from e
+    return safetensors
+
+
+def tree_names(tree: Any) -> list[str]:
+    """The readable names of a pytree's leaves: their keys joined by dots.
+
+    **Arguments:** `tree` a pytree of arrays (tuples, lists, dicts, NamedTuples).
+
+    **Returns:** one name per leaf, in `jax.tree_util.tree_leaves` order ("3.w" for `tree[3]["w"]`).
+    """
+    names = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        parts = []
+        for k in path:
+            parts.append(str(getattr(k, "idx", getattr(k, "key", getattr(k, "name", k)))))
+        names.append(".".join(parts))
+    return names
+
+
+def _named(tree: Any, what: str) -> dict[str, np.ndarray]:
+    names, leaves = tree_names(tree), jax.tree_util.tree_leaves(tree)
+    out = {}
+    for name, leaf in zip(names, leaves):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        if array.dtype.kind not in "biuf":
+            raise InputError(f"{what} {name!r} has dtype {array.dtype}: safetensors holds numbers only")
+        out[name] = array
+    return out
+
+
+def save_safetensors(path: str, params: Params, state: State = None) -> str:
+    """Write parameters (and the model's state) to a safetensors file, atomically.
+
+    **Arguments:**
+
+    - `path`: the file to write (a kill or a full disk leaves the previous file as it was).
+    - `params`: the model's parameters.
+    - `state`: its state (BatchNorm's running statistics), or None.
+
+    **Returns:** path. Tensor names are the leaves' dotted paths ("3.w", "5.mean"); a state name that
+    equals a parameter name is refused (InputError). bfloat16 arrays are stored as float32.
+    """
+    safetensors = _safetensors()
+    tensors = _named(_widen(params), "parameter")
+    state_tensors = _named(_widen(state), "state") if state else {}
+    clash = sorted(set(tensors) & set(state_tensors))
+    if clash:
+        raise InputError(f"save_safetensors: state and parameters share the names {clash[:3]}")
+    tensors.update(state_tensors)
+    metadata = {"format": FORMAT, "state": json.dumps(sorted(state_tensors))}
+    data = safetensors.numpy.save(tensors, metadata=metadata)
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def _widen(tree: Any) -> Any:
+    """bfloat16 leaves as float32 (safetensors' NumPy API has no bfloat16)."""
+    return jax.tree_util.tree_map(
+        lambda a: np.asarray(a, np.float32) if np.asarray(a).dtype.name == "bfloat16" else a, tree
+    )
+
+
+def load_safetensors(path: str, like: Params, state_like: State = None) -> Any:
+    """Read parameters (and state) from a safetensors file into the structure of a template.
+
+    **Arguments:**
+
+    - `path`: the file.
+    - `like`: parameters of the same model (e.g. from `model.init`), giving the structure, shapes and
+      dtypes expected.
+    - `state_like`: the model's state, likewise (`model.init_state(...)`), or None.
+
+    **Returns:** the parameters, or `(params, state)` when `state_like` is given. A file that is not a
+    safetensors file, or whose names, shapes or dtypes differ from the template's, raises a
+    CheckpointError naming the first difference.
+    """
+    safetensors = _safetensors()
+    try:
+        with open(path, "rb") as f:
+            tensors = safetensors.numpy.load(f.read())
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # safetensors raises its own SafetensorError on a foreign file
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {e})"
+        ) from None
+    params = _fill(path, tensors, like, "parameter")
+    if state_like is None:
+        return params
+    return params, _fill(path, tensors, state_like, "state")
+
+
+def _fill(path: str, tensors: dict, like: Any, what: str) -> Any:
+    names, leaves = tree_names(like), jax.tree_util.tree_leaves(like)
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise CheckpointError(f"{path} has no {what} {missing[0]!r} ({len(missing)} of {len(names)} missing)")
+    values = []
+    for name, leaf in zip(names, leaves):
+        got, want = tensors[name], np.asarray(leaf)
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(
+                f"{path}: {what} {name!r} is {got.dtype}{got.shape}, the model needs {want.dtype}{want.shape}"
+            )
+        values.append(jax.numpy.asarray(got))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), values)
