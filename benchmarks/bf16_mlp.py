@@ -98,7 +98,8 @@ def main():
             for precision in PRECISIONS:
                 compiled, _, order = runs[precision]
                 t = time.perf_counter()
-                states[precision], losses, _ = compiled(states[precision], images, labels, order)
+                states[precision], metrics = compiled(states[precision], images, labels, order)
+                losses = metrics.loss
                 np.asarray(losses)  # waits for the epoch
                 if i:  # the first epoch warms up
                     seconds[precision].append(time.perf_counter() - t)

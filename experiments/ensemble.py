@@ -49,7 +49,8 @@ def main():
     vmapped_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(args.epochs):
-        states, losses, _ = ensemble_epoch(states, images, labels)
+        states, metrics = ensemble_epoch(states, images, labels)
+        losses = metrics.loss
     jax.block_until_ready(losses)
     vmapped_seconds = time.perf_counter() - t0
 
@@ -66,7 +67,8 @@ def main():
     separate = []
     for state in members:
         for _ in range(args.epochs):
-            state, losses, _ = single_epoch(state, images, labels)
+            state, metrics = single_epoch(state, images, labels)
+            losses = metrics.loss
         separate.append(state)
     jax.block_until_ready(losses)
     separate_seconds = time.perf_counter() - t0

@@ -173,11 +173,13 @@ def test_ensemble_epoch_trains_each_member_like_a_single_run():
     model, opt = nn.mlp([2, 16, 3]), train.optimizer("momentum", 0.05)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     states = train.init_ensemble(model, opt, keys, (2,))
-    states, losses, _ = train.make_ensemble_epoch(model, LOSS, opt, 32, (2,))(states, ds.x_train, ds.y_train)
+    states, metrics = train.make_ensemble_epoch(model, LOSS, opt, 32, (2,))(states, ds.x_train, ds.y_train)
+    losses = metrics.loss
     assert losses.shape == (3, 480 // 32)
     single = train.make_epoch(model, LOSS, opt, 32, (2,))
     for i in range(3):
-        alone, alone_losses, _ = single(train.init_state(model, opt, keys[i], (2,)), ds.x_train, ds.y_train)
+        alone, alone_metrics = single(train.init_state(model, opt, keys[i], (2,)), ds.x_train, ds.y_train)
+        alone_losses = alone_metrics.loss
         np.testing.assert_allclose(losses[i], alone_losses, rtol=1e-5, atol=1e-6)
         for u, v in zip(jax.tree_util.tree_leaves(alone.params), jax.tree_util.tree_leaves(states.params)):
             np.testing.assert_allclose(v[i], u, rtol=1e-5, atol=1e-6)
@@ -286,7 +288,7 @@ def test_fit_and_make_epoch_train_in_the_same_order():
         reporting=train.Reporting(progress=False),
     )
     epoch = train.make_epoch(model, LOSS, opt, 32, (2,))
-    stepped, _, _ = epoch(train.init_state(model, opt, key, (2,)), ds.x_train, ds.y_train)
+    stepped, _ = epoch(train.init_state(model, opt, key, (2,)), ds.x_train, ds.y_train)
     for a, b in zip(jax.tree_util.tree_leaves(fitted.params), jax.tree_util.tree_leaves(stepped.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
@@ -318,3 +320,32 @@ def test_a_run_that_learned_nothing_ends_with_a_warning():
     said.clear()
     _, history = train.fit(model, LOSS, arrays, **kwargs)
     assert "learned_nothing" not in history and not said
+
+
+def test_fit_writes_tensorboard_scalars_that_tensorboard_reads(tmp_path):
+    pytest.importorskip("tensorboardX")
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    ds, arrays = _blobs()
+    schedule = train.schedule("cosine", 0.05, 3 * (480 // 32))
+    train.fit(
+        nn.mlp([2, 16, 3]),
+        LOSS,
+        arrays,
+        opt=train.optimizer("momentum", 0.05, "cosine", 3 * (480 // 32)),
+        key=jax.random.PRNGKey(0),
+        epochs=3,
+        batch_size=32,
+        input_shape=(2,),
+        reporting=train.Reporting(progress=False, tensorboard=str(tmp_path), learning_rate=schedule),
+    )
+    events = event_accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == set(train.tensorboard.TAGS)
+    steps = 3 * (480 // 32)
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(steps)) and all(np.isfinite(e.value) for e in losses)
+    assert all(e.value > 0 for e in events.Scalars("train/grad_norm"))
+    rates = [e.value for e in events.Scalars("train/learning_rate")]
+    np.testing.assert_allclose(rates, [float(schedule(s)) for s in range(steps)], rtol=1e-6)
+    accuracies = events.Scalars("test/accuracy")
+    assert [e.step for e in accuracies] == [15, 30, 45] and accuracies[-1].value > 0.9

@@ -17,6 +17,7 @@ from .evaluate import make_evaluate
 from .fit import Checkpointing, Reporting, chunk_steps, fit, load_checkpoint
 from .optim import OPTIMIZERS, SCHEDULES, optimizer, schedule
 from .step import (
+    StepMetrics,
     TrainOptions,
     TrainState,
     epoch_order,
@@ -32,6 +33,7 @@ from .step import (
 __all__ = [
     "TrainState",
     "TrainOptions",
+    "StepMetrics",
     "Checkpointing",
     "Reporting",
     "OPTIMIZERS",

@@ -8,6 +8,7 @@ mesh, dtype), `Checkpointing` (where and how often to save, whether to resume) a
 (progress bar, log, evaluation per epoch).
 """
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from ..core import Layer, check_params
 from ..errors import CheckpointError, InputError, TrainingDiverged
 from ..losses import LossFn
 from ..types import PRNGKey, Shape
+from . import tensorboard
 from .checks import all_finite, check_data, check_positive_int, output_classes, resolve_input_shape
 from .compile import compile_lowered
 from .evaluate import make_evaluate
@@ -53,11 +55,17 @@ class Reporting(NamedTuple):
     - `progress`: a progress bar over the epochs.
     - `log`: where messages go (resumed from, warnings), a function of one string.
     - `eval_every_epoch`: evaluate on the test set after every epoch (else after the last only).
+    - `tensorboard`: a folder for TensorBoard scalars (loss, gradient norm and learning rate per step;
+      accuracies, test loss and samples per second per epoch), or None.
+    - `learning_rate`: the optimiser's learning rate, a number or a schedule (a function of the step),
+      for the TensorBoard log; None leaves it out.
     """
 
     progress: bool = True
     log: Callable[[str], Any] = print
     eval_every_epoch: bool = True
+    tensorboard: str | None = None
+    learning_rate: float | Callable | None = None
 
 
 def chunk_steps(steps: int, checkpoint_every: float | None) -> int:
@@ -182,48 +190,66 @@ def fit(
         disable=not reporting.progress or not parallel.is_main_process(),
     )
     last_save = time.monotonic()
-    for epoch in bar:
-        t0 = time.perf_counter()
-        if position == 0:
-            state, order = epoch_order(state, len(data[0]), batch_size)
-        while position < steps:
-            end = min(position + chunk, steps)
-            call = compiled if end - position == chunk else run
-            new_state, losses, accs = call(state, x_train, y_train, place(order[position:end]))
-            losses = np.asarray(losses)  # waits for the chunk to finish
-            _stop_if_diverged(losses, new_state, epoch, position, history, partial, path)
-            state, position = new_state, end
-            partial["losses"] += [float(v) for v in losses]
-            partial["accuracies"] += [float(v) for v in np.asarray(accs)]
-            if path and every is not None and position < steps and time.monotonic() - last_save >= every:
-                save(epoch, position, partial)
+    with _writer(reporting.tensorboard) as writer:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            if position == 0:
+                state, order = epoch_order(state, len(data[0]), batch_size)
+            while position < steps:
+                end = min(position + chunk, steps)
+                call = compiled if end - position == chunk else run
+                new_state, metrics = call(state, x_train, y_train, place(order[position:end]))
+                losses = np.asarray(metrics.loss)  # waits for the chunk to finish
+                _stop_if_diverged(losses, new_state, epoch, position, history, partial, path)
+                if writer is not None:
+                    tensorboard.log_steps(writer, epoch * steps + position, metrics, reporting.learning_rate)
+                state, position = new_state, end
+                partial["losses"] += [float(v) for v in losses]
+                partial["accuracies"] += [float(v) for v in np.asarray(metrics.accuracy)]
+                if path and every is not None and position < steps and time.monotonic() - last_save >= every:
+                    save(epoch, position, partial)
+                    last_save = time.monotonic()
+            seconds = time.perf_counter() - t0
+            history["train_seconds"] += seconds
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(partial["losses"])),
+                "train_accuracy": float(np.mean(partial["accuracies"])),
+                "seconds": seconds,
+                "samples_per_second": steps * batch_size / seconds,
+            }
+            if reporting.eval_every_epoch or epoch + 1 == epochs:
+                test_loss, test_acc = evaluate(state.params, x_test, y_test, state.model_state)
+                row.update(test_loss=float(test_loss), test_accuracy=float(test_acc))
+            history["epochs"].append(row)
+            if writer is not None:
+                tensorboard.log_epoch(writer, (epoch + 1) * steps, row)
+            history["step_losses"].extend(partial["losses"])
+            position, partial = 0, {"losses": [], "accuracies": []}
+            bar.set_postfix(
+                loss=f"{row['train_loss']:.4f}",
+                acc=f"{row['train_accuracy']:.4f}",
+                test=f"{row.get('test_accuracy', float('nan')):.4f}",
+                sps=f"{row['samples_per_second']:.0f}",
+            )
+            if path:
+                save(epoch + 1, 0, partial)
                 last_save = time.monotonic()
-        seconds = time.perf_counter() - t0
-        history["train_seconds"] += seconds
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(partial["losses"])),
-            "train_accuracy": float(np.mean(partial["accuracies"])),
-            "seconds": seconds,
-            "samples_per_second": steps * batch_size / seconds,
-        }
-        if reporting.eval_every_epoch or epoch + 1 == epochs:
-            test_loss, test_acc = evaluate(state.params, x_test, y_test, state.model_state)
-            row.update(test_loss=float(test_loss), test_accuracy=float(test_acc))
-        history["epochs"].append(row)
-        history["step_losses"].extend(partial["losses"])
-        position, partial = 0, {"losses": [], "accuracies": []}
-        bar.set_postfix(
-            loss=f"{row['train_loss']:.4f}",
-            acc=f"{row['train_accuracy']:.4f}",
-            test=f"{row.get('test_accuracy', float('nan')):.4f}",
-            sps=f"{row['samples_per_second']:.0f}",
-        )
-        if path:
-            save(epoch + 1, 0, partial)
-            last_save = time.monotonic()
     _warn_if_learned_nothing(history, data[1], log)
     return state, history
+
+
+@contextlib.contextmanager
+def _writer(folder):
+    """A TensorBoard writer into folder for process 0 (closed at the end), or None."""
+    if folder is None or not parallel.is_main_process():
+        yield None
+        return
+    writer = tensorboard.open_writer(folder)
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 def _warn_if_learned_nothing(history, labels, log):
@@ -275,19 +301,21 @@ def _resume(path, state, order, model, input_shape):
             f"{e}; moved it aside to {aside} (nothing was loaded); start again without "
             "--resume or restore a good copy"
         ) from e
+    meta = contents[2]
+    needed = {"epoch": int, "position": int, "partial": dict, "history": dict}
+    missing = [k for k, t in needed.items() if not isinstance(meta.get(k), t)]
+    if missing:  # checked first: a checkpoint of the user's own is not "another model"
+        raise CheckpointError(
+            f"cannot resume from {path}: it has no training metadata ({', '.join(missing)} "
+            "missing), so it was not written by train.fit (jaxnn.checkpoint.save writes such files; "
+            "train.fit resumes only its own checkpoints)"
+        )
     try:
         (state, order), meta = checkpoint.fill(path, contents, like=(state, order))
     except CheckpointError as e:
         raise CheckpointError(
             f"cannot resume: {e}; resume needs a checkpoint of the same model, batch size and dataset size"
         ) from e
-    needed = {"epoch": int, "position": int, "partial": dict, "history": dict}
-    missing = [k for k, t in needed.items() if not isinstance(meta.get(k), t)]
-    if missing:
-        raise CheckpointError(
-            f"cannot resume from {path}: it has no training metadata ({', '.join(missing)} "
-            "missing); it was not written by train.fit"
-        )
     check_params(model, state.params, input_shape)
     return state, order, meta
 

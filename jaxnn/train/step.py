@@ -3,7 +3,7 @@
     opt = optimizer("adam", 1e-3)
     state = init_state(model, opt, key, input_shape=(784,))
     epoch = make_epoch(model, loss, opt, batch_size=128, input_shape=(784,))
-    state, step_losses, step_accuracies = epoch(state, images_uint8_on_device, labels_on_device)
+    state, metrics = epoch(state, images_uint8_on_device, labels_on_device)   # metrics.loss: (steps,)
 
 The dataset lives on the device as uint8 and each batch is scaled to the parameters' dtype inside
 the step, so device memory stays at the dataset's own size. Each epoch's order is a permutation
@@ -46,6 +46,21 @@ class TrainState(NamedTuple):
     step: Any
     key: Any
     model_state: Any = ()
+
+
+class StepMetrics(NamedTuple):
+    """What a training step measured; stacked along a leading axis for a scan of steps.
+
+    **Fields:**
+
+    - `loss`: the training loss of the batch.
+    - `accuracy`: the fraction of the batch classified right.
+    - `grad_norm`: the global L2 norm of the gradient (all leaves together), before the optimiser.
+    """
+
+    loss: Any
+    accuracy: Any
+    grad_norm: Any
 
 
 class TrainOptions(NamedTuple):
@@ -128,9 +143,9 @@ def make_step(
       passes batches through as they are.
     - `options`: `mode`, `augment`, `mesh` (see TrainOptions).
 
-    **Returns:** `step(state, images, labels) -> (state, (loss, accuracy))`; jit it or scan it. With a
-    mesh, each batch is split over its "data" axis. The augmentation's key is drawn from the state's
-    key and step, like Dropout's.
+    **Returns:** `step(state, images, labels) -> (state, StepMetrics)`; jit it or scan it. With a mesh,
+    each batch is split over its "data" axis. The augmentation's key is drawn from the state's key and
+    step, like Dropout's.
     """
     f = value_and_grad(model, loss, check_mode(options.mode, "make_step"), with_outputs=True)
 
@@ -148,7 +163,7 @@ def make_step(
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new = state._replace(params=params, opt_state=opt_state, step=state.step + 1, model_state=model_state)
-        return new, (value, accuracy(out, labels))
+        return new, StepMetrics(value, accuracy(out, labels), optax.global_norm(grads))
 
     return step
 
@@ -192,8 +207,8 @@ def steps_function(
 
     **Arguments:** `model`, `loss`, `opt`, `input_shape` and `options`, as for `make_step`.
 
-    **Returns:** `run(state, images, labels, order) -> (state, step_losses, step_accuracies)`: one step
-    per row of `order` (batches of indices into the on-device dataset).
+    **Returns:** `run(state, images, labels, order) -> (state, metrics)`: one step per row of `order`
+    (batches of indices into the on-device dataset); `metrics` is a StepMetrics of `(steps,)` arrays.
     """
     step = make_step(model, loss, opt, input_shape, options)
 
@@ -201,8 +216,7 @@ def steps_function(
         def body(s, idx):
             return step(s, images[idx], labels[idx])
 
-        state, (losses, accs) = jax.lax.scan(body, state, order)
-        return state, losses, accs
+        return jax.lax.scan(body, state, order)
 
     return run
 
@@ -230,8 +244,9 @@ def make_epoch(
     - `input_shape`: the shape of one example (default `model.input_shape`).
     - `options`: see TrainOptions.
 
-    **Returns:** `epoch(state, images, labels) -> (state, step_losses, step_accuracies)`. The scan is
-    jitted with the state's buffers donated, and compiles with `model_compiler_options`, as `fit` does.
+    **Returns:** `epoch(state, images, labels) -> (state, metrics)`, metrics a StepMetrics of `(steps,)`
+    arrays. The scan is jitted with the state's buffers donated, and compiles with
+    `model_compiler_options`, as `fit` does.
     """
     input_shape = resolve_input_shape(model, input_shape, "make_epoch")
     check_positive_int("batch_size", batch_size)
@@ -278,7 +293,8 @@ def make_ensemble_epoch(
 
     **Arguments:** `model`, `loss`, `opt`, `batch_size`, `input_shape` and `options`, as for `make_epoch`.
 
-    **Returns:** `epoch(states, images, labels) -> (states, step_losses (K, steps), step_accuracies)`.
+    **Returns:** `epoch(states, images, labels) -> (states, metrics)`, metrics a StepMetrics of
+    `(K, steps)` arrays.
     Each member draws its own order from its own key (as `epoch_order` would for it alone); the data
     are shared. Members may differ in seed, and in learning rate via `optax.inject_hyperparams`.
     """
