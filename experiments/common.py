@@ -1,9 +1,11 @@
 """Shared by the experiment scripts: output folders, metrics.json, the model zoo of train.py."""
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import socket
 import sys
 import tempfile
 import time
@@ -107,6 +109,77 @@ def add_compile_cache_flag(p):
         help="compile every program afresh (default: reuse compiled programs from $JAXNN_COMPILE_CACHE, "
         "else ~/.cache/jaxnn/xla)",
     )
+
+
+LOCK = ".jaxnn-run.lock"
+
+
+@contextlib.contextmanager
+def run_lock(folder):
+    """Hold folder/.jaxnn-run.lock while a run writes into folder. The lock is created atomically
+    (O_CREAT | O_EXCL) and holds its process's pid, host and command. Another live run's lock ends
+    in an InputError naming that process; a lock left by a process that is gone is taken over."""
+    path = os.path.join(folder, LOCK)
+    mine = json.dumps(
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+        }
+    )
+    for attempt in range(40):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(path)
+            if not owner and attempt < 20:  # another run is writing its lock right now: read it again
+                time.sleep(0.05)
+                continue
+            if owner and _alive(owner):
+                raise nn.InputError(
+                    f"{folder} is being written by another run (pid {owner.get('pid')} on "
+                    f"{owner.get('host')}, started {owner.get('started')}: {owner.get('command')}); "
+                    "wait for it to finish or choose another --out"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):  # its process is gone: take the lock over
+                os.remove(path)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(mine)
+        break
+    else:
+        raise nn.InputError(f"could not take the lock {path}: other runs keep taking it")
+    try:
+        yield path
+    finally:
+        if (_lock_owner(path) or {}).get("pid") == os.getpid():
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+def _lock_owner(path):
+    try:
+        with open(path) as f:
+            return json.loads(f.read() or "{}")
+    except (OSError, ValueError):
+        return {}  # unreadable: a lock being written, or damaged
+
+
+def _alive(owner):
+    """Whether the lock's process still runs (on another host it cannot be checked: assumed to)."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def out_dir(path, default_name):

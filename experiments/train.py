@@ -12,6 +12,8 @@ results/<run name>/): metrics.json, curves.png and checkpoint.npz.
 
 import argparse
 import builtins
+import contextlib
+import glob
 import os
 import socket
 import subprocess
@@ -34,6 +36,7 @@ from common import (
     cli,
     out_dir,
     positive,
+    run_lock,
     training_loss,
     write_metrics,
 )
@@ -180,6 +183,26 @@ FLAGS = [
         limit=(lambda v: v >= 0, "{name} must be >= 0 seconds, got {value}"),
     ),
     Flag("--no-progress", dict(action="store_true")),
+    Flag(
+        "--tensorboard",
+        dict(
+            default=None,
+            metavar="DIR",
+            help="write TensorBoard scalars (loss, gradient norm, learning rate, ...)",
+        ),
+    ),
+    Flag(
+        "--profile",
+        dict(default=None, metavar="DIR", help="after training, trace a few steps with jax.profiler"),
+    ),
+    Flag(
+        "--save-weights",
+        dict(default=None, metavar="PATH", help="write the parameters as a safetensors file"),
+    ),
+    Flag(
+        "--export",
+        dict(default=None, metavar="PATH", help="write a jax.export artifact of the trained model"),
+    ),
     Flag("--debug", dict(action="store_true", help="show tracebacks instead of one-line errors")),
 ]
 
@@ -315,6 +338,12 @@ def main(argv=None):
     model_name += {"float32": "", "float64": "-f64"}.get(args.precision, "-bf16")
     run_name = f"{args.dataset.replace(':', '_')}-{model_name}-{args.grad}-seed{args.seed}"
     folder = out_dir(args.out, run_name)
+    with run_lock(folder) if parallel.is_main_process() else contextlib.nullcontext():
+        return train_into(args, folder, run_name, print)
+
+
+def train_into(args, folder, run_name, print):
+    """The run itself, into folder (locked by main while it runs)."""
     ckpt = os.path.join(folder, "checkpoint.npz")
     if os.path.exists(ckpt) and not (args.resume or args.overwrite):
         raise nn.InputError(
@@ -334,7 +363,14 @@ def main(argv=None):
         model = nn.mixed_precision(model, args.precision)
     steps = args.epochs * (len(ds.x_train) // args.batch_size)
     opt = train.optimizer(args.optimizer, args.lr, args.schedule, steps, weight_decay=args.weight_decay)
-    loss, augment = training_loss(args), augmentation(args, args.dataset)
+    options = train.TrainOptions(
+        mode=args.grad,
+        augment=augmentation(args, args.dataset),
+        test_loss=nn.losses.softmax_cross_entropy,
+        mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
+        dtype="float64" if args.precision == "float64" else "float32",
+    )
+    loss, augment = training_loss(args), options.augment
     print(
         f"{run_name}: {len(ds.x_train)} train / {len(ds.x_test)} test examples, {model.name}, "
         f"{args.optimizer} lr {args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
@@ -349,15 +385,13 @@ def main(argv=None):
         batch_size=args.batch_size,
         opt=opt,
         key=jax.random.PRNGKey(args.seed),
-        options=train.TrainOptions(
-            mode=args.grad,
-            augment=augment,
-            test_loss=nn.losses.softmax_cross_entropy,
-            mesh=parallel.data_mesh(args.devices) if args.devices > 1 else None,
-            dtype="float64" if args.precision == "float64" else "float32",
-        ),
+        options=options,
         checkpointing=train.Checkpointing(ckpt, resume=args.resume, every=args.checkpoint_every),
-        reporting=train.Reporting(progress=not args.no_progress),
+        reporting=train.Reporting(
+            progress=not args.no_progress,
+            tensorboard=args.tensorboard,
+            learning_rate=train.schedule(args.schedule, args.lr, steps),
+        ),
     )
     last = history["epochs"][-1]
     metrics = {
@@ -373,11 +407,41 @@ def main(argv=None):
     if parallel.is_main_process():  # across processes, process 0 alone writes
         write_metrics(folder, metrics)
         plots.training_curves(history, os.path.join(folder, "curves.png"), title=run_name)
+        if args.save_weights:
+            nn.io.save_safetensors(args.save_weights, state.params, state.model_state)
+            print(f"weights -> {args.save_weights} (safetensors)")
+        if args.export:
+            nn.io.export(model, state.params, state.model_state, model.input_shape, args.export)
+            print(f"inference artifact -> {args.export} (run it with jax alone: jax.export.deserialize)")
+        if args.profile:
+            profile_steps(model, loss, opt, state, ds, args, options._replace(mesh=None), args.profile, print)
     print(
         f"test accuracy {last['test_accuracy']:.4f}, training {history['train_seconds']:.2f} s "
         f"(of which compilation {history['compile_seconds']:.2f} s) -> {folder}"
     )
     return metrics
+
+
+def profile_steps(model, loss, opt, state, ds, args, options, folder, print, steps=5):
+    """Trace `steps` steady-state training steps with jax.profiler into folder (after one untraced
+    step has compiled them), on a copy of the trained state: the run itself is not changed."""
+    step = jax.jit(
+        train.make_step(model, loss, opt, model.input_shape, options),
+        compiler_options=train.model_compiler_options(model, model.input_shape),
+    )
+    images, labels = ds.x_train[: args.batch_size], ds.y_train[: args.batch_size]
+    copy = jax.tree_util.tree_map(lambda a: a.copy() if hasattr(a, "copy") else a, state)
+    copy = jax.block_until_ready(step(copy, images, labels)[0])
+    with jax.profiler.trace(folder, create_perfetto_trace=True):
+        for _ in range(steps):
+            copy, _ = step(copy, images, labels)
+        jax.block_until_ready(copy)
+    traces = sorted(glob.glob(os.path.join(folder, "**", "perfetto_trace.json.gz"), recursive=True))
+    print(
+        f"profile of {steps} steps -> {folder}: open it with `tensorboard --logdir {folder}` (the Profile "
+        f"tab; pip install tensorboard-plugin-profile), or load {traces[-1] if traces else 'its trace'} "
+        "at https://ui.perfetto.dev"
+    )
 
 
 if __name__ == "__main__":

@@ -58,11 +58,17 @@ def read(path: str) -> tuple[list[str], list[np.ndarray], dict]:
     is not a readable checkpoint raises CheckpointError.
     """
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file: one array, no names, no metadata
+            raise CheckpointError(
+                f"{path} holds a single NumPy array {loaded.dtype}{loaded.shape}, not a jaxnn checkpoint "
+                "(an .npz archive written by jaxnn.checkpoint.save or train.fit)"
+            )
+        with loaded as f:
             names = json.loads(str(f["__names__"]))
             meta = json.loads(str(f["__meta__"]))
             arrays = [f[f"a{i}"] for i in range(len(names))]
-    except FileNotFoundError:
+    except (FileNotFoundError, CheckpointError):
         raise
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         size = os.path.getsize(path) if os.path.exists(path) else 0

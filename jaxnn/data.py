@@ -11,8 +11,8 @@ checked and then renamed, so a cut or corrupt download never becomes the cached 
 
 import gzip
 import hashlib
-import http.client
 import os
+import threading
 import time
 import urllib.request
 import zlib
@@ -40,6 +40,7 @@ __all__ = [
     "download",
     "cache_dir",
     "md5sum",
+    "DOWNLOAD_DEADLINE",
 ]
 
 FILES = {
@@ -161,10 +162,14 @@ def md5sum(path: str) -> str:
     return h.hexdigest()
 
 
+DOWNLOAD_DEADLINE = 900.0
+"""Seconds a whole download may take before the next mirror is tried (data.load's downloads)."""
+
+
 def download(
     url: str, dest: str, md5: str, timeout: float = 30, deadline: float = 900, progress: bool = True
 ) -> str:
-    """Fetch a file atomically: into a temporary file in dest's folder, md5-checked, then renamed.
+    """Fetch a file atomically: into memory, md5-checked, then written beside dest and renamed.
 
     **Arguments:**
 
@@ -172,46 +177,64 @@ def download(
     - `dest`: the file to create.
     - `md5`: the expected md5 hex digest.
     - `timeout`: seconds for each network read.
-    - `deadline`: seconds for the whole download (a server that trickles a byte a second fails
-      after `deadline` seconds, not hours).
+    - `deadline`: seconds for the whole download, headers included: a server that trickles a byte a
+      second (its headers or its body) fails after `deadline` seconds, not hours.
     - `progress`: a tqdm bar of the bytes.
 
-    **Returns:** dest. Any failure raises DataError (with what went wrong) and leaves no partial file.
+    **Returns:** dest. Any failure raises DataError (with what went wrong) and leaves no file behind.
+    The transfer runs in a worker thread that is abandoned at the deadline: a per-read timeout alone
+    never fires while every byte arrives in time.
     """
-    start = time.monotonic()
+    result: dict[str, Any] = {"size": 0}
+    give_up = time.monotonic() + deadline
 
-    def fetch(f):
+    def fetch():
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                expected = response.headers.get("Content-Length")
-                total = int(expected) if expected and expected.isdigit() else None
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    desc=os.path.basename(dest),
-                    disable=not progress,
-                    leave=False,
-                ) as bar:
-                    size = 0
-                    for block in iter(lambda: response.read1(1 << 16), b""):  # what has arrived
-                        f.write(block)
-                        size += len(block)
-                        bar.update(len(block))
-                        if time.monotonic() - start > deadline:
-                            raise DataError(f"download of {url} took over {deadline} s ({size} bytes so far)")
-        except DataError:
-            raise
-        except (OSError, http.client.HTTPException, ValueError) as e:  # URLError, timeouts, cut bodies
-            raise DataError(f"download of {url} failed: {type(e).__name__}: {e}") from e
-        if total is not None and size != total:
-            raise DataError(f"download of {url} was cut: {size} of {total} bytes")
-        f.flush()
-        got = md5sum(f.name)
-        if got != md5:
-            raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
+            result["data"] = _fetch_bytes(url, dest, timeout, give_up, progress, result)
+        except BaseException as e:  # reported by the caller's thread
+            result["error"] = e
 
-    return atomic_write(dest, fetch)
+    worker = threading.Thread(target=fetch, daemon=True, name=f"download {os.path.basename(dest)}")
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive() or isinstance(result.get("error"), TimeoutError):
+        raise DataError(f"download of {url} took over {deadline:g} s ({result['size']} bytes so far)")
+    error = result.get("error")
+    if isinstance(error, DataError):
+        raise error
+    if error is not None:  # URLError, timeouts, cut bodies, ...
+        raise DataError(f"download of {url} failed: {type(error).__name__}: {error}") from error
+    data = result["data"]
+    got = hashlib.md5(data).hexdigest()
+    if got != md5:
+        raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
+    return atomic_write(dest, lambda f: f.write(data))
+
+
+def _fetch_bytes(url, dest, timeout, give_up, progress, result):
+    """The body of url, read in the calling (worker) thread; stops at the give-up time."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        expected = response.headers.get("Content-Length")
+        total = int(expected) if expected and expected.isdigit() else None
+        chunks = []
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=os.path.basename(dest),
+            disable=not progress,
+            leave=False,
+        ) as bar:
+            for block in iter(lambda: response.read1(1 << 16), b""):  # what has arrived
+                chunks.append(block)
+                result["size"] += len(block)
+                bar.update(len(block))
+                if time.monotonic() > give_up:
+                    raise TimeoutError("deadline")
+    data = b"".join(chunks)
+    if total is not None and len(data) != total:
+        raise DataError(f"download of {url} was cut: {len(data)} of {total} bytes")
+    return data
 
 
 def _fetch(name, filename, folder):
@@ -227,7 +250,7 @@ def _fetch_from(mirrors, md5, name, filename, folder):
     errors = []
     for mirror in mirrors:
         try:
-            download(mirror + filename, dest, md5)
+            download(mirror + filename, dest, md5, deadline=DOWNLOAD_DEADLINE)
             return dest
         except (OSError, DataError) as e:  # every failure of one mirror: try the next
             errors.append(f"{mirror}: {e}")

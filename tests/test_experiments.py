@@ -147,3 +147,23 @@ def test_train_in_bfloat16_from_the_command_line(data_root, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["model"].startswith("mixed_precision(") and metrics["model"].endswith("bfloat16)")
     assert 0.8 < metrics["test_accuracy"] <= 1.0  # 16 steps of the MLP
+
+
+@pytest.mark.slow
+def test_train_py_writes_weights_an_artifact_tensorboard_logs_and_a_profile(data_root, tmp_path):
+    """--save-weights, --export, --tensorboard and --profile on a short run; each file reads back."""
+    import safetensors.numpy
+
+    out = tmp_path / "run"
+    options = ["--data-dir", f"{data_root}/mnist", "--epochs", "1", "--train-size", "2048", "--width", "32"]
+    options += ["--out", str(out), "--no-progress", "--tensorboard", str(tmp_path / "tb")]
+    options += ["--profile", str(tmp_path / "profile"), "--save-weights", str(tmp_path / "w.safetensors")]
+    options += ["--export", str(tmp_path / "model.jaxexport")]
+    result = _run("train.py", *options)
+    assert "ui.perfetto.dev" in result.stdout
+    weights = safetensors.numpy.load_file(tmp_path / "w.safetensors")
+    assert sorted(weights) == ["0.b", "0.w", "2.b", "2.w", "4.b", "4.w"] and weights["0.w"].shape == (784, 32)
+    assert (tmp_path / "model.jaxexport").stat().st_size > 1000
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "profile").glob("plugins/profile/*/*.xplane.pb"))
+    assert list((tmp_path / "profile").glob("plugins/profile/*/perfetto_trace.json.gz"))

@@ -329,7 +329,8 @@ def test_stale_temporary_files_of_killed_writes_are_removed(tmp_path):
 @pytest.fixture
 def server():
     """A loopback HTTP server: /good/F serves F, /cut/F half of it with the full Content-Length,
-    /trickle/F one byte every 0.2 s, /wrong/F other bytes, anything else 404."""
+    /trickle/F one byte every 0.2 s, /slowheaders/F its status line one byte every 0.2 s (for
+    minutes), /wrong/F other bytes, anything else 404."""
     payloads = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -339,6 +340,13 @@ def server():
         def do_GET(self):
             _, mode, name = self.path.split("/", 2)
             body = payloads.get(name)
+            if mode == "slowheaders":  # no per-read timeout fires: every byte arrives in time
+                with contextlib.suppress(OSError):
+                    for byte in b"HTTP/1.1 200 OK\r\n" * 40:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                return
             if body is None or mode not in ("good", "cut", "trickle", "wrong"):
                 self.send_error(404)
                 return
@@ -415,6 +423,23 @@ def test_a_trickling_server_hits_the_deadline(tiny_dataset, tmp_path):
         )
     assert time.monotonic() - started < 5
     assert not (tmp_path / "f.gz").exists()
+
+
+def test_trickled_headers_hit_the_deadline_then_the_next_mirror_serves(tiny_dataset, monkeypatch):
+    """urlopen waits for the headers; each byte resets the per-read timeout, so only a deadline on the
+    whole download ends it: a DataError within the deadline, then the next mirror."""
+    url, cache = tiny_dataset
+    monkeypatch.setattr(data, "DOWNLOAD_DEADLINE", 0.5)
+    monkeypatch.setitem(data.IDX_DATASETS["tiny"], "mirrors", [f"{url}/slowheaders/"])
+    started = time.monotonic()
+    with pytest.raises(nn.DownloadError, match="took over 0.5 s"):
+        data.load("tiny")
+    assert time.monotonic() - started < 3  # the first file's deadline ends the load
+    monkeypatch.setitem(data.IDX_DATASETS["tiny"], "mirrors", [f"{url}/slowheaders/", f"{url}/good/"])
+    started = time.monotonic()
+    assert data.load("tiny", dtype="uint8").x_train.shape == (20, 28, 28, 1)
+    assert time.monotonic() - started < 4 * 2 + 4  # one deadline per file, then the good mirror
+    assert sorted(os.listdir(cache)) == sorted(data.FILES.values())
 
 
 # --- the command line -----------------------------------------------------------------------------------
@@ -715,3 +740,89 @@ def test_resume_mid_epoch_is_bitwise_equal(tmp_path, monkeypatch):
 def test_relu_keeps_nan_visible():
     y = nn.activation("relu").apply((), jnp.array([[jnp.nan, -1.0, 2.0]]))
     assert np.isnan(y[0, 0]) and y[0, 1] == 0 and y[0, 2] == 2
+
+
+@pytest.mark.parametrize("content", ["npy", "text"])
+def test_a_file_that_is_no_checkpoint_at_all(tmp_path, content):
+    """A .npy array or a text file where a checkpoint should be: CheckpointError, never NumPy's TypeError."""
+    path = tmp_path / "state.npz"
+    if content == "npy":
+        with open(path, "wb") as f:
+            np.save(f, np.arange(3))
+    else:
+        path.write_text("hello")
+    with pytest.raises(
+        nn.CheckpointError, match="single NumPy array" if content == "npy" else "not a readable"
+    ):
+        checkpoint.read(str(path))
+    like = train.init_state(nn.mlp([2, 8, 3]), train.optimizer("sgd", 0.1), KEY, (2,))
+    with pytest.raises(nn.CheckpointError):
+        train.load_checkpoint(str(path), like)
+
+
+def test_resume_from_a_checkpoint_the_user_saved_says_fit_did_not_write_it(tmp_path):
+    """checkpoint.save of the user's own tree and metadata, then fit(resume=True) on it: the message says
+    it was not written by fit (not that it holds another model), and the file is left where it was."""
+    path = tmp_path / "mine.npz"
+    checkpoint.save(str(path), nn.mlp([2, 8, 3]).init(KEY, (2,))[1], {"note": "my own"})
+    with pytest.raises(nn.CheckpointError, match="not written by train.fit") as caught:
+        _fit(checkpoint_path=str(path), resume=True)
+    assert "another model" not in str(caught.value) and path.exists()
+
+
+def _lock(folder, pid):
+    record = {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "started": "2026-11-30 10:00:00",
+        "command": "train.py",
+    }
+    (folder / ".jaxnn-run.lock").write_text(json.dumps(record))
+
+
+@pytest.mark.slow
+def test_cli_a_live_runs_folder_is_refused_and_a_dead_runs_lock_taken_over(tmp_path, request):
+    mnist = _mnist(request)
+    out = tmp_path / "run"
+    out.mkdir()
+    common = [
+        "--data-dir",
+        mnist,
+        "--epochs",
+        "1",
+        "--width",
+        "16",
+        "--train-size",
+        "1024",
+        "--out",
+        str(out),
+    ]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        _lock(out, live.pid)
+        for extra in ([], ["--overwrite"]):  # --overwrite never bypasses a live run
+            _cli_error(_cli(*common, *extra), f"pid {live.pid}", "another run")
+        assert not (out / "metrics.json").exists()
+    finally:
+        live.kill()
+        live.wait()
+    run = _cli(*common)  # its process is gone: the lock is taken over, and released at the end
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (out / "metrics.json").exists() and not (out / ".jaxnn-run.lock").exists()
+
+
+@pytest.mark.slow
+def test_cli_two_runs_started_together_into_one_folder(tmp_path, request):
+    """Exactly one takes the folder; the other says which process holds it (without the lock both
+    ran and wrote the same files)."""
+    mnist = _mnist(request)
+    args = [sys.executable, TRAIN_PY, "--no-progress", "--data-dir", mnist, "--epochs", "2", "--width", "16"]
+    args += ["--out", str(tmp_path / "run")]
+    runs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    refused = next(err for code, err in results if code == 1)
+    assert "is being written by another run" in refused and "Traceback" not in refused
