@@ -107,7 +107,7 @@ def relative_error(a: Any, b: Any, floor: float = 0.0) -> float:
 def compare(
     scalar_fn: Callable[..., Any],
     args: tuple,
-    hand_grads: tuple,
+    hand_grads: tuple | Callable[..., tuple],
     *,
     names: list[str] | None = None,
     key: PRNGKey | None = None,
@@ -121,7 +121,8 @@ def compare(
 
     - `scalar_fn`: a function of `args` returning a scalar.
     - `args`: its arguments (pytrees of float arrays; integer ones, such as labels, get no gradient).
-    - `hand_grads`: one gradient tree per arg, None for the integer ones.
+    - `hand_grads`: one gradient tree per arg (None for the integer ones), or a function of `args`
+      returning them: the hand rule, then compiled in one program with the references.
     - `names`: how the report calls each arg (default arg0, arg1, ...).
     - `key`: the PRNG key for the random directions.
     - `eps`: the finite-difference step h.
@@ -132,7 +133,9 @@ def compare(
     """
     names = names or [f"arg{i}" for i in range(len(args))]
     key = jax.random.PRNGKey(0) if key is None else key
-    diff_argnums = tuple(i for i, g in enumerate(hand_grads) if g is not None)
+    hand_rule = hand_grads if callable(hand_grads) else (lambda *_: hand_grads)
+    shapes = jax.eval_shape(hand_rule, *args) if callable(hand_grads) else hand_grads
+    diff_argnums = tuple(i for i, g in enumerate(shapes) if g is not None)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
     # the random directions: for every differentiable arg and leaf, `directions` draws of that leaf
     targets, draws = [], []
@@ -143,16 +146,16 @@ def compare(
             draws.append(
                 np.stack([rng.standard_normal(np.shape(leaf)).astype(dtype) for _ in range(directions)])
             )
-    auto, moved = _measure(scalar_fn, diff_argnums, targets)(args, draws, eps)  # one compiled program
+    hand_tree, auto, moved = _measure(scalar_fn, diff_argnums, targets, hand_rule)(args, draws, eps)
     vs_auto, vs_fd = {}, {}
     # a leaf whose true gradient is 0 (a bias that softmax ignores) is compared against a floor
     # proportional to the largest gradient of the check, not against its own rounding noise
     largest = max(
-        (float(np.linalg.norm(np.asarray(g))) for g in jax.tree_util.tree_leaves(hand_grads)), default=0.0
+        (float(np.linalg.norm(np.asarray(g))) for g in jax.tree_util.tree_leaves(hand_tree)), default=0.0
     )
     fd = {target: (d, np.asarray(m, np.float64)) for target, d, m in zip(targets, draws, moved)}
     for argnum, auto_tree in zip(diff_argnums, auto):
-        paths, hand_leaves = _leaves(hand_grads[argnum], names[argnum])
+        paths, hand_leaves = _leaves(hand_tree[argnum], names[argnum])
         auto_leaves = jax.tree_util.tree_leaves(auto_tree)
         arg_leaves = jax.tree_util.tree_leaves(args[argnum])
         if not (len(hand_leaves) == len(auto_leaves) == len(arg_leaves)):
@@ -171,17 +174,19 @@ def compare(
     return Report(vs_auto, vs_fd)
 
 
-def _measure(scalar_fn, diff_argnums, targets):
-    """One jitted program: jax.grad of scalar_fn, and f(x + h v), f(x - h v) for every direction v of
-    every target leaf. The directions are whole-argument trees (zero outside their leaf) taken one after
-    another by one loop, and the two signs are the two lanes of an inner vmap: the same code on each, so a
-    direction that f does not depend on gives exactly 0 (binary step), not rounding noise."""
+def _measure(scalar_fn, diff_argnums, targets, hand_rule):
+    """One jitted program: the hand rule, jax.grad of scalar_fn, and f(x + h v), f(x - h v) for every
+    direction v of every target leaf. The directions are whole-argument trees (zero outside their leaf)
+    taken one after another by one loop, and the two signs are the two lanes of an inner vmap: the same
+    code on each, so a direction that f does not depend on gives exactly 0 (binary step), not rounding
+    noise."""
 
     @jax.jit
     def measure(args, draws, eps):
+        hand = hand_rule(*args)
         grads = jax.grad(scalar_fn, argnums=diff_argnums)(*args)
         if not targets:
-            return grads, []
+            return hand, grads, []
         counts = [len(vs) for vs in draws]
         total = sum(counts)
         # the directions as K whole-argument trees: row k is draw k in its leaf, zero elsewhere
@@ -207,7 +212,7 @@ def _measure(scalar_fn, diff_argnums, targets):
         # one direction after another (lax.map): the memory of two forward passes, not of 2K
         values = jax.lax.map(lambda d: jax.vmap(lambda h: at(d, h))(steps), stacked)  # (K, 2)
         bounds = np.cumsum([0] + counts)
-        return grads, [values[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+        return hand, grads, [values[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
 
     return measure
 
@@ -255,16 +260,13 @@ def check_layer(
     y = jax.eval_shape(lambda p, inputs: call_forward(layer, p, inputs, None, state, train)[0], params, x)
     dy = _normal(sub, y.shape, y.dtype)
 
-    @jax.jit  # the hand rule as training runs it: one compiled program (eagerly, every op compiles alone)
-    def hand_rule(p, inputs, dy):
+    def hand_rule(p, inputs):  # compiled with the references: one program per check
         return layer.backward(call_forward(layer, p, inputs, None, state, train)[1], dy)
-
-    dparams, dx = hand_rule(params, x, dy)
 
     def scalar(p, inputs):
         return jnp.sum(call_forward(layer, p, inputs, None, state, train)[0] * dy)
 
-    report = compare(scalar, (params, x), (dparams, dx), names=["params", "x"], key=key, **kwargs)
+    report = compare(scalar, (params, x), hand_rule, names=["params", "x"], key=key, **kwargs)
     return report._replace(rules=rules(layer))
 
 
@@ -282,10 +284,15 @@ def check_loss(
     **Returns:** a Report over `pred`.
     """
     loss = as_loss(loss, "check_loss")
-    value, residuals = loss.forward(pred, target)
     g = 1.7  # a cotangent other than 1 catches a forgotten factor g
-    dpred = loss.backward(residuals, g)
-    report = compare(lambda p: g * loss(p, target), (pred,), (dpred,), names=["pred"], key=key, **kwargs)
+    report = compare(
+        lambda p: g * loss(p, target),
+        (pred,),
+        lambda p: (loss.backward(loss.forward(p, target)[1], g),),
+        names=["pred"],
+        key=key,
+        **kwargs,
+    )
     return report._replace(rules=((loss.name, loss.rule),))
 
 
@@ -310,8 +317,13 @@ def check_model(
     **Returns:** a Report over the leaves of params; its `rules` list each layer's (and the loss's) rule.
     """
     loss = as_loss(loss, "check_model")
-    _, grads = value_and_grad(model, loss, mode="manual")(params, x, labels)
+    manual = value_and_grad(model, loss, mode="manual")
     report = compare(
-        lambda p: loss(model.apply(p, x), labels), (params,), (grads,), names=["params"], key=key, **kwargs
+        lambda p: loss(model.apply(p, x), labels),
+        (params,),
+        lambda p: (manual(p, x, labels)[1],),
+        names=["params"],
+        key=key,
+        **kwargs,
     )
     return report._replace(rules=rules(model) + ((loss.name, loss.rule),))

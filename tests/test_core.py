@@ -212,16 +212,24 @@ def test_recurrent_initial_state(cell, parts, x64):
     x = jax.random.normal(KEY, (2, 4, 2), jnp.float64)
     zeros = jnp.zeros((2, 3))
     given = zeros if parts == 1 else (zeros, zeros)
-    np.testing.assert_allclose(layer.apply(params, x, initial_state=given), layer.apply(params, x))
+    apply = jax.jit(lambda p, v, s: layer.apply(p, v, initial_state=s))
+    plain = jax.jit(layer.apply)(params, x)
+    np.testing.assert_allclose(apply(params, x, given), plain, rtol=1e-12)
     h0 = jnp.ones((2, 3)) * 0.5
     state = h0 if parts == 1 else (h0, h0)
-    y = layer.apply(params, x, initial_state=state)
-    assert not np.allclose(y, layer.apply(params, x))
+    assert not np.allclose(apply(params, x, state), plain)
+
     # the hand gradients for params and x with a given initial state still match jax.grad
-    f = lambda p, v: jnp.sum(layer.apply(p, v, initial_state=state) ** 2)
-    out, residuals = layer.forward(params, x, initial_state=state)
-    dparams, dx = layer.backward(residuals, 2 * out)
-    auto_p, auto_x = jax.grad(f, argnums=(0, 1))(params, x)
+    @jax.jit
+    def both(p, v):
+        out, residuals = layer.forward(p, v, initial_state=state)
+        hand = layer.backward(residuals, 2 * out)
+        auto = jax.grad(lambda p, v: jnp.sum(layer.apply(p, v, initial_state=state) ** 2), argnums=(0, 1))(
+            p, v
+        )
+        return hand, auto
+
+    (dparams, dx), (auto_p, auto_x) = both(params, x)
     np.testing.assert_allclose(dx, auto_x, rtol=1e-10)
     for k in params:
         np.testing.assert_allclose(dparams[k], auto_p[k], rtol=1e-10, atol=1e-14)

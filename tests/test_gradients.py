@@ -243,7 +243,19 @@ def _hand_rule(layer):
     return rule
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+# composites of layers the default run checks one by one; their whole-model checks run with the slow ones
+COMPOSITES_IN_SLOW = {
+    "small ResNet",
+    "ResNet block with BatchNorm, training",
+    "ResNet block with BatchNorm, evaluation",
+    "cnn with BatchNorm, evaluation",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in COMPOSITES_IN_SLOW else n for n in sorted(LAYERS)],
+)
 def test_layer_vs_jax_grad_and_finite_differences(name):
     _check(name, FIXED_DIMS, seed=0)
 
