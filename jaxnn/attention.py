@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import blockwise
 from .core import Layer, is_traced, make_layer, matmul
 from .errors import InputError
 
@@ -65,18 +66,23 @@ class AttentionResiduals(NamedTuple):
     q: Any  # queries, keys and values split into heads: (batch, heads, time, d / heads)
     k: Any
     v: Any
-    a: Any  # attention weights softmax(q k^T / sqrt(d / heads)): (batch, heads, time, time)
+    a: Any  # dense: the attention weights softmax(q k^T / sqrt(d / heads)) (batch, heads, time, time);
+    #         blockwise: each query row's log-sum-exp of its scores (batch, heads, time)
     o: Any  # the heads' outputs a v, concatenated: (batch, time, d)
     params: Any
 
 
-def MultiHeadAttention(heads: int, causal: bool = False) -> Layer:
+def MultiHeadAttention(heads: int, causal: bool = False, block_size: int | None = None) -> Layer:
     """Multi-head self-attention.
 
     **Arguments:**
 
     - `heads`: the number of heads; d must be divisible by it, each head reading h = d / heads features.
     - `causal`: if True, position t attends only to positions t' <= t (a language model's mask).
+    - `block_size`: None computes and keeps the (time x time) weights of every head (fastest for short
+      sequences); an int computes attention block by block with `jaxnn.blockwise` (FlashAttention-2's
+      algorithm): the same function, keeping only a log-sum-exp per query row, so memory grows as
+      time, not time^2 (the choice for long contexts).
 
     **Returns:** a Layer with params `{"wq", "wk", "wv", "wo": (d, d); "bq", "bk", "bv", "bo": (d,)}`
     mapping x `(batch, time, d)` to `(batch, time, d)`:
@@ -94,9 +100,13 @@ def MultiHeadAttention(heads: int, causal: bool = False) -> Layer:
         dbk = 0 exactly: adding one vector to every key shifts each row of scores by a constant,
               which the softmax ignores (the rows of ds sum to 0)
         dx = dq wq^T + dk wk^T + dv wv^T
+    With `block_size`, the middle lines (from o = a v back to dq, dk, dv) are `jaxnn.blockwise`'s,
+    which recompute a block by block from q, k and the log-sum-exp (derived there).
     """
     if not isinstance(heads, int) or heads < 1:
         raise InputError(f"MultiHeadAttention: heads must be a positive int, got {heads!r}")
+    if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
+        raise InputError(f"MultiHeadAttention: block_size must be None or a positive int, got {block_size!r}")
 
     def init(key, input_shape, dtype=jnp.float32):
         if len(input_shape) != 2 or input_shape[1] % heads:
@@ -125,26 +135,36 @@ def MultiHeadAttention(heads: int, causal: bool = False) -> Layer:
             )
         # the projections through core.matmul: bfloat16 inputs are multiplied with float32 accumulation
         q, k, v = (split(matmul(x, params[f"w{n}"]) + params[f"b{n}"]) for n in "qkv")
+        if block_size is None:
+            a = weights(q, k)
+            o = jnp.einsum("bhtu,bhuf->bhtf", a, v)
+        else:
+            o, a = blockwise.attend(q, k, v, causal, block_size)  # a: the log-sum-exp of each row
+        o = merge(o)
+        return matmul(o, params["wo"]) + params["bo"], AttentionResiduals(x, q, k, v, a, o, params)
+
+    def weights(q, k):  # softmax(q k^T / sqrt(h)), masked when causal: (batch, heads, time, time)
         s = jnp.einsum("bhtf,bhuf->bhtu", q, k) / math.sqrt(q.shape[-1])
         if causal:
-            n = x.shape[1]
+            n = q.shape[2]
             s = jnp.where(jnp.tril(jnp.ones((n, n), bool)), s, -jnp.inf)
         # a shift that softmax ignores: its gradient sums to 0 however jax.grad splits a tied max
         s = s - jnp.max(s, axis=-1, keepdims=True)
         a = jnp.exp(s)
-        a = a / jnp.sum(a, axis=-1, keepdims=True)
-        o = merge(jnp.einsum("bhtu,bhuf->bhtf", a, v))
-        return matmul(o, params["wo"]) + params["bo"], AttentionResiduals(x, q, k, v, a, o, params)
+        return a / jnp.sum(a, axis=-1, keepdims=True)
 
-    def backward(residuals, dy):
-        x, q, k, v, a, o, params = residuals
+    def core_backward(q, k, v, a, o, do):  # from do = dL/do back to dq, dk, dv (all split into heads)
+        if block_size is not None:
+            return blockwise.attend_backward(q, k, v, split(o), a, do, causal, block_size)
         root = math.sqrt(q.shape[-1])
-        do = split(matmul(dy, params["wo"].T))
         da = jnp.einsum("bhtf,bhuf->bhtu", do, v)
         dv = jnp.einsum("bhtu,bhtf->bhuf", a, do)
         ds = a * (da - jnp.sum(da * a, axis=-1, keepdims=True))
-        dq = jnp.einsum("bhtu,bhuf->bhtf", ds, k) / root
-        dk = jnp.einsum("bhtu,bhtf->bhuf", ds, q) / root
+        return jnp.einsum("bhtu,bhuf->bhtf", ds, k) / root, jnp.einsum("bhtu,bhtf->bhuf", ds, q) / root, dv
+
+    def backward(residuals, dy):
+        x, q, k, v, a, o, params = residuals
+        dq, dk, dv = core_backward(q, k, v, a, o, split(matmul(dy, params["wo"].T)))
         grads = {"wo": jnp.einsum("btd,bte->de", o, dy), "bo": jnp.sum(dy, axis=(0, 1))}
         dx = 0
         for name, d in zip("qkv", (dq, dk, dv)):
@@ -154,8 +174,9 @@ def MultiHeadAttention(heads: int, causal: bool = False) -> Layer:
             dx = dx + matmul(d, params[f"w{name}"].T)
         return grads, dx
 
-    name = f"MultiHeadAttention({heads}{', causal' if causal else ''})"
-    config = {"kind": "MultiHeadAttention", "heads": heads, "causal": causal}
+    options = (", causal" if causal else "") + (f", block_size={block_size}" if block_size else "")
+    name = f"MultiHeadAttention({heads}{options})"
+    config = {"kind": "MultiHeadAttention", "heads": heads, "causal": causal, "block_size": block_size}
     return make_layer(name, init, forward, backward, config=config)
 
 

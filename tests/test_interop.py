@@ -170,6 +170,13 @@ CASES = {
         None,
         None,
     ),
+    "MultiheadAttention, causal, blockwise": (
+        lambda: nn.MultiHeadAttention(2, causal=True, block_size=2),
+        lambda: Attention(4, 2, causal=True),
+        (5, 4),
+        None,
+        None,
+    ),
     "PReLU": (
         lambda: nn.serial(nn.Dense(3), nn.prelu()),
         lambda: torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.PReLU()),

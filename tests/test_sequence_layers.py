@@ -28,15 +28,46 @@ def test_embedding_looks_up_rows_and_adds_repeated_gradients():
         layer.apply(params, jnp.ones((1, 4)))
 
 
-def test_causal_attention_never_looks_ahead():
-    layer = nn.MultiHeadAttention(2, causal=True)
+@pytest.mark.parametrize("block_size", [None, 4])
+def test_causal_attention_never_looks_ahead(block_size):
+    layer = nn.MultiHeadAttention(2, causal=True, block_size=block_size)
     _, params = layer.init(KEY, (6, 4))
     x = jax.random.normal(KEY, (2, 6, 4))
     changed = x.at[:, 4:].set(7.0)  # change the last two positions only
     np.testing.assert_allclose(layer.apply(params, x)[:, :4], layer.apply(params, changed)[:, :4], rtol=1e-5)
     assert not np.allclose(layer.apply(params, x)[:, 4:], layer.apply(params, changed)[:, 4:])
-    full = nn.MultiHeadAttention(2)
+    full = nn.MultiHeadAttention(2, block_size=block_size)
     assert not np.allclose(full.apply(params, x)[:, :4], full.apply(params, changed)[:, :4])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_blockwise_attention_is_the_dense_function_for_every_block_size(causal, x64):
+    """Blocks that divide the time, blocks that leave a padded last block, one block longer than the
+    sequence: the output and the hand gradients equal the dense layer's to rounding, in float64."""
+    dense = nn.MultiHeadAttention(2, causal=causal)
+    _, params = dense.init(KEY, (7, 4), dtype=jnp.float64)
+    x = jax.random.normal(KEY, (2, 7, 4), jnp.float64)
+    dy = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 4), jnp.float64)
+
+    @jax.jit
+    def outputs_and_grads(x):
+        results = []
+        for layer in [dense] + [nn.MultiHeadAttention(2, causal, block) for block in (1, 3, 7, 16)]:
+            y, residuals = layer.forward(params, x)
+            results.append((y, layer.backward(residuals, dy)))
+        return results
+
+    (y, grads), *blockwise = outputs_and_grads(x)
+    for y_b, grads_b in blockwise:
+        np.testing.assert_allclose(y_b, y, rtol=1e-12, atol=1e-13)
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13), grads_b, grads
+        )
+
+
+def test_blockwise_attention_refuses_a_bad_block_size():
+    with pytest.raises(nn.InputError, match="block_size"):
+        nn.MultiHeadAttention(2, block_size=0)
 
 
 def test_attention_matches_its_formula_head_by_head():
