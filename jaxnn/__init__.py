@@ -13,7 +13,7 @@ devices (`jaxnn.parallel`), interop (`jaxnn.io`) and figures (`jaxnn.plots`) loa
 import importlib
 from typing import Any
 
-from . import activations, augment, gradcheck, losses, models
+from . import activations, augment, blockwise, gradcheck, losses, models
 from .activations import activation, prelu, softmax
 from .attention import Embedding, MultiHeadAttention, PositionalEmbedding
 from .conv import Conv1D, Conv2D, ConvTranspose2D
@@ -34,6 +34,7 @@ from .normalization import BatchNorm, GroupNorm, LayerNorm
 from .pooling import AvgPool, GlobalAvgPool, MaxPool, Pool
 from .precision import mixed_precision
 from .recurrent import GRU, LSTM, RNN, LastStep
+from .remat import remat
 from .summary import summary
 
 __version__ = "0.3.0"
@@ -59,6 +60,7 @@ __all__ = [
     "TrainingDiverged",
     "check_params",
     "mixed_precision",
+    "remat",
     "summary",
     "Layer",
     "make_layer",
@@ -96,6 +98,7 @@ __all__ = [
     "loss_with_hand_rules",
     "losses",
     "activations",
+    "blockwise",
     "gradcheck",
     "models",
     "augment",

@@ -11,6 +11,7 @@ flat images, the recurrent readers read rows, the language models windows of tok
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax.numpy as jnp
 
@@ -23,6 +24,7 @@ from .layers import Dense, Dropout, Flatten
 from .normalization import BatchNorm, LayerNorm
 from .pooling import GlobalAvgPool, MaxPool
 from .recurrent import GRU, LSTM, RNN, LastStep
+from .remat import remat as remat_layer
 from .types import Shape
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "residual_block",
     "recurrent_reader",
     "transformer_block",
+    "LongContext",
     "char_transformer",
     "char_lstm",
     "conv_autoencoder",
@@ -243,7 +246,22 @@ def recurrent_reader(
     return for_inputs(serial(make(width), LastStep(), Dense(classes)), (rows, cols))
 
 
-def transformer_block(d: int, heads: int, causal: bool = True, mlp_ratio: int = 4) -> Layer:
+class LongContext(NamedTuple):
+    """How a transformer trades computation for memory at long contexts.
+
+    - `block_size`: attention block by block (`MultiHeadAttention(..., block_size=)`): memory linear
+      in the context instead of quadratic, the same function. None: dense attention.
+    - `remat`: each transformer block wrapped in `nn.remat`: its backward reruns its forward, and
+      only the blocks' inputs are kept between the forward and the backward pass.
+    """
+
+    block_size: int | None = None
+    remat: bool = False
+
+
+def transformer_block(
+    d: int, heads: int, causal: bool = True, mlp_ratio: int = 4, block_size: int | None = None
+) -> Layer:
     """A pre-norm transformer block on (batch, time, d): x + attention(LayerNorm(x)), then that +
     MLP(LayerNorm(.)), the MLP Dense(mlp_ratio d), GELU, Dense(d).
 
@@ -253,17 +271,20 @@ def transformer_block(d: int, heads: int, causal: bool = True, mlp_ratio: int = 
     - `heads`: attention heads (d must be divisible by it).
     - `causal`: causal attention (a language model's).
     - `mlp_ratio`: the MLP's hidden width over d.
+    - `block_size`: the attention's (None: dense; see `MultiHeadAttention`).
 
     **Returns:** a Layer mapping `(batch, time, d)` to `(batch, time, d)`.
     """
-    attention = Residual(serial(LayerNorm(), MultiHeadAttention(heads, causal=causal)))
+    attention = Residual(serial(LayerNorm(), MultiHeadAttention(heads, causal=causal, block_size=block_size)))
     mlp_part = Residual(serial(LayerNorm(), Dense(mlp_ratio * d), activation_layer("gelu"), Dense(d)))
     return serial(attention, mlp_part)._replace(
         name=f"TransformerBlock({d}, {heads}{', causal' if causal else ''})"
     )
 
 
-def char_transformer(vocab: int, context: int, d: int = 128, heads: int = 4, layers: int = 4) -> Layer:
+def char_transformer(
+    vocab: int, context: int, d: int = 128, heads: int = 4, layers: int = 4, long: LongContext = LongContext()
+) -> Layer:
     """A character-level GPT: token and position embeddings, causal pre-norm blocks, a final
     LayerNorm and Dense(vocab).
 
@@ -272,11 +293,17 @@ def char_transformer(vocab: int, context: int, d: int = 128, heads: int = 4, lay
     - `vocab`: the number of distinct tokens.
     - `context`: the longest window it reads (the position table's length).
     - `d`, `heads`, `layers`: the width, attention heads and number of blocks.
+    - `long`: blockwise attention and recomputation for long contexts (`LongContext`); the default
+      is dense attention, no recomputation.
 
     **Returns:** a Layer with `input_shape` `(context,)` mapping integer tokens `(batch, time <= context)`
     to logits `(batch, time, vocab)`.
     """
-    blocks = [transformer_block(d, heads) for _ in range(layers)]
+    if not isinstance(long, LongContext):
+        raise InputError(f"char_transformer: long must be a models.LongContext, got {type(long).__name__}")
+    blocks = [transformer_block(d, heads, block_size=long.block_size) for _ in range(layers)]
+    if long.remat:
+        blocks = [remat_layer(block) for block in blocks]
     model = serial(Embedding(vocab, d), PositionalEmbedding(context), *blocks, LayerNorm(), Dense(vocab))
     return for_inputs(model, (context,))
 

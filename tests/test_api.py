@@ -23,6 +23,8 @@ PUBLIC_MODULES = [
     "jaxnn.normalization",
     "jaxnn.recurrent",
     "jaxnn.attention",
+    "jaxnn.blockwise",
+    "jaxnn.remat",
     "jaxnn.activations",
     "jaxnn.losses",
     "jaxnn.gradients",

@@ -186,9 +186,17 @@ LAYERS.update(
         "Embedding": lambda shape: (nn.Embedding(7, 3), (shape[-1],)),
         "MultiHeadAttention": _sequence(nn.MultiHeadAttention(2), features=4),
         "MultiHeadAttention causal": _sequence(nn.MultiHeadAttention(2, causal=True), features=4),
+        # blocks of 2 over lengths 1..6: padded and whole last blocks, one block and several
+        "MultiHeadAttention blockwise": _sequence(nn.MultiHeadAttention(2, block_size=2), features=4),
+        "MultiHeadAttention causal blockwise": _sequence(
+            nn.MultiHeadAttention(2, causal=True, block_size=2), features=4
+        ),
         "GlobalAvgPool": _image(nn.GlobalAvgPool()),
         "PositionalEmbedding": lambda shape: (nn.PositionalEmbedding(8), (shape[-1], 3)),
         "transformer block": _sequence(nn.models.transformer_block(4, 2), features=4),
+        "remat(transformer block, blockwise)": _sequence(
+            nn.remat(nn.models.transformer_block(4, 2, block_size=2)), features=4
+        ),
         "Conv1D 3 SAME": _sequence(nn.Conv1D(3, 3), features=2),
         "Conv1D 3 stride 2 VALID": lambda shape: (
             nn.Conv1D(2, 3, stride=2, padding="VALID"),
