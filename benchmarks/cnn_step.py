@@ -35,6 +35,7 @@ def scanned(step, state, x, y, steps, as_fit):
     """run(n) for a JAX step: `steps` steps in one jitted lax.scan, as fit trains (n: ignored);
     as_fit: compiled with the XLA options of jaxnn's fit (run.compile_step)."""
     import jax  # noqa: PLC0415
+
     from run import compile_step  # noqa: PLC0415
 
     def many(state):
@@ -108,9 +109,8 @@ def main():
     if args.child:
         print(json.dumps(child(args.child, args.batch, args.steps, args.repeats)))
         return
-    from run import machine, step_flops  # noqa: PLC0415
-
     from bench_io import spread, write_json  # noqa: PLC0415
+    from run import machine, step_flops  # noqa: PLC0415
 
     def measure(impl):
         command = [sys.executable, __file__, "--child", impl, "--batch", str(args.batch)]

@@ -1,7 +1,13 @@
 """A character-level language model on Tiny Shakespeare: a small GPT (transformer) or an LSTM.
 
     python experiments/char_lm.py --model transformer|lstm --data-dir ../shared/data/tinyshakespeare
-                                  [--steps N] [--batch-size B] [--context T] [--lr LR] [--out DIR]
+                                  [--steps N | --seconds S] [--batch-size B] [--context T] [--lr LR]
+                                  [--block-size B] [--remat] [--out DIR]
+
+Long contexts: --block-size B computes attention block by block (memory linear in the context),
+--remat reruns each transformer block's forward in its backward (only the blocks' inputs are kept);
+neither changes the function. --seconds S trains for about S seconds instead of --steps: the step
+count is S over the time of one compiled chunk of steps, measured first (not counted as training).
 
 The first 90% of the text trains, the last 10% validates. Training windows are drawn at random
 inside the jitted, scanned loop (the tokens stay on the device). Writes metrics.json (val_loss in
@@ -32,10 +38,10 @@ RECIPES = {  # the defaults of each model, chosen by measurement (README)
 }
 
 
-def build(name, vocab, recipe):
+def build(name, vocab, recipe, long=nn.models.LongContext()):
     if name == "transformer":
         return nn.models.char_transformer(
-            vocab, recipe["context"], recipe["d"], recipe["heads"], recipe["layers"]
+            vocab, recipe["context"], recipe["d"], recipe["heads"], recipe["layers"], long
         )
     return nn.models.char_lstm(vocab, recipe["context"], recipe["d"], recipe["hidden"])
 
@@ -44,6 +50,7 @@ def main():
     p = parser(__doc__)
     p.add_argument("--model", default="transformer", choices=sorted(RECIPES))
     p.add_argument("--steps", type=positive(int), default=None)
+    p.add_argument("--seconds", type=positive(float), default=None, help="train for about this long")
     p.add_argument("--batch-size", type=positive(int), default=None)
     p.add_argument("--context", type=positive(int), default=None)
     p.add_argument("--lr", type=positive(float), default=None)
@@ -52,7 +59,13 @@ def main():
     p.add_argument("--chunk", type=positive(int), default=100, help="training steps per compiled call")
     p.add_argument("--temperature", type=positive(float), default=0.8)
     p.add_argument("--sample-length", type=positive(int), default=500)
+    p.add_argument("--block-size", type=positive(int), default=None, help="blockwise attention")
+    p.add_argument("--remat", action="store_true", help="recompute each block in its backward")
     args = p.parse_args()
+    if args.steps and args.seconds:
+        p.error("give --steps or --seconds, not both")
+    if args.model != "transformer" and (args.block_size or args.remat):
+        p.error("--block-size and --remat are the transformer's options")
     recipe = dict(RECIPES[args.model])
     recipe.update(
         {
@@ -63,21 +76,13 @@ def main():
     )
     folder = out_dir(args.out, f"char_lm-{args.model}")
     text = data.load_text(args.data_dir or os.path.join("..", "shared", "data", "tinyshakespeare"))
-    model = build(args.model, len(text.vocab), recipe)
+    model = build(args.model, len(text.vocab), recipe, nn.models.LongContext(args.block_size, args.remat))
     print(nn.summary(model, input_dtype=jnp.int32))
-    loss = nn.losses.sequence_cross_entropy
-    opt = train.optimizer("adamw", recipe["lr"], recipe["schedule"], recipe["steps"], weight_decay=0.01)
-    state = train.init_state(model, opt, jax.random.PRNGKey(args.seed))
     tokens, val = jax.device_put(text.train), jax.device_put(text.val)
-    run = jax.jit(
-        language.lm_steps_function(model, loss, opt, recipe["context"], recipe["batch_size"], args.grad),
-        static_argnums=2,
-        donate_argnums=0,
-    )
-    chunk = min(args.chunk, recipe["steps"])
-    t0 = time.perf_counter()
-    compiled = run.lower(state, tokens, chunk).compile()
-    compile_seconds = time.perf_counter() - t0
+    if args.seconds:
+        recipe["steps"] = steps_for(args.seconds, model, recipe, args, tokens)
+    state, run, compiled, chunk, compile_seconds = prepare(model, recipe, args, tokens)
+    loss = nn.losses.sequence_cross_entropy
     train_seconds, done, history = compile_seconds, 0, []
     while done < recipe["steps"]:
         n = min(chunk, recipe["steps"] - done)
@@ -125,6 +130,36 @@ def main():
         f"{train_seconds:.1f} s (compilation {compile_seconds:.1f} s) -> {folder}"
     )
     return metrics
+
+
+def prepare(model, recipe, args, tokens):
+    """(state, run, compiled chunk, chunk, compile seconds): the training state and the jitted
+    steps function, compiled for chunks of --chunk steps."""
+    loss = nn.losses.sequence_cross_entropy
+    opt = train.optimizer("adamw", recipe["lr"], recipe["schedule"], recipe["steps"], weight_decay=0.01)
+    state = train.init_state(model, opt, jax.random.PRNGKey(args.seed))
+    run = jax.jit(
+        language.lm_steps_function(model, loss, opt, recipe["context"], recipe["batch_size"], args.grad),
+        static_argnums=2,
+        donate_argnums=0,
+    )
+    chunk = min(args.chunk, recipe["steps"])
+    t0 = time.perf_counter()
+    compiled = run.lower(state, tokens, chunk).compile()
+    return state, run, compiled, chunk, time.perf_counter() - t0
+
+
+def steps_for(seconds, model, recipe, args, tokens):
+    """The number of steps that takes about `seconds`: from the time of one compiled chunk of
+    steps (the second run of it, the first warming up), rounded to whole chunks."""
+    state, _, compiled, chunk, _ = prepare(model, {**recipe, "steps": args.chunk}, args, tokens)
+    state, _ = compiled(state, tokens)
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(state, tokens))
+    per_step = (time.perf_counter() - t0) / chunk
+    steps = max(chunk, int(seconds / per_step) // chunk * chunk)
+    print(f"{1e3 * per_step:.1f} ms per step: {steps} steps for about {seconds:g} s", flush=True)
+    return steps
 
 
 if __name__ == "__main__":

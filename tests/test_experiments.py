@@ -67,6 +67,21 @@ def test_char_lm_writes_metrics_samples_and_curve(data_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_char_lm_long_context_options_and_a_time_budget(data_root, tmp_path):
+    """--block-size and --remat build the blockwise, recomputed model; --seconds sets the step count
+    from a measured chunk (whole chunks, at least one)."""
+    options = ["--context", "128", "--batch-size", "2", "--block-size", "32", "--remat", "--seconds", "1"]
+    options += ["--chunk", "10", "--sample-length", "20", "--out", str(tmp_path)]
+    _run("char_lm.py", "--data-dir", f"{data_root}/tinyshakespeare", *options)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "remat(TransformerBlock" in metrics["model"] and metrics["config"]["block_size"] == 32
+    assert metrics["steps"] >= 10 and metrics["steps"] % 10 == 0 and 1.5 < metrics["val_loss"] < 4.5
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        _run("char_lm.py", "--data-dir", f"{data_root}/tinyshakespeare", "--steps", "5", "--seconds", "1")
+    assert "not both" in refused.value.stderr
+
+
+@pytest.mark.slow
 def test_autoencoder_reconstructs(data_root, tmp_path):
     _run("autoencoder.py", "--data-dir", f"{data_root}/mnist", "--epochs", "1", "--out", str(tmp_path))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
