@@ -42,7 +42,8 @@ __all__ = [
 
 class ClassResiduals(NamedTuple):
     p: Any  # softmax probabilities (batch, classes)
-    target: Any  # one-hot labels, or their smoothed targets (NaN rows for labels out of range)
+    labels: Any  # integer class labels (batch,)
+    smoothing: float  # the label smoothing eps (0: one-hot targets)
 
 
 class LectureResiduals(NamedTuple):
@@ -192,7 +193,7 @@ def _cross_entropy(name, logits, labels, smoothing=0.0):
     if smoothing:
         target = (1 - smoothing) * target + smoothing / logits.shape[1]
     value = -jnp.sum(target * log_p) / logits.shape[0]
-    return value, ClassResiduals(jnp.exp(log_p), target)
+    return value, ClassResiduals(jnp.exp(log_p), labels, smoothing)
 
 
 def _sce_forward(logits, labels):
@@ -202,9 +203,18 @@ def _sce_forward(logits, labels):
 
 def _sce_backward(residuals, g):
     """dL/dz_i = g (softmax(z_i) - q_i) / N, q_i the target row: onehot(y_i), or its smoothed
-    version (each sums to 1)."""
-    p, target = residuals
-    return (g / p.shape[0]) * (p - target)
+    version (1 - eps) onehot(y_i) + eps / C (each sums to 1).
+
+    p - q is written as p - eps / C with 1 - eps taken off each row's label entry (a scatter), not
+    as a one-hot matrix subtracted: the same numbers, and inside a whole network's gradient XLA's
+    CPU backend runs it faster (the MLP's value_and_grad: 0.90x -> 0.99x of plain JAX's,
+    benchmarks/own_loop.py). A label outside [0, C) gives its row NaN, as the forward's value."""
+    p, labels, smoothing = residuals
+    classes = p.shape[1]
+    valid = (labels >= 0) & (labels < classes)
+    rows = jnp.arange(p.shape[0])
+    p_minus_q = (p - smoothing / classes).at[rows, labels].add(smoothing - 1.0)
+    return (g / p.shape[0]) * jnp.where(valid[:, None], p_minus_q, jnp.nan)
 
 
 softmax_cross_entropy = Loss(_sce_forward, _sce_backward, "softmax_cross_entropy")
