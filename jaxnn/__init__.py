@@ -28,6 +28,7 @@ from .errors import (
     TrainingDiverged,
 )
 from .gradients import loss_with_hand_rules, per_example_grads, value_and_grad, with_hand_rules
+from .hostmem import reuse_host_memory
 from .layers import Dense, Dropout, Flatten
 from .models import mlp
 from .normalization import BatchNorm, GroupNorm, LayerNorm
@@ -36,6 +37,8 @@ from .precision import mixed_precision
 from .recurrent import GRU, LSTM, RNN, LastStep
 from .remat import remat
 from .summary import summary
+
+reuse_host_memory()  # before JAX starts its threads (jaxnn.hostmem says why); nothing above starts them
 
 __version__ = "0.3.0"
 
@@ -47,6 +50,8 @@ def __getattr__(name: str) -> Any:
     matplotlib): `import jaxnn` stays as quick as the layers need."""
     if name in _LAZY:
         return importlib.import_module(f".{name}", __name__)
+    if name == "jit":  # lives with the compiler options it applies (jaxnn.train.compile)
+        return importlib.import_module(".train.compile", __name__).jit
     raise AttributeError(f"module 'jaxnn' has no attribute {name!r}")
 
 
@@ -61,6 +66,8 @@ __all__ = [
     "check_params",
     "mixed_precision",
     "remat",
+    "jit",
+    "reuse_host_memory",
     "summary",
     "Layer",
     "make_layer",

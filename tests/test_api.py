@@ -25,6 +25,7 @@ PUBLIC_MODULES = [
     "jaxnn.attention",
     "jaxnn.blockwise",
     "jaxnn.remat",
+    "jaxnn.hostmem",
     "jaxnn.activations",
     "jaxnn.losses",
     "jaxnn.gradients",

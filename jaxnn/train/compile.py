@@ -1,9 +1,10 @@
 """XLA compiler options for the programs that run a model: which to give, and whether this XLA knows them.
 
-run = jax.jit(step, compiler_options=model_compiler_options(model, (28, 28, 1)))
+step = nn.jit(step, model)      # jax.jit(step, compiler_options=model_compiler_options(model, shape))
 """
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -12,6 +13,7 @@ import numpy as np
 
 from ..core import Layer
 from ..types import Shape
+from .checks import resolve_input_shape
 
 # XLA's CPU default hands single dots, single convolutions and reductions to YNNPACK; adding
 # element-wise ops lets YNNPACK fuse a convolution with its neighbours (bias add, ReLU, max) and run
@@ -21,6 +23,16 @@ _CPU_CONV_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": ",".join(
         f"LIBRARY_FUSION_TYPE_{kind}"
         for kind in ("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION", "REDUCE", "ELTWISE")
+    )
+}
+
+
+# A program called once per step (nn.jit) ran faster still with YNNPACK also fusing each dot with
+# its neighbours (DOT for INDIVIDUAL_DOT); inside fit's scan of whole epochs that made the CNN step
+# slower, so fit keeps the set above (benchmarks/own_loop.py measures both).
+_CPU_CONV_OPTIONS_PER_CALL = {
+    "xla_cpu_experimental_ynn_fusion_type": ",".join(
+        f"LIBRARY_FUSION_TYPE_{kind}" for kind in ("DOT", "INDIVIDUAL_CONVOLUTION", "REDUCE", "ELTWISE")
     )
 }
 
@@ -35,10 +47,10 @@ def compiler_options(lowered: Any) -> dict | None:
     return _options_for(has_convolution="convolution" in lowered.as_text())
 
 
-def _options_for(has_convolution: bool) -> dict | None:
+def _options_for(has_convolution: bool, per_call: bool = False) -> dict | None:
     if jax.default_backend() != "cpu" or not has_convolution:
         return None
-    return dict(_CPU_CONV_OPTIONS)
+    return dict(_CPU_CONV_OPTIONS_PER_CALL if per_call else _CPU_CONV_OPTIONS)
 
 
 def known_options(options: dict | None) -> dict | None:
@@ -74,10 +86,12 @@ def compile_lowered(lowered: Any) -> tuple[Any, dict | None]:
     return lowered.compile(options), options
 
 
-def model_compiler_options(model: Layer, input_shape: Shape) -> dict | None:
+def model_compiler_options(model: Layer, input_shape: Shape, per_call: bool = False) -> dict | None:
     """`compiler_options` for the programs that run a model, decided before any data are seen.
 
-    **Arguments:** `model` a Layer; `input_shape` the shape of one example.
+    **Arguments:** `model` a Layer; `input_shape` the shape of one example; `per_call` True for a
+    program called once per training step (as `jit` compiles), False for one that scans many steps
+    (as `fit` compiles).
 
     **Returns:** the options (or None), from the jaxpr of the model's init and forward pass on one
     example (traced, not run or compiled). For jitting a function of the model:
@@ -92,4 +106,24 @@ def model_compiler_options(model: Layer, input_shape: Shape) -> dict | None:
         return model.apply(params, x, state=model.init_state(input_shape), train=False)
 
     jaxpr = jax.make_jaxpr(forward)(jax.random.PRNGKey(0))
-    return known_options(_options_for(has_convolution="conv_general_dilated" in str(jaxpr)))
+    return known_options(_options_for("conv_general_dilated" in str(jaxpr), per_call))
+
+
+def jit(fun: Callable, model: Layer, input_shape: Shape | None = None, **jit_kwargs: Any) -> Callable:
+    """`jax.jit(fun)` compiled as `fit` compiles its programs: with the model's XLA options.
+
+    **Arguments:**
+
+    - `fun`: the function to compile, e.g. a training step built on `nn.value_and_grad(model, ...)`.
+    - `model`: the Layer that `fun` runs; its programs get `model_compiler_options(..., per_call=True)`
+      (on the CPU, YNNPACK's fusions when the model has convolutions; else XLA's defaults).
+    - `input_shape`: one example's shape (default: `model.input_shape`).
+    - `jit_kwargs`: passed on to `jax.jit` (`donate_argnums`, `static_argnums`, ...).
+
+    **Returns:** the jitted function, one compiled program per input signature as with `jax.jit`.
+    For a training step called once per step (a scan of many steps compiles better with
+    `model_compiler_options(model, shape)`, as `fit` does).
+    """
+    shape = resolve_input_shape(model, input_shape, "jit")
+    options = model_compiler_options(model, shape, per_call=True)
+    return jax.jit(fun, compiler_options=options, **jit_kwargs)

@@ -1,0 +1,94 @@
+"""A user's own jitted loop: nn.jit compiles with the model's options and computes the same step, and
+`import jaxnn` makes each call of a compiled program reuse the memory the previous call freed."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxnn as nn
+from jaxnn import hostmem, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# a program with about 100 MiB of temporaries; prints the minor page faults of its later calls
+FAULTS_PER_CALL = textwrap.dedent(
+    """
+    import resource, sys
+    import jax, jax.numpy as jnp
+    if sys.argv[1] == "jaxnn":
+        import jaxnn
+    f = jax.jit(lambda x: jnp.sum(jnp.sin(jnp.outer(x, x)) @ jnp.cos(jnp.outer(x, x))))
+    x = jnp.linspace(0, 1, 3000)
+    for _ in range(3):
+        jax.block_until_ready(f(x))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        jax.block_until_ready(f(x))
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+    """
+)
+
+
+def _faults_per_call(which, **env):
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_CALL, which],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", **env),
+        timeout=300,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_import_jaxnn_lets_each_call_reuse_the_memory_the_last_one_freed():
+    """Without the setting each call maps its ~100 MiB of temporaries afresh (one page fault per
+    4 KiB page); with it, the pages are already there."""
+    released = _faults_per_call("jaxnn", JAXNN_HOST_MEMORY="release")
+    kept = _faults_per_call("jaxnn")
+    assert released > 10_000, released
+    assert kept < released / 20, (kept, released)
+
+
+def test_reuse_host_memory_declines_once_jax_runs_or_when_asked(monkeypatch):
+    jax.block_until_ready(jnp.ones(2))  # JAX's backend (and its threads) started
+    assert hostmem.reuse_host_memory() is False
+    monkeypatch.setenv("JAXNN_HOST_MEMORY", "release")
+    assert hostmem.reuse_host_memory() is False
+
+
+def test_nn_jit_is_the_same_step_compiled_with_the_models_options():
+    model = nn.models.cnn(10, (8, 8, 1), channels=(4,), dense=8)
+    opt = optax.adam(1e-3)
+    loss_and_grads = nn.value_and_grad(model, nn.losses.softmax_cross_entropy)
+
+    def step(params, opt_state, x, y):
+        loss, grads = loss_and_grads(params, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    _, params = model.init(jax.random.PRNGKey(0))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (16, 8, 8, 1))
+    y = jnp.arange(16) % 10
+    ours = nn.jit(step, model)(params, opt.init(params), x, y)
+    plain = jax.jit(step)(params, opt.init(params), x, y)
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    per_call = train.model_compiler_options(model, (8, 8, 1), per_call=True)
+    if jax.default_backend() == "cpu" and per_call is not None:
+        assert per_call != train.model_compiler_options(model, (8, 8, 1))  # scans compile otherwise
+    assert train.model_compiler_options(nn.mlp([4, 3]), (4,), per_call=True) is None  # no convolution
+
+
+def test_nn_jit_needs_a_shape_for_a_model_without_one():
+    with pytest.raises(nn.InputError, match="input_shape"):
+        nn.jit(lambda x: x, nn.Dense(3))
