@@ -280,6 +280,121 @@ def char_lm_speed(result):
     )
 
 
+def own_loop(result):
+    """benchmarks/own_loop.py: the CNN's Adam step as a user's loop, one jitted call per step, each
+    loop in processes of its own; then the MLP's jitted value_and_grad against plain JAX's."""
+    rows = [
+        [
+            impl,
+            ms(r["seconds_per_step"]),
+            f"{r['faults_per_step']['median']:,.0f}",
+            f"{r['speed_over_torch_eager']:.2f}",
+        ]
+        for impl, r in result["cnn_adam_step"].items()
+    ]
+    mlp = result["mlp_value_and_grad"]
+    table = markdown(
+        [
+            "CNN Adam step, batch 128",
+            "ms per step [min, max]",
+            "page faults per step",
+            "speed over torch eager",
+        ],
+        rows,
+    )
+    mlp_rows = [
+        [name, f"{1e3 * s['median']:.3f} [{1e3 * s['min']:.3f}, {1e3 * s['max']:.3f}]"]
+        for name, s in mlp["seconds"].items()
+    ]
+    return (
+        table
+        + "\n\n"
+        + markdown(
+            ["MLP 784-512-512-10 value_and_grad, batch 128, jitted", "ms per call [min, max]"], mlp_rows
+        )
+        + f"\n\njaxnn's speed over plain JAX's: {mlp['jaxnn_speed_over_plain_jax']:.3f}"
+    )
+
+
+def long_attention(result):
+    """benchmarks/long_attention.py: compiled temporary memory and time of one forward plus backward
+    per implementation and length, then the longest length each fits in."""
+    rows = []
+    for r in result["rows"]:
+        timed = "seconds" in r
+        rows.append(
+            [
+                f"{r['time']:,}",
+                r["impl"],
+                f"{r['temp_bytes'] / 2**20:,.1f}",
+                f"{r['temp_over_jax_grad']:.3f}",
+                ms(r["seconds"]) if timed else "not timed (over the time limit's memory)",
+                f"{r['time_over_jax_grad']:.2f}" if "time_over_jax_grad" in r else "",
+            ]
+        )
+    header = ["T", "implementation", "temp MiB", "of jax.grad's", "ms [min, max]", "of jax.grad's time"]
+    fits = []
+    for impl, f in result["fits"].items():
+        over = f["first_over"]
+        needs = "" if over is None else f"T {over['time']:,} needs {over['bytes'] / 2**30:.1f} GiB"
+        fits.append([impl, f"{f['longest']:,}" + ("" if over else " (the longest tried)"), needs])
+    limit = next(iter(result["fits"].values()))["limit_gib"]
+    return (
+        markdown(header, rows)
+        + f"\n\nThe longest T whose compiled memory (temporary plus arguments) fits in {limit:g} GiB, "
+        "doubling from the table's longest:\n\n"
+        + markdown(["implementation", f"longest T in {limit:g} GiB", "the next doubling"], fits)
+    )
+
+
+def remat(result):
+    """benchmarks/remat.py: a stack of transformer blocks, with and without recomputation."""
+    rows = [
+        [
+            f"{r['time']:,}",
+            r["attention"],
+            r["variant"],
+            f"{r['temp_bytes'] / 2**20:,.1f}",
+            f"{r['temp_over_hand_rules']:.2f}",
+            ms(r["seconds"]),
+            f"{r['time_over_hand_rules']:.2f}",
+        ]
+        for r in result["rows"]
+    ]
+    header = [
+        "T",
+        "attention",
+        "gradients by",
+        "temp MiB",
+        "memory / hand rules'",
+        "ms [min, max]",
+        "time / hand rules'",
+    ]
+    return markdown(header, rows)
+
+
+def char_lm_context(folders):
+    """experiments/char_lm.py runs at one time budget and one token count per step, context varied."""
+    runs = [json.load(open(os.path.join(folder, "metrics.json"))) | {"folder": folder} for folder in folders]
+    rows = []
+    for m in sorted(runs, key=lambda m: m["config"]["context"]):
+        cfg = m["config"]
+        rows.append(
+            [
+                f"{cfg['context']:,}",
+                cfg["batch_size"],
+                cfg.get("block_size") or "dense",
+                "yes" if cfg.get("remat") else "no",
+                f"{m['steps']:,}",
+                f"{m['train_seconds']:.0f}",
+                f"{m['val_loss']:.3f}",
+                os.path.relpath(m["folder"]),
+            ]
+        )
+    header = ["context", "batch", "attention block", "remat", "steps", "train s", "val loss", "raw results"]
+    return markdown(header, rows)
+
+
 def gradcheck_report(text):
     rows = []
     for line in text.splitlines():
@@ -417,6 +532,12 @@ PAGES = (
                 "python benchmarks/cnn_step.py --out FILE",
             ),
             Section(
+                "Your own loop, one jitted call per step",
+                R + "own_loop.json",
+                "own_loop",
+                "python benchmarks/own_loop.py --out FILE",
+            ),
+            Section(
                 "Variants of jaxnn's CNN step",
                 R + "cnn_variants.json",
                 "cnn_variants",
@@ -454,6 +575,35 @@ PAGES = (
                 R + "layer_backward.json",
                 "layer_backward",
                 "python benchmarks/layer_backward.py --out FILE",
+            ),
+        ),
+    ),
+    Page(
+        "long-context",
+        "Long contexts",
+        "Attention at long contexts: the blockwise hand rule (an online softmax, nn.MultiHeadAttention's "
+        "block_size) against the dense hand rule, jax.grad and jax.nn.dot_product_attention; recomputation "
+        "(nn.remat) against jax.checkpoint; and what a longer context buys a character-level model at "
+        "equal training time.",
+        (
+            Section(
+                "One causal attention layer (d 64, 4 heads, batch 1, float32, block 512)",
+                R + "long_attention.json",
+                "long_attention",
+                "python benchmarks/long_attention.py --out FILE",
+            ),
+            Section(
+                "Four transformer blocks (d 128, 4 heads, batch 1, float32), with and without recomputation",
+                R + "remat.json",
+                "remat",
+                "python benchmarks/remat.py --out FILE",
+            ),
+            Section(
+                "Context length at equal training time (Tiny Shakespeare, 1,024 tokens per step)",
+                "docs/results/char_lm/context_*",
+                "char_lm_context",
+                "python experiments/char_lm.py --data-dir DIR --seconds 240 --context C --batch-size 1024/C "
+                "[--block-size 256 --remat]",
             ),
         ),
     ),
@@ -575,7 +725,8 @@ def machine(found):
     if isinstance(found, dict):
         m = found.get("machine")
         if isinstance(m, dict):
-            return f"{m.get('device', '?')}, {m.get('cpus', '?')} CPUs, jax {m.get('jax', '?')}"
+            device = m.get("device") or m.get("cpu") or m.get("device_kind", "?")
+            return f"{device}, {m.get('cpus', '?')} CPUs, jax {m.get('jax', '?')}"
         if "device" in found:
             return f"{found['device']}, jax {found.get('jax', '?')}" + (
                 f", {found['cpus']} CPUs" if "cpus" in found else ""
@@ -607,7 +758,7 @@ def render(page):
     lines += [page.intro, "", "How these numbers are taken: [the method](method.md).", ""]
     for section in page.sections:
         found = load(section.source)
-        source = section.source.rstrip("*").rstrip("/")
+        source = section.source[:-2] if section.source.endswith("/*") else section.source
         lines += [f"## {section.title}", ""]
         lines += [f"Raw result: `{source}`, committed {committed(source)}; measured on {machine(found)}."]
         if section.command:

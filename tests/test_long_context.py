@@ -80,6 +80,7 @@ def test_remat_stack_needs_less_compiled_memory():
     assert temp_bytes(nn.serial(*map(nn.remat, blocks))) < 0.7 * temp_bytes(nn.serial(*blocks))
 
 
+@pytest.mark.slow  # a whole language model in float64, three ways (6 s)
 def test_long_context_options_leave_the_language_model_unchanged(x64):
     """Blockwise attention and remat are the same function: the same logits and hand gradients."""
     dense = nn.models.char_transformer(7, 6, d=8, heads=2, layers=2)
