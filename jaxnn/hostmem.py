@@ -11,9 +11,10 @@ fresh pages: about 18,000 page faults per step, a third of the step's time on a 
 `reuse_host_memory()` tells glibc to serve every allocation from one heap (one arena, no mmap) and
 to keep freed memory instead of returning it to the system (as a GPU allocator keeps its pool): the
 later calls of a program find their block already mapped (most of them: now and then a call still
-faults its pages in again). The price is that the process's resident memory stays at its peak. `import jaxnn` calls it on a Linux CPU machine, before JAX has started
-its threads (later, their arenas exist already and the setting cannot reach them);
-`JAXNN_HOST_MEMORY=release` in the environment leaves glibc's defaults alone.
+faults its pages in again). The price is that the process's resident memory stays at its peak.
+`import jaxnn` calls it on a Linux CPU machine, before JAX has started its threads (later, their
+arenas exist already and the setting cannot reach them); `JAXNN_HOST_MEMORY=release` in the
+environment leaves glibc's defaults alone.
 """
 
 import ctypes
