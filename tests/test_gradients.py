@@ -257,6 +257,8 @@ COMPOSITES_IN_SLOW = {
     "ResNet block with BatchNorm, training",
     "ResNet block with BatchNorm, evaluation",
     "cnn with BatchNorm, evaluation",
+    "remat(transformer block, blockwise)",  # each part is checked by default (and tests/test_long_context.py)
+    "MultiHeadAttention blockwise",  # the causal blockwise case stays in the default run
 }
 
 

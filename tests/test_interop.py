@@ -210,7 +210,10 @@ def _setup(name):
     return model, module, shape, x, to_t, from_t, integer
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize(
+    "name",  # the blockwise layer is the dense one's function (tests/test_sequence_layers.py): slow run
+    [pytest.param(n, marks=pytest.mark.slow) if "blockwise" in n else n for n in sorted(CASES)],
+)
 def test_imported_modules_compute_what_pytorch_computes(name, x64):
     model, module, shape, x, to_t, from_t, integer = _setup(name)
     params, state = io.from_torch(model, module, shape)
