@@ -11,7 +11,7 @@ devices (`jaxnn.parallel`), interop (`jaxnn.io`) and figures (`jaxnn.plots`) loa
 """
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import activations, augment, blockwise, gradcheck, losses, models
 from .activations import activation, prelu, softmax
@@ -37,6 +37,9 @@ from .precision import mixed_precision
 from .recurrent import GRU, LSTM, RNN, LastStep
 from .remat import remat
 from .summary import summary
+
+if TYPE_CHECKING:  # loaded on first use, with jaxnn.train (see __getattr__)
+    from .train.compile import jit
 
 reuse_host_memory()  # before JAX starts its threads (jaxnn.hostmem says why); nothing above starts them
 

@@ -52,7 +52,8 @@ def remat(layer: Layer) -> Layer:
         params, x, key, state, train = residuals
 
         def rerun(args):
-            return call_forward(layer, *args, train)[1]
+            params, x, key, state = args
+            return call_forward(layer, params, x, key, state, train)[1]
 
         first = jax.tree_util.tree_leaves(dy)[0].ravel()[0]
         inner = jax.lax.cond(jnp.isfinite(first), rerun, rerun, (params, x, key, state))
