@@ -1,6 +1,8 @@
-"""Shared by the benchmark scripts: write a result as JSON, creating the folder; a median with its spread."""
+"""Shared by the benchmark scripts: write a result as JSON, creating the folder; a median with its
+spread; compiled functions timed in turns."""
 
 import json
+import time
 
 import numpy as np
 
@@ -17,6 +19,20 @@ def write_json(path, result):
 def spread(values):
     """{"median", "min", "max"} of repeated measurements, as the README reports them."""
     return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+
+
+def time_in_turns(compiled, args, rounds):
+    """{name: [seconds of each round]} for compiled functions of the same (already warm) args, each
+    round running every function once, in turn, so that a change in the machine's speed falls on all."""
+    import jax  # noqa: PLC0415
+
+    seconds = {name: [] for name in compiled}
+    for _ in range(rounds):
+        for name, fn in compiled.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
 
 
 def fit_quietly(model, ds, epochs, batch_size, opt, seed, loss=None, augment=None):

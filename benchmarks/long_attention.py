@@ -21,13 +21,12 @@ length to find where each implementation's temporary plus argument memory passes
 import argparse
 import functools
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 
 import jaxnn as nn
-from bench_io import spread, write_json
+from bench_io import spread, time_in_turns, write_json
 from run import machine
 
 D, HEADS, BATCH = 64, 4, 1
@@ -136,12 +135,7 @@ def main():
             if temp + io <= args.time_limit_gib * 2**30:
                 jax.block_until_ready(c(params, x, dy))  # warm up
                 compiled[name] = c
-        seconds = {name: [] for name in compiled}
-        for _ in range(args.rounds):
-            for name, c in compiled.items():
-                t0 = time.perf_counter()
-                jax.block_until_ready(c(params, x, dy))
-                seconds[name].append(time.perf_counter() - t0)
+        seconds = time_in_turns(compiled, (params, x, dy), args.rounds)
         plain = rows["jax.grad, plain attention"]
         for name, row in rows.items():
             row["temp_over_jax_grad"] = row["temp_bytes"] / plain["temp_bytes"]

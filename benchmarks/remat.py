@@ -17,12 +17,11 @@ runs with [min, max], the variants taking turns.
 """
 
 import argparse
-import time
 
 import jax
 
 import jaxnn as nn
-from bench_io import spread, write_json
+from bench_io import spread, time_in_turns, write_json
 from run import machine
 
 D, HEADS, BATCH, BLOCK = 128, 4, 1, 512
@@ -91,12 +90,7 @@ def main():
                 }
                 jax.block_until_ready(c(params, x, dy))
                 compiled[name] = c
-            seconds = {name: [] for name in compiled}
-            for _ in range(args.rounds):
-                for name, c in compiled.items():
-                    t0 = time.perf_counter()
-                    jax.block_until_ready(c(params, x, dy))
-                    seconds[name].append(time.perf_counter() - t0)
+            seconds = time_in_turns(compiled, (params, x, dy), args.rounds)
             base = rows["hand rules"]
             base["seconds"] = spread(seconds["hand rules"])
             for name, row in rows.items():
