@@ -1,6 +1,8 @@
 """Attention at long contexts: memory and time of one forward plus backward, four ways.
 
     python benchmarks/long_attention.py [--times 256,...,16384] [--block 512] [--rounds 5] [--out FILE]
+                                        [--figure PNG]
+    python benchmarks/long_attention.py --from FILE --figure PNG     # the figure of a committed result
 
 The layer is causal self-attention with its projections (d 64, 4 heads, batch 1, float32), and
 each implementation computes the gradients of its parameters and input for a random dy:
@@ -16,10 +18,12 @@ without running; an implementation is timed at a length only where it needs at m
 so the benchmark never swaps. Times: the median of --rounds runs with [min, max], the
 implementations taking turns. Beyond the timed lengths, the memory analysis goes on doubling the
 length to find where each implementation's temporary plus argument memory passes --fits-gib (24).
+--figure draws memory and time against the length, one line per implementation.
 """
 
 import argparse
 import functools
+import json
 import math
 
 import jax
@@ -112,7 +116,15 @@ def main():
     p.add_argument("--fits-gib", type=float, default=24.0)
     p.add_argument("--fits-cap", type=int, default=1 << 20, help="longest length the fit search tries")
     p.add_argument("--out", default=None)
+    p.add_argument("--figure", default=None, help="draw memory and time against T into this PNG")
+    p.add_argument(
+        "--from", dest="source", default=None, help="draw --figure from this result, measure nothing"
+    )
     args = p.parse_args()
+    if args.source:
+        with open(args.source) as f:
+            figure(json.load(f), args.figure)
+        return
     impls = implementations(args.block)
     result = {
         "machine": machine(),
@@ -170,6 +182,45 @@ def main():
                 f"T {first_over['time']} needs {need:.1f} GiB"
             )
     write_json(args.out, result)
+    if args.figure:
+        figure(result, args.figure)
+
+
+def figure(result, path):
+    """Two panels against the length T (log-log): temporary memory, with the memory limit and where
+    each implementation first passes it, and the time of one forward plus backward."""
+    plt = nn.plots._plt()
+    fig, (memory_ax, time_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for impl, fits in result["fits"].items():
+        rows = [r for r in result["rows"] if r["impl"] == impl]
+        (line,) = memory_ax.plot(
+            [r["time"] for r in rows], [r["temp_bytes"] / 2**30 for r in rows], "o-", label=impl
+        )
+        if fits["first_over"]:
+            over = fits["first_over"]
+            memory_ax.plot([over["time"]], [over["bytes"] / 2**30], "x", color=line.get_color(), ms=9, mew=2)
+        timed = [r for r in rows if "seconds" in r]
+        time_ax.plot([r["time"] for r in timed], [r["seconds"]["median"] for r in timed], "o-", label=impl)
+    limit = next(iter(result["fits"].values()))["limit_gib"]
+    memory_ax.axhline(limit, color="grey", lw=0.8, ls="--")
+    memory_ax.annotate(
+        f"{limit:g} GiB (x: the first T that does not fit)",
+        (0.02, limit),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 4),
+        textcoords="offset points",
+        fontsize=8,
+        color="grey",
+    )
+    for ax, ylabel in ((memory_ax, "compiled temporary memory (GiB)"), (time_ax, "forward + backward (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("context length T")
+        ax.set_ylabel(ylabel)
+    time_ax.legend(fontsize=8)
+    c = result["config"]
+    fig.suptitle(f"causal attention, d {c['d']}, {c['heads']} heads, batch {c['batch']}, block {c['block']}")
+    return nn.plots._save(fig, path)
 
 
 if __name__ == "__main__":

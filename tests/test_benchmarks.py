@@ -80,7 +80,10 @@ def test_long_context_benchmarks_smoke(tmp_path):
         "256",
         "--out",
         str(tmp_path / "attention.json"),
+        "--figure",
+        str(tmp_path / "attention.png"),
     )
+    assert (tmp_path / "attention.png").stat().st_size > 10_000
     attention = json.loads((tmp_path / "attention.json").read_text())
     assert {r["impl"] for r in attention["rows"]} == set(attention["fits"]) and len(attention["rows"]) == 4
     assert all(r["temp_bytes"] > 0 and r["seconds"]["median"] > 0 for r in attention["rows"])
