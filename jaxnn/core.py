@@ -514,6 +514,28 @@ def Residual(inner: Layer, shortcut: Layer | None = None) -> Layer:
     return layer._replace(stochastic=inner.stochastic, rule=inner.rule, parts=((inner, ()),))
 
 
+def wrapper_layer(layer: Layer, name: str, forward: Callable, backward: Callable) -> Layer:
+    """A Layer with `layer`'s parameters, state, init and input shape (and its rule, as `parts`
+    shows it inside), computed by `forward` and `backward` around it: mixed precision, remat.
+
+    **Arguments:** `layer` the wrapped Layer; `name` the wrapper's; `forward(params, x, key=None,
+    state=None, train=None) -> (y, residuals, new_state)` and `backward(residuals, dy) -> (dparams,
+    dx)`, which call the layer's own.
+
+    **Returns:** the wrapping Layer.
+    """
+    made = make_layer(
+        name, layer.init, forward, backward, init_state=layer.init_state, stateful=layer.stateful
+    )
+    return made._replace(
+        init=layer.init,  # with the default shape a built model has
+        stochastic=layer.stochastic,
+        rule=layer.rule,
+        input_shape=layer.input_shape,
+        parts=((layer, ()),),
+    )
+
+
 def _projected_residual(inner: Layer, shortcut: Layer) -> Layer:
     """Residual(inner, shortcut): y = shortcut(x) + inner(x), both paths' params and state as pairs."""
 

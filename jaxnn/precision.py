@@ -12,7 +12,7 @@ chain rule, so its derivative is a cast back).
 import jax
 import jax.numpy as jnp
 
-from .core import Layer, call_forward, make_layer
+from .core import Layer, call_forward, wrapper_layer
 from .errors import InputError, InputTypeError
 
 __all__ = ["mixed_precision", "PRECISIONS"]
@@ -66,19 +66,5 @@ def mixed_precision(model: Layer, compute: str = "bfloat16") -> Layer:
         dparams = jax.tree_util.tree_map(lambda g, p: g.astype(p.dtype), dparams, params)
         return dparams, _cast(dx, jnp.float32)
 
-    layer = make_layer(
-        f"mixed_precision({model.name}, {compute})",
-        model.init,  # the parameters are the model's own, in their own dtype
-        forward,
-        backward,
-        init_state=model.init_state,
-        stateful=model.stateful,
-    )
-    # the parameters are the model's own: so is its init (with the default shape a built model has)
-    return layer._replace(
-        init=model.init,
-        stochastic=model.stochastic,
-        rule=model.rule,
-        input_shape=model.input_shape,
-        parts=((model, ()),),
-    )
+    # the parameters are the model's own, in their own dtype: so are its init and state
+    return wrapper_layer(model, f"mixed_precision({model.name}, {compute})", forward, backward)

@@ -24,7 +24,7 @@ and the rerun may merge with the forward again: per-example gradients save no me
 import jax
 import jax.numpy as jnp
 
-from .core import Layer, call_forward, make_layer
+from .core import Layer, call_forward, wrapper_layer
 from .errors import InputTypeError
 
 __all__ = ["remat"]
@@ -59,18 +59,4 @@ def remat(layer: Layer) -> Layer:
         inner = jax.lax.cond(jnp.isfinite(first), rerun, rerun, (params, x, key, state))
         return layer.backward(inner, dy)
 
-    made = make_layer(
-        f"remat({layer.name})",
-        layer.init,
-        forward,
-        backward,
-        init_state=layer.init_state,
-        stateful=layer.stateful,
-    )
-    return made._replace(
-        init=layer.init,
-        stochastic=layer.stochastic,
-        rule=layer.rule,
-        input_shape=layer.input_shape,
-        parts=((layer, ()),),
-    )
+    return wrapper_layer(layer, f"remat({layer.name})", forward, backward)
