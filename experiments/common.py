@@ -13,7 +13,7 @@ import time
 import jax
 
 import jaxnn as nn
-from jaxnn.files import write_text
+from jaxnn.files import process_alive, write_text
 
 
 def compile_cache_folder():
@@ -171,15 +171,7 @@ def _alive(owner):
     if owner.get("host") != socket.gethostname():
         return True
     pid = owner.get("pid")
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return isinstance(pid, int) and process_alive(pid)
 
 
 def out_dir(path, default_name):

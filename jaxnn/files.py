@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_path", "write_text", "clean_stale"]
+__all__ = ["atomic_write", "atomic_path", "write_text", "clean_stale", "process_alive"]
 
 TMP_MARK = ".jaxnn-tmp-"
 
@@ -24,7 +24,13 @@ def _umask():
     return mask
 
 
-def _alive(pid):
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (the owner of a temporary file or a lock).
+
+    **Arguments:** `pid` a process id.
+
+    **Returns:** True if it runs, also when it belongs to another user (signal refused).
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -55,7 +61,7 @@ def clean_stale(folder: str) -> list[str]:
             pid = int(name.split(TMP_MARK, 1)[1].split("-", 1)[0])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not process_alive(pid):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(folder, name))
                 removed.append(name)
