@@ -161,9 +161,10 @@ def run_lock(folder):
 def _lock_owner(path):
     try:
         with open(path) as f:
-            return json.loads(f.read() or "{}")
+            owner = json.loads(f.read() or "{}")
     except (OSError, ValueError):
         return {}  # unreadable: a lock being written, or damaged
+    return owner if isinstance(owner, dict) else {}  # valid JSON but not a lock's object: damaged
 
 
 def _alive(owner):

@@ -412,7 +412,7 @@ def train_into(args, folder, run_name, print):
             print(f"weights -> {args.save_weights} (safetensors)")
         if args.export:
             nn.io.export(model, state.params, state.model_state, model.input_shape, args.export)
-            print(f"inference artifact -> {args.export} (run it with jax alone: jax.export.deserialize)")
+            print(f"inference artifact -> {args.export} (run it with jax and flatbuffers, no jaxnn: jax.export.deserialize)")
         if args.profile:
             profile_steps(model, loss, opt, state, ds, args, options._replace(mesh=None), args.profile, print)
     print(

@@ -4,7 +4,9 @@
     state, meta = restore(path, like=state)     # `like` gives the tree structure to fill
 
 The arrays go into one .npz, keyed by their tree paths; a reader checks that the stored paths,
-shapes and dtypes match the template, so a checkpoint of another model is refused clearly. A file
+shapes and dtypes match the template, so a checkpoint of another model is refused clearly. Every
+leaf comes back bit for bit in its own dtype: bfloat16 (which .npz cannot name) is stored as its
+16-bit pattern, and a typed PRNG key (`jax.random.key`) as its key data and implementation. A file
 that cannot be read as a checkpoint (truncated, empty, foreign) raises CheckpointError; `set_aside`
 renames it so that nothing overwrites it and nothing loads it by mistake.
 """
@@ -16,12 +18,13 @@ import zipfile
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .errors import CheckpointError
 from .files import atomic_write
 
-__all__ = ["save", "restore", "read", "fill", "set_aside"]
+__all__ = ["save", "restore", "read", "fill", "set_aside", "dtype_name"]
 
 
 def _flat(tree):
@@ -41,10 +44,37 @@ def save(path: str, tree: Any, meta: dict | None = None) -> str:
     **Returns:** path. The file's permissions follow the umask.
     """
     names, leaves, _ = _flat(tree)
-    arrays: dict[str, Any] = {f"a{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    stored = [_storable(leaf) for leaf in leaves]
+    arrays: dict[str, Any] = {f"a{i}": array for i, (array, _) in enumerate(stored)}
     arrays["__names__"] = np.asarray(json.dumps(names))
+    arrays["__dtypes__"] = np.asarray(json.dumps([dtype for _, dtype in stored]))
     arrays["__meta__"] = np.asarray(json.dumps(meta or {}))
     return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def dtype_name(leaf: Any) -> str:
+    """A leaf's dtype as a string ("float32", "bfloat16", "key<fry>"), for arrays and typed keys."""
+    return str(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype)
+
+
+def _storable(leaf: Any) -> tuple[np.ndarray, str]:
+    """(an array .npz can hold, how to read it back): a typed key as its key data ("key:<impl>"),
+    bfloat16 as its uint16 bit pattern ("bfloat16"), anything else as it is ("")."""
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(leaf)), f"key:{jax.random.key_impl(leaf)}"
+    array = np.asarray(leaf)
+    if array.dtype == jnp.bfloat16:
+        return array.view(np.uint16), "bfloat16"
+    return array, ""
+
+
+def _restored(array: np.ndarray, how: str) -> Any:
+    """The leaf `_storable` stored as (array, how)."""
+    if how.startswith("key:"):
+        return jax.random.wrap_key_data(array, impl=how[len("key:") :])
+    if how == "bfloat16":
+        return array.view(jnp.bfloat16)
+    return array
 
 
 def read(path: str) -> tuple[list[str], list[np.ndarray], dict]:
@@ -67,7 +97,8 @@ def read(path: str) -> tuple[list[str], list[np.ndarray], dict]:
         with loaded as f:
             names = json.loads(str(f["__names__"]))
             meta = json.loads(str(f["__meta__"]))
-            arrays = [f[f"a{i}"] for i in range(len(names))]
+            how = json.loads(str(f["__dtypes__"])) if "__dtypes__" in f.files else [""] * len(names)
+            arrays = [_restored(f[f"a{i}"], how[i]) for i in range(len(names))]
     except (FileNotFoundError, CheckpointError):
         raise
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
@@ -114,12 +145,12 @@ def fill(path: str, contents: tuple, like: Any) -> tuple[Any, dict]:
             f"missing {missing}, unexpected {extra})"
         )
     for name, got, want in zip(names, arrays, leaves):
-        if got.shape != np.shape(want) or got.dtype != np.asarray(want).dtype:
+        if got.shape != np.shape(want) or dtype_name(got) != dtype_name(want):
             raise CheckpointError(
-                f"checkpoint {path}: {name} is {got.dtype}{got.shape}, expected "
-                f"{np.asarray(want).dtype}{np.shape(want)} (a checkpoint of another model?)"
+                f"checkpoint {path}: {name} is {dtype_name(got)}{got.shape}, expected "
+                f"{dtype_name(want)}{np.shape(want)} (a checkpoint of another model?)"
             )
-    return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a) for a in arrays]), meta
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in arrays]), meta
 
 
 def set_aside(path: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.core import Tracer
 
 from .errors import InputError, InputTypeError
@@ -153,6 +154,24 @@ def example_shape(name: str, input_shape: Any) -> Shape:
     )
 
 
+def model_input_shape(model: "Layer", input_shape: Any, where: str) -> Shape:
+    """The shape of one example a call works on: `input_shape` if given, else the one the model
+    records (`model.input_shape`), checked as `example_shape` checks it.
+
+    **Arguments:** `model` the Layer; `input_shape` a shape or None; `where` the caller, for messages.
+
+    **Returns:** the shape as a tuple of ints. Neither given nor recorded (a model built with
+    `serial`) raises an InputError that says to pass it.
+    """
+    shape = model.input_shape if input_shape is None else input_shape
+    if shape is None:
+        raise InputError(
+            f"{where}: pass input_shape (the shape of one example, e.g. (784,) or (28, 28, 1)); "
+            f"{model.name} records none (models built with serial do not; jaxnn.models' builders do)"
+        )
+    return example_shape(where, shape)
+
+
 def _describe(tree: Any) -> str:
     if isinstance(tree, dict):
         return f"a dict with keys {sorted(map(str, tree))}"
@@ -232,7 +251,8 @@ def make_layer(
     stateful = init_state is not None if stateful is None else stateful
     rule = "hand"
     if apply is not None:
-        forward, backward = _vjp_rule(apply, _accepts(apply, "state"), threads_state)
+        checked = _checked_output(name, apply, init, _accepts(apply, "state"))
+        forward, backward = _vjp_rule(checked, _accepts(apply, "state"), threads_state)
         rule = "autodiff"
     assert forward is not None and backward is not None
     init_takes_dtype = _accepts(init, "dtype")
@@ -280,6 +300,49 @@ def make_layer(
         rule=rule,
         config=config,
     )
+
+
+def _checked_output(name: str, f: ApplyFn, init: InitFn, returns_state: bool) -> ApplyFn:
+    """f, raising a clear error when what it returns is not an array of the shape `init` declares
+    for its input: a wrong shape would otherwise surface far away (a loss of NaN, a broadcast error
+    in the next layer), and a non-array deep inside JAX. Shapes are static, so under `jit` this runs
+    once, at tracing."""
+    declared: dict = {}  # one example's input shape -> the output shape init declares for it
+
+    def expected(input_shape):
+        if input_shape not in declared:
+            try:
+                found = []
+
+                def run_init(key):
+                    out_shape, params = init(key, input_shape)
+                    found.append(tuple(out_shape))
+                    return params
+
+                jax.eval_shape(run_init, jax.random.PRNGKey(0))
+                declared[input_shape] = found[0]
+            except Exception:  # init refuses this shape: nothing to compare with (apply's error says more)
+                declared[input_shape] = None
+        return declared[input_shape]
+
+    def checked(params, x, **options):
+        out = f(params, x, **options)
+        y = out[0] if returns_state and isinstance(out, tuple) else out
+        if not isinstance(y, (jax.Array, np.ndarray)):
+            raise InputTypeError(
+                f"{name}: apply must return an array (y{', new_state' if returns_state else ''}), "
+                f"got {type(y).__name__}"
+            )
+        want = expected(tuple(jnp.shape(x))[1:])
+        if want is not None and tuple(y.shape[1:]) != want:
+            raise InputError(
+                f"{name}: apply returned {tuple(y.shape)} for an input of shape {tuple(jnp.shape(x))}, "
+                f"but its init declares outputs of shape (batch, {', '.join(map(str, want))}); make the "
+                "two agree (the next layer and the loss are built for init's shape)"
+            )
+        return out
+
+    return checked
 
 
 def _vjp_rule(f: ApplyFn, takes_state: bool, threads_state: bool) -> tuple[ForwardFn, BackwardFn]:

@@ -197,9 +197,17 @@ def download(
     worker = threading.Thread(target=fetch, daemon=True, name=f"download {os.path.basename(dest)}")
     worker.start()
     worker.join(deadline)
-    if worker.is_alive() or isinstance(result.get("error"), TimeoutError):
-        raise DataError(f"download of {url} took over {deadline:g} s ({result['size']} bytes so far)")
     error = result.get("error")
+    if worker.is_alive() or isinstance(error, _DeadlinePassed):
+        raise DataError(
+            f"download of {url} passed its deadline: the whole download took over {deadline:g} s "
+            f"({result['size']} bytes so far)"
+        )
+    if isinstance(error, TimeoutError):  # a read that waited `timeout` seconds for a byte
+        raise DataError(
+            f"download of {url}: the server sent nothing for {timeout:g} s (the per-read timeout; "
+            f"{result['size']} bytes so far)"
+        )
     if isinstance(error, DataError):
         raise error
     if error is not None:  # URLError, timeouts, cut bodies, ...
@@ -209,6 +217,10 @@ def download(
     if got != md5:
         raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
     return atomic_write(dest, lambda f: f.write(data))
+
+
+class _DeadlinePassed(Exception):
+    """The whole download's deadline passed (as against one read's timeout: a TimeoutError)."""
 
 
 def _fetch_bytes(url, dest, timeout, give_up, progress, result):
@@ -230,7 +242,7 @@ def _fetch_bytes(url, dest, timeout, give_up, progress, result):
                 result["size"] += len(block)
                 bar.update(len(block))
                 if time.monotonic() > give_up:
-                    raise TimeoutError("deadline")
+                    raise _DeadlinePassed()
     data = b"".join(chunks)
     if total is not None and len(data) != total:
         raise DataError(f"download of {url} was cut: {len(data)} of {total} bytes")

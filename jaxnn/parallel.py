@@ -3,7 +3,8 @@ split along it, parameters and optimizer state are replicated. XLA inserts the a
 gradients itself: no home-made distribution layer.
 
     mesh = data_mesh(8)
-    state, history = train.fit(..., mesh=mesh)          # or experiments/train.py --devices 8
+    options = train.TrainOptions(mesh=mesh)
+    state, history = train.fit(..., options=options)    # or experiments/train.py --devices 8
 
 On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before JAX starts) gives 8
 host devices to try it. Across hosts (one process per host), call `start_process` first on every

@@ -14,8 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .core import Layer, output_shape
-from .errors import InputError
+from .core import Layer, model_input_shape, output_shape
 from .types import DTypeLike, Shape
 
 __all__ = ["summary", "rows", "layer_flops", "Row"]
@@ -56,10 +55,7 @@ def layer_flops(layer: Layer, input_shape: Shape, input_dtype: DTypeLike = jnp.f
 
 
 def _shape_of(model: Layer, input_shape: Shape | None) -> Shape:
-    shape = model.input_shape if input_shape is None else input_shape
-    if shape is None:
-        raise InputError(f"{model.name}: pass input_shape (the shape of one example); the model records none")
-    return tuple(shape)
+    return model_input_shape(model, input_shape, "summary")
 
 
 def rows(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike = jnp.float32) -> list[Row]:

@@ -4,7 +4,7 @@
     state_dict = io.to_torch(model, params, state, torch_module)    # and out
     io.save_safetensors("weights.safetensors", params, state)       # a file any framework reads
     params, state = io.load_safetensors("weights.safetensors", params, state)
-    io.export(model, params, state, (28, 28, 1), "model.jaxexport")  # runs with jax alone
+    io.export(model, params, state, (28, 28, 1), "model.jaxexport")  # runs with jax + flatbuffers, no jaxnn
 
 PyTorch, safetensors and TensorBoard are optional: `pip install -e '.[interop]'`.
 """

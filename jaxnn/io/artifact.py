@@ -1,9 +1,10 @@
 """A trained model as a `jax.export` artifact: the inference function serialised with its weights,
-which a process that imports only jax loads and runs, for any batch size.
+which a process with jax (and flatbuffers, which `jax.export` reads artifacts with) loads and runs,
+for any batch size.
 
     export(model, params, state, (28, 28, 1), "model.jaxexport")
 
-    # anywhere, with jax alone:
+    # anywhere, with jax and flatbuffers (pip install jax flatbuffers), no jaxnn:
     import jax, numpy as np
     run = jax.export.deserialize(bytearray(open("model.jaxexport", "rb").read()))
     logits = run.call(np.zeros((5, 28, 28, 1), np.float32))
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Layer, example_shape
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..files import atomic_write, write_text
 from ..types import DTypeLike, Params, Shape, State
 
@@ -41,7 +42,9 @@ def export(
     **Arguments:**
 
     - `model`: the Layer.
-    - `params`, `state`: its trained parameters and state (`()` or None without state).
+    - `params`, `state`: its trained parameters and state (`()` or None for a model without state).
+      A model with state (BatchNorm) must be given its trained state: None raises an InputError,
+      since its initial running statistics would give an artifact that computes something else.
     - `input_shape`: the shape of one example (default `model.input_shape`); the batch dimension is
       symbolic, so the artifact runs for any batch size.
     - `path`: the file to write, atomically; `path + ".json"` gets what the artifact expects (input
@@ -53,12 +56,10 @@ def export(
     runs on.
     """
     shape = example_shape("export", model.input_shape if input_shape is None else input_shape)
-    has_state = bool(jax.tree_util.tree_leaves(state))
-    state = state if has_state else None
+    state = _checked_state(model, state, shape)
 
     def infer(x):
-        out = model.apply(params, x, state=state if has_state else model.init_state(shape), train=False)
-        return out[0]
+        return model.apply(params, x, state=state, train=False)[0]
 
     batch = jax.export.symbolic_shape("batch")[0]
     spec = jax.ShapeDtypeStruct((batch,) + shape, dtype)
@@ -82,12 +83,40 @@ def export(
     return path
 
 
+def _checked_state(model: Layer, state: State, shape: Shape) -> State:
+    """The state to embed: the model's initial state for a model without one; for a model with
+    state, the given state, checked against the model's own structure and shapes."""
+    initial = model.init_state(shape)
+    if not jax.tree_util.tree_leaves(initial):
+        return initial
+    if state is None or not jax.tree_util.tree_leaves(state):
+        raise InputError(
+            f"export: {model.name} has state (running statistics) and none was given: pass the "
+            "trained state (train.fit's state.model_state); its initial statistics would export "
+            "another function"
+        )
+    want, got = jax.tree_util.tree_structure(initial), jax.tree_util.tree_structure(state)
+    if want != got or any(
+        jnp.shape(a) != jnp.shape(b)
+        for a, b in zip(jax.tree_util.tree_leaves(initial), jax.tree_util.tree_leaves(state))
+    ):
+        raise InputError(f"export: the state given is not {model.name}'s (its structure or shapes differ)")
+    return state
+
+
 def load_exported(path: str) -> Any:
     """Load an artifact written by `export` (what `jax.export.deserialize` gives).
 
     **Arguments:** `path` the file.
 
-    **Returns:** a `jax.export.Exported`; `.call(x)` runs it.
+    **Returns:** a `jax.export.Exported`; `.call(x)` runs it. An empty, cut or foreign file raises a
+    CheckpointError naming it.
     """
     with open(path, "rb") as f:
-        return jax.export.deserialize(bytearray(f.read()))
+        data = f.read()
+    try:
+        return jax.export.deserialize(bytearray(data))
+    except Exception as e:  # flatbuffers raises struct.error, IndexError, ... on bytes it cannot parse
+        raise CheckpointError(
+            f"{path} is not a jax.export artifact ({len(data)} bytes; {type(e).__name__}: {e})"
+        ) from None

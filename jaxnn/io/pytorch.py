@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import Layer, output_shape
+from ..core import Layer, model_input_shape, output_shape
 from ..errors import InputError, InputTypeError
 from ..types import Params, Shape, State
 
@@ -541,7 +541,7 @@ def from_torch(model: Layer, module: Any, input_shape: Shape | None = None) -> t
     a missing or extra layer, another size, stride, padding or eps) raises an InputError naming the
     first pair that differs.
     """
-    shape = _input_shape(model, input_shape, "from_torch")
+    shape = model_input_shape(model, input_shape, "from_torch")
     _check_module(module)
     params_parts, state_parts = {}, {}
     for leaf, name, sub in _pairs(model, module, shape):
@@ -575,7 +575,7 @@ def to_torch(
     `bias_hh` zero.
     """
     torch = _torch()
-    shape = _input_shape(model, input_shape, "to_torch")
+    shape = model_input_shape(model, input_shape, "to_torch")
     leaves = layer_leaves(model, shape)
     names = [name for name, _ in torch_leaves(module)] if module is not None else None
     if module is not None:
@@ -598,15 +598,6 @@ def _at(tree: Any, path: tuple) -> Any:
     for k in path:
         tree = tree[k]
     return tree
-
-
-def _input_shape(model: Layer, input_shape: Shape | None, where: str) -> Shape:
-    shape = model.input_shape if input_shape is None else input_shape
-    if shape is None:
-        raise InputError(
-            f"{where}: pass input_shape (one example's shape, jaxnn's layout); {model.name} records none"
-        )
-    return tuple(shape)
 
 
 def _check_module(module: Any) -> None:

@@ -10,9 +10,11 @@ metadata says which names are state. Files are written atomically, like every fi
 """
 
 import json
+import struct
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..errors import CheckpointError, InputError
@@ -53,7 +55,7 @@ def _named(tree: Any, what: str) -> dict[str, np.ndarray]:
     out = {}
     for name, leaf in zip(names, leaves):
         array = np.ascontiguousarray(np.asarray(leaf))
-        if array.dtype.kind not in "biuf":
+        if array.dtype.kind not in "biuf" and array.dtype != jnp.bfloat16:
             raise InputError(f"{what} {name!r} has dtype {array.dtype}: safetensors holds numbers only")
         out[name] = array
     return out
@@ -69,11 +71,12 @@ def save_safetensors(path: str, params: Params, state: State = None) -> str:
     - `state`: its state (BatchNorm's running statistics), or None.
 
     **Returns:** path. Tensor names are the leaves' dotted paths ("3.w", "5.mean"); a state name that
-    equals a parameter name is refused (InputError). bfloat16 arrays are stored as float32.
+    equals a parameter name is refused (InputError). Every dtype is kept as it is, bfloat16 as
+    safetensors' BF16.
     """
     safetensors = _safetensors()
-    tensors = _named(_widen(params), "parameter")
-    state_tensors = _named(_widen(state), "state") if state else {}
+    tensors = _named(params, "parameter")
+    state_tensors = _named(state, "state") if state else {}
     clash = sorted(set(tensors) & set(state_tensors))
     if clash:
         raise InputError(f"save_safetensors: state and parameters share the names {clash[:3]}")
@@ -81,13 +84,6 @@ def save_safetensors(path: str, params: Params, state: State = None) -> str:
     metadata = {"format": FORMAT, "state": json.dumps(sorted(state_tensors))}
     data = safetensors.numpy.save(tensors, metadata=metadata)
     return atomic_write(path, lambda f: f.write(data))
-
-
-def _widen(tree: Any) -> Any:
-    """bfloat16 leaves as float32 (safetensors' NumPy API has no bfloat16)."""
-    return jax.tree_util.tree_map(
-        lambda a: np.asarray(a, np.float32) if np.asarray(a).dtype.name == "bfloat16" else a, tree
-    )
 
 
 def load_safetensors(path: str, like: Params, state_like: State = None) -> Any:
@@ -100,24 +96,69 @@ def load_safetensors(path: str, like: Params, state_like: State = None) -> Any:
       dtypes expected.
     - `state_like`: the model's state, likewise (`model.init_state(...)`), or None.
 
-    **Returns:** the parameters, or `(params, state)` when `state_like` is given. A file that is not a
-    safetensors file, or whose names, shapes or dtypes differ from the template's, raises a
-    CheckpointError naming the first difference.
+    **Returns:** the parameters, or `(params, state)` when `state_like` is given. The file must hold
+    exactly the template's tensors: a file that is not a safetensors file, that lacks a tensor, holds
+    one the template does not have (a deeper model's, or state when no `state_like` is given), or
+    whose shapes or dtypes differ, raises a CheckpointError naming the first difference.
     """
-    safetensors = _safetensors()
-    try:
-        with open(path, "rb") as f:
-            tensors = safetensors.numpy.load(f.read())
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # safetensors raises its own SafetensorError on a foreign file
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({type(e).__name__}: {e})"
-        ) from None
+    _safetensors()  # the same install hint as for saving
+    with open(path, "rb") as f:
+        data = f.read()
+    tensors, metadata = read_safetensors(path, data)
     params = _fill(path, tensors, like, "parameter")
+    expected = set(tree_names(like))
+    if state_like is not None:
+        expected |= set(tree_names(state_like))
+    extra = sorted(set(tensors) - expected)
+    if extra:
+        stored_state = set(json.loads(metadata.get("state", "[]")))
+        hint = (
+            "; the file also holds the model's state: pass state_like=model.init_state(input_shape)"
+            if state_like is None and set(extra) <= stored_state
+            else " (the file holds another, larger model?)"
+        )
+        raise CheckpointError(
+            f"{path} holds {len(extra)} tensors the model does not have, e.g. {extra[:3]}{hint}"
+        )
     if state_like is None:
         return params
     return params, _fill(path, tensors, state_like, "state")
+
+
+# safetensors' dtype names -> NumPy's (BF16 as JAX's bfloat16)
+DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+    "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
+}  # fmt: skip
+
+
+def read_safetensors(path: str, data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors and metadata of a safetensors file's bytes (its format: an 8-byte little-endian
+    header length, a JSON header of names, dtypes, shapes and byte ranges, then the raw data).
+
+    **Arguments:** `path` the file's name, for messages; `data` its bytes.
+
+    **Returns:** `({name: array}, metadata)`. A file that is not a safetensors file raises
+    CheckpointError. (Read here rather than by `safetensors.numpy`, which has no bfloat16.)
+    """
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + size])
+        metadata = header.pop("__metadata__", {}) or {}
+        body = memoryview(data)[8 + size :]
+        tensors = {}
+        for name, info in header.items():
+            start, end = info["data_offsets"]
+            dtype = np.dtype(DTYPES[info["dtype"]])
+            if not 0 <= start <= end <= len(body):
+                raise ValueError(f"tensor {name!r} lies outside the file")
+            tensors[name] = np.frombuffer(body[start:end], dtype).reshape(info["shape"]).copy()
+    except (struct.error, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({len(data)} bytes; {type(e).__name__}: {e})"
+        ) from None
+    return tensors, metadata
 
 
 def _fill(path: str, tensors: dict, like: Any, what: str) -> Any:

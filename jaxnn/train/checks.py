@@ -14,14 +14,20 @@ from ..errors import DataError, InputError
 from ..types import Shape
 
 
-def resolve_input_shape(model: Layer, input_shape: Shape | None, where: str) -> Shape:
-    """input_shape as a tuple, or the model's own (`model.input_shape`) when None is given."""
-    shape = model.input_shape if input_shape is None else input_shape
-    if shape is None:
+def check_trainable(model: Layer, input_shape: Shape, where: str) -> None:
+    """Raise InputError unless the model has parameters to train (a model of pooling and activations
+    alone would "train" without changing).
+
+    **Arguments:** `model` a Layer; `input_shape` one example's shape; `where` the caller.
+
+    **Returns:** None.
+    """
+    params = jax.eval_shape(lambda k: model.init(k, input_shape)[1], jax.random.PRNGKey(0))
+    if not jax.tree_util.tree_leaves(params):
         raise InputError(
-            f"{where}: pass input_shape (the shape of one example, e.g. (784,)); {model.name} records none"
+            f"{where}: {model.name} has no parameters, so training would change nothing; add a layer "
+            "with parameters (Dense, Conv2D, ...)"
         )
-    return tuple(shape)
 
 
 def check_positive_int(name: str, value: Any) -> None:

@@ -11,9 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import Layer
+from ..core import Layer, model_input_shape
 from ..types import Shape
-from .checks import resolve_input_shape
 
 # XLA's CPU default hands single dots, single convolutions and reductions to YNNPACK; adding
 # element-wise ops lets YNNPACK fuse a convolution with its neighbours (bias add, ReLU, max) and run
@@ -117,13 +116,33 @@ def jit(fun: Callable, model: Layer, input_shape: Shape | None = None, **jit_kwa
     - `fun`: the function to compile, e.g. a training step built on `nn.value_and_grad(model, ...)`.
     - `model`: the Layer that `fun` runs; its programs get `model_compiler_options(..., per_call=True)`
       (on the CPU, YNNPACK's fusions when the model has convolutions; else XLA's defaults).
-    - `input_shape`: one example's shape (default: `model.input_shape`).
+    - `input_shape`: one example's shape (default: `model.input_shape`). A model that records none
+      (built with `serial`) needs none either: the options are then decided from the program that
+      the first call lowers, as `compile_lowered` decides them.
     - `jit_kwargs`: passed on to `jax.jit` (`donate_argnums`, `static_argnums`, ...).
 
     **Returns:** the jitted function, one compiled program per input signature as with `jax.jit`.
     For a training step called once per step (a scan of many steps compiles better with
     `model_compiler_options(model, shape)`, as `fit` does).
     """
-    shape = resolve_input_shape(model, input_shape, "jit")
+    if input_shape is None and model.input_shape is None:
+        return _jit_on_first_call(fun, jit_kwargs)
+    shape = model_input_shape(model, input_shape, "jit")
     options = model_compiler_options(model, shape, per_call=True)
     return jax.jit(fun, compiler_options=options, **jit_kwargs)
+
+
+def _jit_on_first_call(fun: Callable, jit_kwargs: dict) -> Callable:
+    """`jax.jit(fun)` whose compiler options come from the program the first call lowers."""
+    compiled: list[Callable] = []  # the jitted function, once the first call has chosen its options
+
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        if not compiled:
+            lowered = jax.jit(fun, **jit_kwargs).lower(*args, **kwargs)
+            has_convolution = "convolution" in lowered.as_text()
+            options = known_options(_options_for(has_convolution, per_call=True))
+            compiled.append(jax.jit(fun, compiler_options=options, **jit_kwargs))
+        return compiled[0](*args, **kwargs)
+
+    return call

@@ -11,11 +11,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..core import Layer, is_traced
+from ..core import Layer, is_traced, model_input_shape
 from ..errors import InputError
 from ..losses import LossFn
 from ..types import DTypeLike, Shape
-from .checks import check_data, check_positive_int, output_classes, resolve_input_shape
+from .checks import check_data, check_positive_int, output_classes
 from .compile import model_compiler_options
 from .step import to_inputs
 
@@ -48,7 +48,7 @@ def make_evaluate(
     `evaluate.unchecked` skips the checks (for callers that checked the arrays already).
     """
     check_positive_int("batch_size", batch_size)
-    input_shape = resolve_input_shape(model, input_shape, "make_evaluate")
+    input_shape = model_input_shape(model, input_shape, "make_evaluate")
     classes = output_classes(model, input_shape)
     if flip and len(input_shape) != 3:
         raise InputError(f"flip=True needs images (H, W, C), not inputs of shape {input_shape}")

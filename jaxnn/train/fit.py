@@ -20,12 +20,12 @@ import optax
 from tqdm.auto import tqdm
 
 from .. import checkpoint, parallel
-from ..core import Layer, check_params
+from ..core import Layer, check_params, model_input_shape
 from ..errors import CheckpointError, InputError, TrainingDiverged
 from ..losses import LossFn
 from ..types import PRNGKey, Shape
 from . import tensorboard
-from .checks import all_finite, check_data, check_positive_int, output_classes, resolve_input_shape
+from .checks import all_finite, check_data, check_positive_int, check_trainable, output_classes
 from .compile import compile_lowered
 from .evaluate import make_evaluate
 from .step import TrainOptions, TrainState, epoch_order, init_state, steps_function
@@ -131,7 +131,8 @@ def fit(
         raise InputError(f"checkpointing.every must be a number of seconds >= 0, got {every!r}")
     if mesh is not None and batch_size % mesh.size:
         raise InputError(f"batch size {batch_size} does not split evenly over {mesh.size} devices")
-    input_shape = resolve_input_shape(model, input_shape, "fit")
+    input_shape = model_input_shape(model, input_shape, "fit")
+    check_trainable(model, input_shape, "fit")
     classes = output_classes(model, input_shape)
     if len(data) != 4:
         raise InputError(f"data must be (x_train, y_train, x_test, y_test), got {len(data)} arrays")

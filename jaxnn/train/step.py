@@ -20,12 +20,12 @@ import numpy as np
 import optax
 
 from .. import parallel
-from ..core import Layer
+from ..core import Layer, model_input_shape
 from ..errors import InputError
 from ..gradients import check_mode, value_and_grad
 from ..losses import LossFn, accuracy
 from ..types import DTypeLike, PRNGKey, Shape
-from .checks import check_positive_int, resolve_input_shape
+from .checks import check_positive_int
 from .compile import model_compiler_options
 
 
@@ -103,7 +103,7 @@ def init_state(
     **Returns:** params from `model.init`, the optimiser's state, step 0, a data key and the model's
     own state (`model.init_state`).
     """
-    input_shape = resolve_input_shape(model, input_shape, "init_state")
+    input_shape = model_input_shape(model, input_shape, "init_state")
     init_key, data_key = jax.random.split(key)
     _, params = model.init(init_key, input_shape, dtype=dtype)
     model_state = model.init_state(input_shape, dtype=dtype)
@@ -248,7 +248,7 @@ def make_epoch(
     arrays. The scan is jitted with the state's buffers donated, and compiles with
     `model_compiler_options`, as `fit` does.
     """
-    input_shape = resolve_input_shape(model, input_shape, "make_epoch")
+    input_shape = model_input_shape(model, input_shape, "make_epoch")
     check_positive_int("batch_size", batch_size)
     run = jax.jit(
         steps_function(model, loss, opt, input_shape, options),
@@ -277,7 +277,7 @@ def init_ensemble(
 
     **Returns:** a TrainState whose every leaf has a leading axis of K.
     """
-    input_shape = resolve_input_shape(model, input_shape, "init_ensemble")
+    input_shape = model_input_shape(model, input_shape, "init_ensemble")
     return jax.vmap(lambda k: init_state(model, opt, k, input_shape))(keys)
 
 
@@ -298,7 +298,7 @@ def make_ensemble_epoch(
     Each member draws its own order from its own key (as `epoch_order` would for it alone); the data
     are shared. Members may differ in seed, and in learning rate via `optax.inject_hyperparams`.
     """
-    input_shape = resolve_input_shape(model, input_shape, "make_ensemble_epoch")
+    input_shape = model_input_shape(model, input_shape, "make_ensemble_epoch")
     check_positive_int("batch_size", batch_size)
     run = jax.jit(
         jax.vmap(steps_function(model, loss, opt, input_shape, options), in_axes=(0, None, None, 0)),
