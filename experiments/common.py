@@ -75,16 +75,24 @@ def positive(kind):
     return parse
 
 
-def check_out_folder(path):
+def check_out_folder(path, flag="--out"):
     """Raise InputError unless path is (or can become) a folder this process can write into."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise nn.InputError(f"--out {path!r} is a file, not a folder")
+        raise nn.InputError(f"{flag} {path!r} is a file, not a folder")
     try:
         os.makedirs(path, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".jaxnn-probe-")
         probe.close()
     except OSError as e:
-        raise nn.InputError(f"cannot write into --out {path!r}: {e.strerror or e}") from None
+        raise nn.InputError(f"cannot write into {flag} {path!r}: {e.strerror or e}") from None
+
+
+def check_out_file(path, flag):
+    """Raise InputError unless path can be written as a file (jaxnn writes files atomically, through
+    a temporary file beside it): checked before training, so that no run is lost at its end."""
+    if os.path.isdir(path):
+        raise nn.InputError(f"{flag} {path!r} is a folder; give the path of a file")
+    check_out_folder(os.path.dirname(os.path.abspath(path)), f"{flag}'s folder")
 
 
 def parser(doc, epochs=None):

@@ -33,6 +33,8 @@ from common import (
     add_compile_cache_flag,
     augmentation,
     build_model,
+    check_out_file,
+    check_out_folder,
     cli,
     out_dir,
     positive,
@@ -338,8 +340,19 @@ def main(argv=None):
     model_name += {"float32": "", "float64": "-f64"}.get(args.precision, "-bf16")
     run_name = f"{args.dataset.replace(':', '_')}-{model_name}-{args.grad}-seed{args.seed}"
     folder = out_dir(args.out, run_name)
+    check_extra_outputs(args)
     with run_lock(folder) if parallel.is_main_process() else contextlib.nullcontext():
         return train_into(args, folder, run_name, print)
+
+
+def check_extra_outputs(args):
+    """Every place the run writes besides --out, checked before any data are loaded or steps run."""
+    for flag, folder in (("--tensorboard", args.tensorboard), ("--profile", args.profile)):
+        if folder:
+            check_out_folder(folder, flag)
+    for flag, path in (("--save-weights", args.save_weights), ("--export", args.export)):
+        if path:
+            check_out_file(path, flag)
 
 
 def train_into(args, folder, run_name, print):
@@ -412,7 +425,7 @@ def train_into(args, folder, run_name, print):
             print(f"weights -> {args.save_weights} (safetensors)")
         if args.export:
             nn.io.export(model, state.params, state.model_state, model.input_shape, args.export)
-            print(f"inference artifact -> {args.export} (run it with jax and flatbuffers, no jaxnn: jax.export.deserialize)")
+            print(f"inference artifact -> {args.export} (runs with jax and flatbuffers, no jaxnn)")
         if args.profile:
             profile_steps(model, loss, opt, state, ds, args, options._replace(mesh=None), args.profile, print)
     print(

@@ -17,7 +17,16 @@ from . import activations, augment, blockwise, gradcheck, losses, models
 from .activations import activation, prelu, softmax
 from .attention import Embedding, MultiHeadAttention, PositionalEmbedding
 from .conv import Conv1D, Conv2D, ConvTranspose2D
-from .core import Layer, Residual, check_params, function_layer, make_layer, output_shape, serial
+from .core import (
+    Layer,
+    Residual,
+    check_params,
+    function_layer,
+    make_layer,
+    one_example,
+    output_shape,
+    serial,
+)
 from .errors import (
     CheckpointError,
     DataError,
@@ -75,6 +84,7 @@ __all__ = [
     "Layer",
     "make_layer",
     "function_layer",
+    "one_example",
     "output_shape",
     "serial",
     "Residual",

@@ -40,6 +40,7 @@ __all__ = [
     "Layer",
     "make_layer",
     "function_layer",
+    "one_example",
     "serial",
     "Residual",
     "output_shape",
@@ -460,7 +461,37 @@ def check_batch(name: str, x: Any, input_shape: Shape) -> None:
     x_shape = tuple(jnp.shape(x))
     expected = "(batch, " + ", ".join(str(d) for d in input_shape) + ")"
     if len(x_shape) != len(input_shape) + 1 or x_shape[1:] != tuple(input_shape):
-        raise InputError(f"{name}: expected input of shape {expected}, got {x_shape}")
+        hint = (
+            "; that is one example without its batch axis: write x[None], or map over single "
+            "examples with jax.vmap(nn.one_example(model.apply), in_axes=(None, 0))"
+            if x_shape == tuple(input_shape)
+            else ""
+        )
+        raise InputError(f"{name}: expected input of shape {expected}, got {x_shape}{hint}")
+
+
+def one_example(apply: Callable[..., Any]) -> Callable[..., Any]:
+    """A Layer's `apply` (or `forward`) as a function of ONE example, without a batch axis: the axis
+    is added on the way in and taken off the output on the way out. Layers work on batches; this is
+    the adapter for `jax.vmap` over single examples (ensembles, per-example maps, samplers).
+
+    **Arguments:**
+
+    - `apply`: `apply(params, x, ...)` of a batch `x: (batch, *input_shape)`, e.g. `model.apply`.
+
+    **Returns:** `f(params, x, ...)` for `x: input_shape`, returning `y: output_shape` (or
+    `(y, new_state)` when given `state=`, the state as apply returns it). Example:
+    `jax.vmap(nn.one_example(model.apply), in_axes=(None, 0))(params, xs)` equals
+    `model.apply(params, xs)`.
+    """
+
+    def f(params, x, *args, **kwargs):
+        out = apply(params, jnp.asarray(x)[None], *args, **kwargs)
+        if isinstance(out, tuple):
+            return (out[0][0],) + tuple(out[1:])
+        return out[0]
+
+    return f
 
 
 def serial(*layers: Layer | Callable[[Array], Array]) -> Layer:

@@ -304,6 +304,8 @@ def check_model(
     labels: Any,
     *,
     key: PRNGKey | None = None,
+    state: Any = None,
+    train: bool | None = None,
     **kwargs: Any,
 ) -> Report:
     """Check the manual gradient of loss(model(x), labels) with respect to params, end to end.
@@ -312,16 +314,28 @@ def check_model(
 
     - `model`, `loss`: a Layer and a Loss (or plain loss function).
     - `params`, `x`, `labels`: parameters (float64), an input batch and its labels.
-    - `key`, `**kwargs`: as for `compare`.
+    - `key`: the PRNG key of the check: the random directions come from it, and a model with
+      Dropout gets `fold_in(key, 1)` as its `key=` (one fixed mask, so the loss is a function of the
+      parameters alone).
+    - `state`, `train`: as for `model.apply`: a model with BatchNorm needs `state=`, and
+      `train=True` checks the gradient through the batch statistics (the state held fixed, as in
+      every hand rule); Dropout with `train=True` needs `key`.
+    - `**kwargs`: as for `compare` (`eps`, `directions`, `finite_diff`).
 
     **Returns:** a Report over the leaves of params; its `rules` list each layer's (and the loss's) rule.
     """
     loss = as_loss(loss, "check_model")
     manual = value_and_grad(model, loss, mode="manual")
+    model_key = None if key is None or not model.stochastic else jax.random.fold_in(key, 1)
+
+    def objective(p):
+        out = model.apply(p, x, key=model_key, state=state, train=train)
+        return loss(out if state is None else out[0], labels)
+
     report = compare(
-        lambda p: loss(model.apply(p, x), labels),
+        objective,
         (params,),
-        lambda p: (manual(p, x, labels)[1],),
+        lambda p: (manual(p, x, labels, model_key, state=state, train=train)[1],),
         names=["params"],
         key=key,
         **kwargs,

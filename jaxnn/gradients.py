@@ -168,13 +168,28 @@ def per_example_grads(
 
     - `model`, `loss`, `mode`: as for `value_and_grad`.
 
-    **Returns:** `f(params, x, labels) -> (values, grads)`: `values` `(batch,)`, the loss of each
-    example on a batch of one; `grads` with a leading batch axis on every leaf. Useful for
-    differential privacy, influence estimates and gradient noise.
+    **Returns:** `f(params, x, labels, key=None, *, state=None, train=None) -> (values, grads)`:
+    `values` `(batch,)`, the loss of each example on a batch of one; `grads` with a leading batch
+    axis on every leaf. `key` is split into one key per example (each its own Dropout mask; a model
+    with Dropout and `train=True` needs it); `state` serves every example (a model with BatchNorm
+    needs it). BatchNorm's training mode is refused: its batch statistics mix the examples, so an
+    example's own gradient exists only in evaluation mode. Useful for differential privacy,
+    influence estimates and gradient noise.
     """
     f = value_and_grad(model, loss, mode)
 
-    def one(params, x, label):
-        return f(params, x[None], label[None])
+    def per_example(params, x, labels, key=None, *, state=None, train=None):
+        if train and model.stateful:
+            raise InputError(
+                f"per_example_grads: {model.name} has batch statistics (BatchNorm), which mix the examples "
+                "in training mode; pass train=False (the running statistics) for per-example gradients"
+            )
+        keys = None if key is None else jax.random.split(key, jnp.shape(x)[0])
 
-    return jax.vmap(one, in_axes=(None, 0, 0))
+        def one(x1, label1, key1):
+            out, grads = f(params, x1[None], label1[None], key1, state=state, train=train)
+            return (out if state is None else out[0]), grads
+
+        return jax.vmap(one, in_axes=(0, 0, None if keys is None else 0))(x, labels, keys)
+
+    return per_example

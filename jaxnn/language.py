@@ -12,9 +12,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from .core import Layer
+from .core import Layer, output_shape
 from .errors import InputError
 from .gradients import check_mode, value_and_grad
 from .losses import LossFn
@@ -33,11 +34,29 @@ def random_windows(key: PRNGKey, tokens: Any, context: int, batch_size: int) -> 
     - `context`: the window length.
     - `batch_size`: the number of windows.
 
-    **Returns:** `(x, y)`, each `(batch_size, context)`: y is x shifted by one (the next tokens).
+    **Returns:** `(x, y)`, each `(batch_size, context)`: y is x shifted by one (the next tokens). A
+    text shorter than `context + 1` tokens (one window and its next token) raises an InputError.
     """
+    check_long_enough(tokens, context, "training")
     starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - context)
     window = tokens[starts[:, None] + jnp.arange(context + 1)]
     return window[:, :-1], window[:, 1:]
+
+
+def check_long_enough(tokens: Any, context: int, what: str) -> None:
+    """Raise InputError unless tokens hold one window of `context` tokens and the token after it.
+
+    **Arguments:** `tokens` the token ids `(n,)`; `context` the window length; `what` the text's use.
+
+    **Returns:** None. Shapes are static, so this also runs under `jit`.
+    """
+    n = jnp.shape(tokens)[0] if jnp.ndim(tokens) == 1 else None
+    if n is None or n < context + 1:
+        got = f"{n} tokens" if n is not None else f"an array of shape {jnp.shape(tokens)}"
+        raise InputError(
+            f"the {what} text has {got}; a context of {context} needs at least {context + 1} (a window "
+            "and the token after it): use a longer text or a shorter context"
+        )
 
 
 def lm_steps_function(
@@ -96,6 +115,7 @@ def make_lm_evaluate(
     """
 
     def evaluate(params, tokens, model_state):
+        check_long_enough(tokens, context, "evaluation")
         blocks = (tokens.shape[0] - 1) // context
         x = tokens[: blocks * context].reshape(blocks, context)
         y = tokens[1 : blocks * context + 1].reshape(blocks, context)
@@ -135,15 +155,14 @@ def make_sampler(model: Layer, context: int, length: int) -> Callable[..., Any]:
 
     The window lives in a buffer of `context` tokens filled from the left: a causal model's output
     at the last filled position is the same whatever fills the rest, so one compiled program serves
-    every window length.
+    every window length. The prompt is checked on the host first: a prompt that is not a non-empty
+    1-D array of integer ids in [0, vocab), vocab the width of the model's output, raises an
+    InputError (an id outside it would be read as some other token, or as zeros).
     """
+    vocab = output_shape(model, (context,))[-1]
 
-    def sample(params, prompt, key, temperature=1.0, model_state=None):
-        prompt = jnp.asarray(prompt)
-        if prompt.ndim != 1 or prompt.shape[0] < 1:
-            raise InputError(
-                f"make_sampler: the prompt must be a non-empty 1-D array of ids, got {prompt.shape}"
-            )
+    @jax.jit
+    def draw(params, prompt, key, temperature, model_state):
         if model_state is None:
             model_state = model.init_state((context,))
         prompt = prompt[-context:]
@@ -162,4 +181,18 @@ def make_sampler(model: Layer, context: int, length: int) -> Callable[..., Any]:
         _, tokens = jax.lax.scan(step, (buffer, jnp.asarray(filled)), jax.random.split(key, length))
         return tokens
 
-    return jax.jit(sample)
+    def sample(params, prompt, key, temperature=1.0, model_state=None):
+        host = np.asarray(prompt)
+        if host.ndim != 1 or host.shape[0] < 1 or not np.issubdtype(host.dtype, np.integer):
+            raise InputError(
+                "make_sampler: the prompt must be a non-empty 1-D array of integer ids, got "
+                f"{host.dtype}{host.shape}"
+            )
+        if host.min() < 0 or host.max() >= vocab:
+            raise InputError(
+                f"make_sampler: the prompt's ids must lie in [0, {vocab}) (the model's vocabulary), "
+                f"got ids from {host.min()} to {host.max()}"
+            )
+        return draw(params, jnp.asarray(host), key, temperature, model_state)
+
+    return sample
