@@ -19,6 +19,7 @@ from .core import Layer, output_shape
 from .errors import InputError
 from .gradients import check_mode, value_and_grad
 from .losses import LossFn
+from .renamed import removed_keywords
 from .types import PRNGKey
 
 __all__ = ["random_windows", "lm_steps_function", "make_lm_evaluate", "make_sampler"]
@@ -59,6 +60,7 @@ def check_long_enough(tokens: Any, context: int, what: str) -> None:
         )
 
 
+@removed_keywords(grad="mode=...")
 def lm_steps_function(
     model: Layer,
     loss: LossFn | Callable,

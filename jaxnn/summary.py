@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .core import Layer, model_input_shape, output_shape
+from .renamed import removed_keywords
 from .types import DTypeLike, Shape
 
 __all__ = ["summary", "rows", "layer_flops", "Row"]
@@ -30,6 +31,7 @@ class Row(NamedTuple):
     rule: str  # "hand", "autodiff" or "mixed" (see Layer.rule)
 
 
+@removed_keywords(dtype="input_dtype=...")
 def layer_flops(layer: Layer, input_shape: Shape, input_dtype: DTypeLike = jnp.float32) -> float:
     """XLA's FLOP count of one example's forward pass through `layer`, in evaluation mode.
 
@@ -58,6 +60,7 @@ def _shape_of(model: Layer, input_shape: Shape | None) -> Shape:
     return model_input_shape(model, input_shape, "summary")
 
 
+@removed_keywords(dtype="input_dtype=...")
 def rows(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike = jnp.float32) -> list[Row]:
     """The table's rows: each layer of a serial model in turn (or the model itself).
 
@@ -81,6 +84,7 @@ def rows(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike 
     return table
 
 
+@removed_keywords(dtype="input_dtype=...")
 def summary(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike = jnp.float32) -> str:
     """The model's table as text.
 

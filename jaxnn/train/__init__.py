@@ -11,6 +11,7 @@ host, before anything compiles), `compile` (XLA options for a model's programs) 
 with checkpoints, resume and progress). `train` knows nothing of datasets on disk: it takes arrays.
 """
 
+from ..renamed import removed_attribute
 from .checks import all_finite, check_data, check_positive_int, output_classes
 from .compile import compile_lowered, compiler_options, known_options, model_compiler_options
 from .evaluate import make_evaluate
@@ -29,6 +30,18 @@ from .step import (
     steps_function,
     to_inputs,
 )
+
+_MOVED = {
+    "TrainingDiverged": "jaxnn.TrainingDiverged (jaxnn.errors)",
+    "host_epoch_order": "jaxnn.train.epoch_order",
+    "epoch_function": "jaxnn.train.steps_function (one scan of steps) or make_epoch",
+}
+
+
+def __getattr__(name: str):
+    """Names earlier versions had here: an error that says where they went."""
+    raise removed_attribute(__name__, name, _MOVED)
+
 
 __all__ = [
     "TrainState",

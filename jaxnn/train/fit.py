@@ -23,6 +23,7 @@ from .. import checkpoint, parallel
 from ..core import Layer, check_params, model_input_shape
 from ..errors import CheckpointError, InputError, TrainingDiverged
 from ..losses import LossFn
+from ..renamed import FIT, removed_keywords
 from ..types import PRNGKey, Shape
 from . import tensorboard
 from .checks import all_finite, check_data, check_positive_int, check_trainable, output_classes
@@ -83,6 +84,7 @@ def chunk_steps(steps: int, checkpoint_every: float | None) -> int:
     return best if best >= target / 2 else target
 
 
+@removed_keywords(**FIT)
 def fit(
     model: Layer,
     loss: LossFn | Callable,

@@ -24,6 +24,7 @@ from ..core import Layer, model_input_shape
 from ..errors import InputError
 from ..gradients import check_mode, value_and_grad
 from ..losses import LossFn, accuracy
+from ..renamed import STEPS, removed_keywords
 from ..types import DTypeLike, PRNGKey, Shape
 from .checks import check_positive_int
 from .compile import model_compiler_options
@@ -127,6 +128,7 @@ def to_inputs(images: Any, input_shape: Shape, dtype: DTypeLike = jnp.float32) -
     return x.reshape((images.shape[0],) + tuple(input_shape))
 
 
+@removed_keywords(**STEPS)
 def make_step(
     model: Layer,
     loss: LossFn | Callable,
@@ -196,6 +198,7 @@ def _permutation(perm_key: Any, n: int, batch_size: int) -> np.ndarray:
     return rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
 
 
+@removed_keywords(**STEPS)
 def steps_function(
     model: Layer,
     loss: LossFn | Callable,
@@ -227,6 +230,7 @@ def _check_batch_size(batch_size: int, n: int) -> None:
         raise InputError(f"batch size {batch_size} is larger than the dataset ({n} examples)")
 
 
+@removed_keywords(**STEPS)
 def make_epoch(
     model: Layer,
     loss: LossFn | Callable,
@@ -281,6 +285,7 @@ def init_ensemble(
     return jax.vmap(lambda k: init_state(model, opt, k, input_shape))(keys)
 
 
+@removed_keywords(**STEPS)
 def make_ensemble_epoch(
     model: Layer,
     loss: LossFn | Callable,
