@@ -277,8 +277,9 @@ def transformer_block(
     """
     attention = Residual(serial(LayerNorm(), MultiHeadAttention(heads, causal=causal, block_size=block_size)))
     mlp_part = Residual(serial(LayerNorm(), Dense(mlp_ratio * d), activation_layer("gelu"), Dense(d)))
+    config = {"kind": "TransformerBlock", "d": d, "heads": heads, "causal": causal, "mlp_ratio": mlp_ratio}
     return serial(attention, mlp_part)._replace(
-        name=f"TransformerBlock({d}, {heads}{', causal' if causal else ''})"
+        name=f"TransformerBlock({d}, {heads}{', causal' if causal else ''})", config=config
     )
 
 

@@ -1,7 +1,7 @@
 """Interop: a model's weights in and out of jaxnn, and artifacts that run without it.
 
-    params, state = io.from_torch(model, torch_module)              # PyTorch weights in
-    state_dict = io.to_torch(model, params, state, torch_module)    # and out
+    params, state = io.from_torch(model, torch_module, (28, 28, 1))        # PyTorch weights in
+    state_dict = io.to_torch(model, params, state, torch_module, (28, 28, 1))  # and out
     io.save_safetensors("weights.safetensors", params, state)       # a file any framework reads
     params, state = io.load_safetensors("weights.safetensors", params, state)
     io.export(model, params, state, (28, 28, 1), "model.jaxexport")  # runs with jax + flatbuffers, no jaxnn

@@ -1,14 +1,18 @@
 """PyTorch weights in and out: a torch.nn.Module's parameters as a jaxnn model's, and back.
 
-    params, state = from_torch(model, module, input_shape)     # the module's weights, jaxnn's layout
-    state_dict = to_torch(model, params, state, module)        # module.load_state_dict(state_dict)
+    params, state = from_torch(model, module, (28, 28, 1))     # the module's weights, jaxnn's layout
+    state_dict = to_torch(model, params, state, module, (28, 28, 1))   # module.load_state_dict(...)
+
+(A model from `jaxnn.models` records its input shape and may leave it out; one built with `serial`
+records none.)
 
 The module's parameterised submodules, taken in registration order, must match the model's
 parameterised layers in order (attention, LSTM, GRU and RNN count as one module each, with their
-inner projections). Each pair is converted by the rule of its kind, below; the rule also checks
-that the two compute the same function (sizes, stride, padding, eps, heads...), and the first pair
-that does not gets an InputError naming both. PyTorch itself is needed only here
-(`pip install -e '.[interop]'`).
+inner projections; a TransformerEncoderLayer matches a transformer block whole). Each pair is
+converted by the rule of its kind, below; the rule also checks that the two compute the same
+function (sizes, stride, padding, eps, momentum, heads...), and the first pair that does not gets an
+InputError naming both. What has no weights (activations, pooling) is compared by `compare`.
+PyTorch itself is needed only here (`pip install -e '.[interop]'`).
 
 The layouts: PyTorch multiplies `x W^T` (W: (out, in)), jaxnn `x w` (w: (in, out)); PyTorch's
 images are NCHW with kernels (out, in, kh, kw), jaxnn's NHWC with kernels (kh, kw, in, out); and
@@ -32,12 +36,20 @@ __all__ = ["from_torch", "to_torch", "layer_leaves"]
 
 
 class Leaf(NamedTuple):
-    """A parameterised layer of a model, where it sits, and what it reads."""
+    """A leaf layer of a model (or a block that PyTorch has as one module), where it sits, and what
+    it reads."""
 
     layer: Layer
     path: tuple  # the index path of its params (and state) in the model's params
     input_shape: Shape  # the shape of one example it reads
     flattened_from: Shape | None  # (H, W, C) when its input is a Flatten of an image (a Dense after Flatten)
+    has_params: bool = True
+    parts: tuple = ()  # a block's own leaves, used when PyTorch's module is not one block
+
+
+def kind_of(layer: Layer) -> str | None:
+    """What a layer is (`Layer.config`'s "kind"), or None for a layer that does not say."""
+    return (layer.config or {}).get("kind")
 
 
 def layer_leaves(model: Layer, input_shape: Shape) -> list[Leaf]:
@@ -48,15 +60,32 @@ def layer_leaves(model: Layer, input_shape: Shape) -> list[Leaf]:
     - `model`: a Layer (composites are walked through `Layer.parts`).
     - `input_shape`: the shape of one example the model reads.
 
-    **Returns:** one Leaf per layer that has parameters.
+    **Returns:** one Leaf per layer that has parameters, blocks opened into their layers.
     """
+    return [leaf for leaf in _opened(all_leaves(model, input_shape)) if leaf.has_params]
+
+
+def all_leaves(model: Layer, input_shape: Shape) -> list[Leaf]:
+    """Every leaf layer of the model in the order they run, parameter-free ones included; a block
+    with a PyTorch rule of its own (a transformer block) is one Leaf, its layers in `parts`."""
     leaves: list[Leaf] = []
     _walk(model, tuple(input_shape), (), None, leaves)
     return leaves
 
 
+def _opened(leaves: list[Leaf]) -> list[Leaf]:
+    """leaves with every block replaced by its own leaves."""
+    return [inner for leaf in leaves for inner in (_opened(list(leaf.parts)) if leaf.parts else [leaf])]
+
+
 def _walk(layer, shape, path, pending, leaves):
-    """Append layer's parameterised leaves to leaves; return (output shape, pending flatten)."""
+    """Append layer's leaves to leaves; return (output shape, pending flatten)."""
+    kind = kind_of(layer)
+    if layer.parts and kind in RULES:  # a block PyTorch may hold as one module
+        inner: list[Leaf] = []
+        _walk(layer._replace(config=None), shape, path, None, inner)
+        leaves.append(Leaf(layer, path, shape, None, True, tuple(inner)))
+        return output_shape(layer, shape), None
     if layer.parts:
         if layer.layers:  # serial: each part reads the one before it
             for part, sub in layer.parts:
@@ -65,10 +94,9 @@ def _walk(layer, shape, path, pending, leaves):
         for part, sub in layer.parts:  # Residual, mixed precision: each part reads the same input
             _walk(part, shape, path + sub, None, leaves)
         return output_shape(layer, shape), None
-    kind = (layer.config or {}).get("kind")
     params = jax.eval_shape(lambda k: layer.init(k, shape)[1], jax.random.PRNGKey(0))
-    if jax.tree_util.tree_leaves(params):
-        leaves.append(Leaf(layer, path, shape, pending if kind == "Dense" else None))
+    has_params = bool(jax.tree_util.tree_leaves(params))
+    leaves.append(Leaf(layer, path, shape, pending if kind == "Dense" else None, has_params))
     if kind == "Flatten":
         pending = shape if len(shape) == 3 else None
     elif kind not in ("activation", "Dropout", "prelu"):  # an element-wise layer keeps the flattening
@@ -89,12 +117,19 @@ def _torch():
 
 def torch_leaves(module: Any) -> list[tuple[str, Any]]:
     """(name, submodule) of every submodule that holds parameters or buffers of its own, in
-    registration order; attention and the recurrent layers count as one with what is inside them."""
+    registration order; attention, the recurrent layers and the transformer encoder layer count as
+    one with what is inside them."""
     torch = _torch()
-    whole = (torch.nn.MultiheadAttention, torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)
+    whole = (
+        torch.nn.MultiheadAttention,
+        torch.nn.LSTM,
+        torch.nn.GRU,
+        torch.nn.RNN,
+        torch.nn.TransformerEncoderLayer,
+    )
     found, inside = [], []
     for name, sub in module.named_modules():
-        if any(name.startswith(prefix + ".") for prefix in inside):
+        if any(prefix == "" or name.startswith(prefix + ".") for prefix in inside):
             continue
         own = list(sub.parameters(recurse=False)) + list(sub.buffers(recurse=False))
         if isinstance(sub, whole):
@@ -268,6 +303,14 @@ def _batchnorm_in(leaf, module, where):
         module.running_mean is not None,
         where,
         "track_running_stats=False: jaxnn's BatchNorm keeps running statistics",
+    )
+    momentum, torch_momentum = leaf.layer.config["momentum"], module.momentum
+    _check(torch_momentum is not None, where, "momentum None (a cumulative average), which jaxnn has not")
+    _check(
+        math.isclose(1 - torch_momentum, momentum),
+        where,
+        f"momentum {torch_momentum} weighs the new batch, jaxnn's the running value: the layer needs "
+        f"BatchNorm(momentum={1 - torch_momentum:g}), it has {momentum}",
     )
     scale, bias = _affine(module, c, _array(module.running_mean).dtype)
     return {"scale": scale, "bias": bias}, {
@@ -443,6 +486,60 @@ def _prelu_out(leaf, params, state):
     return {"weight": np.asarray(params["alpha"]).reshape(1)}
 
 
+def _block_in(leaf, module, where):
+    """TransformerEncoderLayer (batch_first, norm_first, GELU) -> the pre-norm transformer block:
+    norm1 and self_attn are the attention half's LayerNorm and attention, norm2, linear1 and linear2
+    the MLP half's; the attention's weights convert as MultiheadAttention's."""
+    cfg, torch = leaf.layer.config, _torch()
+    d, heads, hidden = cfg["d"], cfg["heads"], cfg["mlp_ratio"] * cfg["d"]
+    activation = module.activation
+    gelu = activation is torch.nn.functional.gelu or (
+        isinstance(activation, torch.nn.GELU) and activation.approximate == "none"
+    )
+    checks = [
+        (module.self_attn.batch_first, "batch_first=False: jaxnn's sequences are (batch, time, d)"),
+        (module.norm_first, "norm_first=False (post-norm): jaxnn's block normalises first"),
+        (gelu, f"activation {getattr(activation, '__name__', activation)}: the block's is the exact GELU"),
+        (module.linear1.out_features == hidden, f"dim_feedforward {module.linear1.out_features}, "
+         f"the block's MLP is {hidden} wide (mlp_ratio {cfg['mlp_ratio']})"),
+    ]  # fmt: skip
+    for ok, what in checks:
+        _check(ok, where, what)
+    sub = leaf._replace(input_shape=leaf.input_shape[:-1] + (d,))
+    norm = leaf.layer.parts[0][0].parts[0][0].parts[0][0]  # the first LayerNorm, for its eps
+    parts = {
+        "attention": _attention_in(sub._replace(layer=_Config({"heads": heads})), module.self_attn, where)[0],
+        "norm1": _layernorm_in(sub._replace(layer=norm), module.norm1, where)[0],
+        "norm2": _layernorm_in(sub._replace(layer=norm), module.norm2, where)[0],
+        "linear1": _dense_in(_as_dense(sub, hidden), module.linear1, where)[0],
+        "linear2": _dense_in(_as_dense(sub._replace(input_shape=(hidden,)), d), module.linear2, where)[0],
+    }
+    attention_half = (parts["norm1"], parts["attention"])
+    mlp_half = (parts["norm2"], parts["linear1"], (), parts["linear2"])
+    return (attention_half, mlp_half), ()
+
+
+class _Config(NamedTuple):
+    """A stand-in layer for a rule that reads only `config` (the parts of a block)."""
+
+    config: dict
+
+
+def _as_dense(leaf, features):
+    return leaf._replace(layer=_Config({"features": features}), flattened_from=None)
+
+
+def _block_out(leaf, params, state):
+    (norm1, attention), (norm2, linear1, _, linear2) = params
+    out = {f"self_attn.{k}": v for k, v in _attention_out(leaf, attention, ()).items()}
+    for name, p in (("norm1", norm1), ("norm2", norm2)):
+        out.update({f"{name}.{k}": v for k, v in _norm_out(leaf, p, ()).items()})
+    plain = leaf._replace(flattened_from=None)
+    for name, p in (("linear1", linear1), ("linear2", linear2)):
+        out.update({f"{name}.{k}": v for k, v in _dense_out(plain, p, ()).items()})
+    return out
+
+
 RULES: dict[str, Rule] = {
     "Dense": Rule(("Linear",), _dense_in, _dense_out),
     "Conv2D": Rule(("Conv2d",), _conv2d_in, _conv2d_out),
@@ -458,6 +555,7 @@ RULES: dict[str, Rule] = {
     "RNN": Rule(("RNN",), _rnn_in, _recurrent_out),
     "MultiHeadAttention": Rule(("MultiheadAttention",), _attention_in, _attention_out),
     "prelu": Rule(("PReLU",), _prelu_in, _prelu_out),
+    "TransformerBlock": Rule(("TransformerEncoderLayer",), _block_in, _block_out),
 }
 """jaxnn layer kind -> the PyTorch modules it matches and the two conversions."""
 
@@ -467,33 +565,59 @@ def describe(leaf: Leaf) -> str:
     return f"layer {''.join(f'[{k}]' for k in leaf.path) or '(the model)'} {leaf.layer.name}"
 
 
-def _pairs(model: Layer, module: Any, input_shape: Shape) -> list[tuple[Leaf, str, Any]]:
-    """The model's parameterised layers beside the module's, checked one for one."""
-    leaves, modules = layer_leaves(model, input_shape), torch_leaves(module)
-    pairs = []
-    for i, leaf in enumerate(leaves):
-        kind = (leaf.layer.config or {}).get("kind")
+class Matched(NamedTuple):
+    """A model matched with a PyTorch module: the (leaf, module name, module) pairs of the layers
+    with parameters, and every leaf of the model in order (blocks kept whole where PyTorch has one
+    module for them, opened elsewhere)."""
+
+    pairs: list[tuple[Leaf, str, Any]]
+    leaves: list[Leaf]
+
+
+def match(model: Layer, module: Any, input_shape: Shape) -> Matched:
+    """The model's parameterised layers beside the module's, checked one for one.
+
+    **Arguments:** `model` the Layer; `module` the torch.nn.Module; `input_shape` one example's shape.
+
+    **Returns:** a Matched. Another kind of layer, a missing or an extra one raises an InputError
+    naming the first that differs.
+    """
+    queue, modules = all_leaves(model, input_shape), torch_leaves(module)
+    n_layers = len(layer_leaves(model, input_shape))
+    pairs: list[tuple[Leaf, str, Any]] = []
+    leaves: list[Leaf] = []
+    while queue:
+        leaf = queue.pop(0)
+        if not leaf.has_params:
+            leaves.append(leaf)
+            continue
+        kind, i = kind_of(leaf.layer), len(pairs)
+        fits = i < len(modules) and kind in RULES and type(modules[i][1]).__name__ in RULES[kind].modules
+        if leaf.parts and not fits:  # PyTorch holds the block's layers one by one: match those
+            queue[:0] = list(leaf.parts)
+            continue
         if kind not in RULES:
             raise InputError(f"{describe(leaf)}: jaxnn.io has no PyTorch rule for it")
         if i >= len(modules):
             raise InputError(
                 f"{describe(leaf)} has no PyTorch module to match: the module "
-                f"has {len(modules)} parameterised submodules, the model {len(leaves)} parameterised layers"
+                f"has {len(modules)} parameterised submodules, the model {n_layers} parameterised layers"
             )
         name, sub = modules[i]
-        if type(sub).__name__ not in RULES[kind].modules:
+        if not fits:
             raise InputError(
                 f"{describe(leaf)} does not match PyTorch's {name or 'module'} "
                 f"({type(sub).__name__}): it takes {' or '.join(RULES[kind].modules)}"
             )
         pairs.append((leaf, name, sub))
-    if len(modules) > len(leaves):
-        name, sub = modules[len(leaves)]
+        leaves.append(leaf)
+    if len(modules) > len(pairs):
+        name, sub = modules[len(pairs)]
         raise InputError(
             f"PyTorch's {name} ({type(sub).__name__}) has no layer to match: the model has "
-            f"{len(leaves)} parameterised layers, the module {len(modules)} parameterised submodules"
+            f"{n_layers} parameterised layers, the module {len(modules)} parameterised submodules"
         )
-    return pairs
+    return Matched(pairs, leaves)
 
 
 def _template(model: Layer, input_shape: Shape):
@@ -526,33 +650,47 @@ def _fill(template: Any, parts: dict, what: str) -> Any:
     return jax.tree_util.tree_unflatten(treedef, values)
 
 
-def from_torch(model: Layer, module: Any, input_shape: Shape | None = None) -> tuple[Params, State]:
+def from_torch(
+    model: Layer, module: Any, input_shape: Shape | None = None, *, check: bool = True
+) -> tuple[Params, State]:
     """A PyTorch module's weights as the parameters (and state) of a jaxnn model of the same architecture.
 
     **Arguments:**
 
     - `model`: the jaxnn Layer.
     - `module`: a `torch.nn.Module` whose parameterised submodules, in registration order, match the
-      model's parameterised layers in order.
-    - `input_shape`: the shape of one example, jaxnn's layout (NHWC images); default `model.input_shape`.
+      model's parameterised layers in order (a `TransformerEncoderLayer` matches a
+      `models.transformer_block` whole).
+    - `input_shape`: the shape of one example, jaxnn's layout (NHWC images); default
+      `model.input_shape` (a model built with `serial` records none: pass it).
+    - `check`: compare what has no weights as well (see below); False skips the forward passes.
 
     **Returns:** `(params, state)`, in the module's dtype (float64 needs `jax.enable_x64`). BatchNorm's
     running mean and variance become its state. A module that does not match (another architecture,
-    a missing or extra layer, another size, stride, padding or eps) raises an InputError naming the
-    first pair that differs.
+    a missing or extra layer, another size, stride, padding, eps or momentum) raises an InputError
+    naming the first pair that differs. With `check`, the parameter-free layers are compared too
+    (activations and pooling, in the order the module's forward calls them), and then both models
+    run on one random batch in evaluation mode: outputs that differ (a functional call in the
+    module's forward that the model lacks, say) raise an InputError with the difference. A module
+    whose forward cannot be called with one batch (a ModuleList) is compared by its weights alone.
     """
     shape = model_input_shape(model, input_shape, "from_torch")
     _check_module(module)
+    matched = match(model, module, shape)
     params_parts, state_parts = {}, {}
-    for leaf, name, sub in _pairs(model, module, shape):
+    for leaf, name, sub in matched.pairs:
         where = f"{describe(leaf)} and PyTorch's {name or 'module'} ({type(sub).__name__})"
-        params, state = RULES[(leaf.layer.config or {})["kind"]].to_jaxnn(leaf, sub, where)
+        params, state = RULES[kind_of(leaf.layer)].to_jaxnn(leaf, sub, where)
         params_parts[leaf.path] = params
         if state:
             state_parts[leaf.path] = state
     params_like, state_like = _template(model, shape)
     params = _fill(params_like, params_parts, "params")
     state = _fill(state_like, state_parts, "state") if jax.tree_util.tree_leaves(state_like) else state_like
+    if check:
+        from .compare import check_same_function  # noqa: PLC0415  (it needs this module's rules)
+
+        check_same_function(model, params, state, module, shape, matched)
     return params, state
 
 
@@ -568,7 +706,8 @@ def to_torch(
     - `module`: a `torch.nn.Module` of the same architecture, whose names the state_dict takes; without
       it the names are the layers' index paths (`"0.weight"`, `"3.running_mean"`), which are the names
       of a `torch.nn.Sequential` built in the model's order.
-    - `input_shape`: the shape of one example (default `model.input_shape`).
+    - `input_shape`: the shape of one example (default `model.input_shape`; a model built with
+      `serial` records none: pass it).
 
     **Returns:** `{name: torch.Tensor}` for `module.load_state_dict`. Converting back with `from_torch`
     gives the same parameters exactly; LSTM, GRU and RNN biases come back as `bias_ih` (their sum),
@@ -576,18 +715,17 @@ def to_torch(
     """
     torch = _torch()
     shape = model_input_shape(model, input_shape, "to_torch")
-    leaves = layer_leaves(model, shape)
-    names = [name for name, _ in torch_leaves(module)] if module is not None else None
     if module is not None:
         _check_module(module)
-        _pairs(model, module, shape)  # the same architecture, checked as from_torch checks it
+        named = [(leaf, name) for leaf, name, _ in match(model, module, shape).pairs]
+    else:
+        named = [(leaf, ".".join(map(str, leaf.path))) for leaf in layer_leaves(model, shape)]
     out = {}
-    for i, leaf in enumerate(leaves):
-        kind = (leaf.layer.config or {}).get("kind")
+    for leaf, prefix in named:
+        kind = kind_of(leaf.layer)
         if kind not in RULES:
             raise InputError(f"{describe(leaf)}: jaxnn.io has no PyTorch rule for it")
         sub_params, sub_state = _at(params, leaf.path), _at(state, leaf.path) if state else ()
-        prefix = names[i] if names is not None else ".".join(map(str, leaf.path))
         for local, value in RULES[kind].to_torch(leaf, sub_params, sub_state).items():
             key = f"{prefix}.{local}" if prefix else local
             out[key] = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
