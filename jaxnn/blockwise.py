@@ -159,10 +159,12 @@ def attend_backward(q, k, v, o, lse, do, causal: bool, block: int):
             dq = dq.at[i].add(jnp.einsum("bhtu,bhuf->bhtf", ds, kj) / root)
             return dk, dv, dq
 
-        # causal: query blocks before block j see none of its keys
-        dk, dv, dq = jax.lax.fori_loop(
-            j if causal else 0, count, step, (jnp.zeros_like(kj), jnp.zeros_like(vj), dq)
-        )
+        def visit(i, carry):  # causal: query blocks before block j see none of its keys
+            return jax.lax.cond(i >= j, step, lambda _, same: same, i, carry) if causal else step(i, carry)
+
+        # a loop of fixed length, as in attend: a loop from j would be a while loop, which reverse mode
+        # cannot differentiate (jax.jacrev of the hand gradient, a reverse-over-reverse Hessian product)
+        dk, dv, dq = jax.lax.fori_loop(0, count, visit, (jnp.zeros_like(kj), jnp.zeros_like(vj), dq))
         return dq, (dk, dv)
 
     dq, (dk, dv) = jax.lax.scan(key_block, jnp.zeros_like(qb), jnp.arange(count))
