@@ -482,7 +482,8 @@ def one_example(apply: Callable[..., Any]) -> Callable[..., Any]:
     **Returns:** `f(params, x, ...)` for `x: input_shape`, returning `y: output_shape` (or
     `(y, new_state)` when given `state=`, the state as apply returns it). Example:
     `jax.vmap(nn.one_example(model.apply), in_axes=(None, 0))(params, xs)` equals
-    `model.apply(params, xs)`.
+    `model.apply(params, xs)`. `jax.vmap` maps keyword arguments too: close over a shared `state=`
+    (`jax.vmap(lambda x: f(params, x, state=state))(xs)`).
     """
 
     def f(params, x, *args, **kwargs):

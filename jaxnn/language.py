@@ -121,7 +121,8 @@ def make_lm_evaluate(
         blocks = (tokens.shape[0] - 1) // context
         x = tokens[: blocks * context].reshape(blocks, context)
         y = tokens[1 : blocks * context + 1].reshape(blocks, context)
-        whole = blocks // batch_size
+        size = min(batch_size, blocks)  # a text of fewer blocks than a batch: one batch of them all
+        whole = blocks // size
 
         def total(xb, yb):
             out, _ = model.apply(params, xb, state=model_state, train=False)
@@ -129,11 +130,11 @@ def make_lm_evaluate(
 
         def body(acc, i):
             sl = jax.lax.dynamic_slice_in_dim
-            return acc + total(sl(x, i * batch_size, batch_size), sl(y, i * batch_size, batch_size)), None
+            return acc + total(sl(x, i * size, size), sl(y, i * size, size)), None
 
         value, _ = jax.lax.scan(body, 0.0, jnp.arange(whole))
-        if blocks % batch_size:
-            value = value + total(x[whole * batch_size :], y[whole * batch_size :])
+        if blocks % size:
+            value = value + total(x[whole * size :], y[whole * size :])
         return value / blocks
 
     return jax.jit(evaluate)
