@@ -52,6 +52,17 @@ class Attention(torch.nn.Module):
         return self.att(x, x, x, attn_mask=mask, need_weights=False)[0]
 
 
+class Functional(torch.nn.Module):
+    """Two Linear layers with a tanh between them that no module holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
 def _zero_b_hn(gru):
     with torch.no_grad():
         gru.bias_hh_l0[2 * gru.hidden_size :] = 0
@@ -173,6 +184,15 @@ CASES = {
     "MultiheadAttention, causal, blockwise": (
         lambda: nn.MultiHeadAttention(2, causal=True, block_size=2),
         lambda: Attention(4, 2, causal=True),
+        (5, 4),
+        None,
+        None,
+    ),
+    "TransformerEncoderLayer (batch_first, norm_first, GELU)": (
+        lambda: nn.models.transformer_block(4, 2, causal=False),
+        lambda: torch.nn.TransformerEncoderLayer(
+            4, 2, dim_feedforward=16, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        ),
         (5, 4),
         None,
         None,
@@ -310,6 +330,54 @@ MISMATCHES = {
         "b_hn",
     ),
     "another eps": (nn.LayerNorm(), torch.nn.LayerNorm(4, eps=1e-3), (4,), "eps"),
+    "another activation": (
+        nn.mlp([4, 3, 2], activation="relu"),
+        torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)),
+        (4,),
+        r"after layer \[0\] Dense\(3\), PyTorch computes \['tanh\(\)'\] .* computes \['relu\(\)'\]",
+    ),
+    "GELU for ReLU": (
+        nn.mlp([4, 3, 2], activation="relu"),
+        torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.GELU(), torch.nn.Linear(3, 2)),
+        (4,),
+        r"\['gelu\(\)'\]",
+    ),
+    "another pooling": (
+        nn.serial(nn.Conv2D(2, (3, 3)), nn.activation("relu"), nn.MaxPool(), nn.Flatten(), nn.Dense(2)),
+        torch.nn.Sequential(
+            torch.nn.Conv2d(1, 2, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AvgPool2d(2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(18, 2),
+        ),
+        (6, 6, 1),
+        r"AvgPool\(window=\(2, 2\).* computes \['relu\(\)', 'MaxPool",
+    ),
+    "an activation in a functional forward": (
+        nn.mlp([4, 3, 2], activation="relu"),
+        Functional(),
+        (4,),
+        "outputs differ from PyTorch's by up to",
+    ),
+    "another BatchNorm momentum": (
+        nn.serial(nn.Dense(3), nn.BatchNorm(momentum=0.5)),
+        torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)),
+        (4,),
+        r"momentum 0.1 .* needs BatchNorm\(momentum=0.9\), it has 0.5",
+    ),
+    "a post-norm transformer layer": (
+        nn.models.transformer_block(4, 2, causal=False),
+        torch.nn.TransformerEncoderLayer(4, 2, 16, dropout=0.0, activation="gelu", batch_first=True),
+        (5, 4),
+        "norm_first=False",
+    ),
+    "a ReLU transformer layer": (
+        nn.models.transformer_block(4, 2, causal=False),
+        torch.nn.TransformerEncoderLayer(4, 2, 16, dropout=0.0, batch_first=True, norm_first=True),
+        (5, 4),
+        "activation relu",
+    ),
 }
 
 
@@ -328,6 +396,28 @@ def _bn_cnn():
     _, params = model.init(KEY, (4, 4, 1))
     state = jax.tree_util.tree_map(lambda a: a + 0.5, model.init_state((4, 4, 1)))
     return model, params, state
+
+
+def test_matching_modules_pass_every_check_including_a_functional_forward():
+    """The checks refuse differences, not styles: the same function written with torch.nn.functional,
+    a ReLU module reused, or an activation registered out of order is accepted."""
+
+    class Styled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu = torch.nn.ReLU()  # registered first, called twice
+            self.a, self.b, self.c = torch.nn.Linear(4, 3), torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.c(self.relu(self.b(torch.relu(self.relu(self.a(x))))))
+
+    model, module = nn.mlp([4, 3, 3, 2], activation="relu"), Styled()
+    params, _ = io.from_torch(model, module, (4,))
+    x = torch.randn(5, 4)
+    np.testing.assert_allclose(model.apply(params, x.numpy()), module(x).detach(), rtol=1e-5, atol=1e-6)
+    causal = nn.models.transformer_block(4, 2, causal=True)
+    layer = torch.nn.TransformerEncoderLayer(4, 2, 16, 0.0, "gelu", batch_first=True, norm_first=True)
+    io.from_torch(causal, layer, (5, 4))  # called with the causal mask, as the block computes
 
 
 def test_safetensors_files_are_real_and_named_by_their_paths(tmp_path):
