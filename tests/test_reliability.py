@@ -7,9 +7,11 @@ import contextlib
 import gzip
 import hashlib
 import http.server
+import importlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -347,6 +349,9 @@ def server():
                         self.wfile.flush()
                         time.sleep(0.2)
                 return
+            if mode == "silent":  # accepts the connection, then never answers
+                time.sleep(3)
+                return
             if body is None or mode not in ("good", "cut", "trickle", "wrong"):
                 self.send_error(404)
                 return
@@ -425,6 +430,16 @@ def test_a_trickling_server_hits_the_deadline(tiny_dataset, tmp_path):
     assert not (tmp_path / "f.gz").exists()
 
 
+def test_a_server_that_never_answers_names_the_per_read_timeout(tiny_dataset, tmp_path):
+    """Not the whole download's deadline: the message says which limit was hit."""
+    url, _ = tiny_dataset
+    started = time.monotonic()
+    with pytest.raises(nn.DataError, match=r"the server sent nothing for 0.5 s \(the per-read timeout"):
+        data.download(f"{url}/silent/x.gz", str(tmp_path / "f.gz"), "0" * 32, timeout=0.5, progress=False)
+    assert time.monotonic() - started < 3
+    assert not (tmp_path / "f.gz").exists()
+
+
 def test_trickled_headers_hit_the_deadline_then_the_next_mirror_serves(tiny_dataset, monkeypatch):
     """urlopen waits for the headers; each byte resets the per-read timeout, so only a deadline on the
     whole download ends it: a DataError within the deadline, then the next mirror."""
@@ -500,12 +515,16 @@ CLI = {
 
 def _train_script():
     """experiments/train.py imported in this process (its folder on sys.path, as when it runs)."""
+    return _experiments_module("train")
+
+
+def _experiments_module(name):
+    """A module of experiments/ imported in this process (its folder on sys.path, as when it runs)."""
     sys.path.insert(0, os.path.dirname(TRAIN_PY))
     try:
-        import train as script  # noqa: PLC0415
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return script
 
 
 @pytest.mark.parametrize("name", sorted(CLI))
@@ -809,6 +828,41 @@ def test_cli_a_live_runs_folder_is_refused_and_a_dead_runs_lock_taken_over(tmp_p
     run = _cli(*common)  # its process is gone: the lock is taken over, and released at the end
     assert run.returncode == 0, run.stderr[-2000:]
     assert (out / "metrics.json").exists() and not (out / ".jaxnn-run.lock").exists()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "42", '"text"', "null"])
+def test_a_lock_of_valid_json_that_is_not_a_lock_is_taken_over(tmp_path, content):
+    """A damaged lock names no live run: it is taken over, not an AttributeError."""
+    common = _experiments_module("common")
+    (tmp_path / common.LOCK).write_text(content)
+    with common.run_lock(str(tmp_path)) as path:
+        assert json.loads(open(path).read())["pid"] == os.getpid()
+    assert not (tmp_path / common.LOCK).exists()
+
+
+@pytest.mark.parametrize(
+    "flag, place, words",
+    [
+        ("--tensorboard", "file", "is a file, not a folder"),
+        ("--profile", "/proc/jaxnn-profile", "cannot write into --profile"),
+        ("--save-weights", "/proc/jaxnn/w.safetensors", "cannot write into --save-weights's folder"),
+        ("--export", "folder", "is a folder; give the path of a file"),
+    ],
+)
+def test_cli_outputs_that_cannot_be_written_are_refused_before_training(tmp_path, flag, place, words):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    target = str(tmp_path / place) if place in ("file", "folder") else place
+    script = _train_script()
+    args = script.parse_args(["--out", str(tmp_path / "out"), flag, target])
+    with pytest.raises(nn.InputError, match=re.escape(words)):
+        script.check_extra_outputs(args)
+
+
+def test_cli_an_unwritable_profile_folder_ends_the_run_before_any_data_is_read(tmp_path):
+    out = _cli("--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--profile", "/proc/x")
+    _cli_error(out, "cannot write into --profile")  # not the data folder's error: checked first
+    assert not (tmp_path / "o" / "metrics.json").exists()
 
 
 @pytest.mark.slow
