@@ -53,7 +53,12 @@ def save(path: str, tree: Any, meta: dict | None = None) -> str:
 
 
 def dtype_name(leaf: Any) -> str:
-    """A leaf's dtype as a string ("float32", "bfloat16", "key<fry>"), for arrays and typed keys."""
+    """A leaf's dtype as a string, for arrays and typed PRNG keys alike.
+
+    **Arguments:** `leaf` an array, a typed key array or a `jax.ShapeDtypeStruct`.
+
+    **Returns:** "float32", "bfloat16", "key<fry>", ...
+    """
     return str(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype)
 
 
