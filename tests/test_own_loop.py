@@ -93,6 +93,3 @@ def test_nn_jit_is_the_same_step_compiled_with_the_models_options():
     assert train.model_compiler_options(nn.mlp([4, 3]), (4,), per_call=True) is None  # no convolution
 
 
-def test_nn_jit_needs_a_shape_for_a_model_without_one():
-    with pytest.raises(nn.InputError, match="input_shape"):
-        nn.jit(lambda x: x, nn.Dense(3))

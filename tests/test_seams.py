@@ -281,6 +281,7 @@ def test_check_model_checks_batchnorm_in_training_mode_and_dropout_with_a_key(x6
         )
 
 
+@pytest.mark.slow  # 7 s: the slow run
 def test_per_example_grads_take_a_key_per_example_and_state(x64):
     model = nn.serial(nn.Dense(5), nn.Dropout(0.5), nn.Dense(3))
     _, params = model.init(KEY, (4,), dtype=jnp.float64)
@@ -315,6 +316,7 @@ def test_one_example_maps_a_model_over_single_examples():
         nn.Dense(3).apply(nn.Dense(3).init(KEY, (4,))[1], xs[0])
 
 
+@pytest.mark.slow  # 20 s of compilation: the slow run
 @pytest.mark.parametrize("causal", [True, False])
 def test_reverse_over_reverse_through_blockwise_attention(causal, x64):
     """jax.jacrev of the hand gradient and a reverse-mode Hessian-vector product, through the
