@@ -398,6 +398,14 @@ def _bn_cnn():
     return model, params, state
 
 
+def test_a_float64_module_imports_into_float32_without_x64():
+    """Without jax_enable_x64 the weights arrive in float32: the output check allows float32 rounding."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    params, _ = io.from_torch(nn.mlp([6, 5, 3], activation="tanh"), module, (6,))
+    assert params[0]["w"].dtype == jnp.float32
+
+
 def test_matching_modules_pass_every_check_including_a_functional_forward():
     """The checks refuse differences, not styles: the same function written with torch.nn.functional,
     a ReLU module reused, or an activation registered out of order is accepted."""

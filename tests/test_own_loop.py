@@ -91,5 +91,3 @@ def test_nn_jit_is_the_same_step_compiled_with_the_models_options():
     if jax.default_backend() == "cpu" and per_call is not None:
         assert per_call != train.model_compiler_options(model, (8, 8, 1))  # scans compile otherwise
     assert train.model_compiler_options(nn.mlp([4, 3]), (4,), per_call=True) is None  # no convolution
-
-

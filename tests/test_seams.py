@@ -147,25 +147,30 @@ def _images():
     return x, (x[:, 0] > 0).astype(np.int32)
 
 
+def _fit(model, input_shape=(4,)):
+    """One epoch of fit on 64 random examples of 4 features."""
+    x, y = _images()
+    return train.fit(
+        model,
+        nn.losses.softmax_cross_entropy,
+        (x, y, x, y),
+        opt=train.optimizer("sgd", 0.1),
+        key=KEY,
+        epochs=1,
+        batch_size=16,
+        input_shape=input_shape,
+        reporting=train.Reporting(progress=False),
+    )
+
+
 def test_a_custom_layer_whose_output_differs_from_its_init_is_refused_where_it_is():
     model = nn.serial(nn.Dense(5), _wrong_width())
     _, params = model.init(KEY, (2,))
     for run in (model.apply, jax.jit(model.apply)):
         with pytest.raises(nn.InputError, match=r"wrong: apply returned \(4, 4\).*declares .*\(batch, 3\)"):
             run(params, jnp.ones((4, 2)))
-    x, y = _images()
     with pytest.raises(nn.InputError, match="wrong: apply returned"):  # was "loss became nan" in fit
-        train.fit(
-            nn.serial(nn.Dense(5), _wrong_width()),
-            nn.losses.softmax_cross_entropy,
-            (x, y, x, y),
-            opt=train.optimizer("sgd", 0.1),
-            key=KEY,
-            epochs=1,
-            batch_size=16,
-            input_shape=(4,),
-            reporting=train.Reporting(progress=False),
-        )
+        _fit(nn.serial(nn.Dense(5), _wrong_width()))
 
 
 def test_a_custom_apply_that_returns_no_array_is_refused():
@@ -175,18 +180,8 @@ def test_a_custom_apply_that_returns_no_array_is_refused():
 
 
 def test_fit_refuses_a_model_without_parameters():
-    x, y = _images()
     with pytest.raises(nn.InputError, match="has no parameters"):
-        train.fit(
-            nn.serial(nn.activation("relu"), nn.Dropout(0.5)),
-            nn.losses.softmax_cross_entropy,
-            (x, y, x, y),
-            opt=train.optimizer("sgd", 0.1),
-            key=KEY,
-            epochs=1,
-            batch_size=8,
-            input_shape=(4,),
-        )
+        _fit(nn.serial(nn.activation("relu"), nn.Dropout(0.5)))
 
 
 # --- shapes: serial models, bare ints ---------------------------------------------------------------
@@ -211,12 +206,8 @@ def test_nn_jit_compiles_a_serial_model_that_records_no_shape():
 def test_a_bare_int_as_a_shape_says_which_tuple_to_write(where):
     model = nn.Dense(3)
     _, params = model.init(KEY, (4,))
-    x, y = _images()
     calls = {
-        "fit": lambda: train.fit(
-            model, nn.losses.softmax_cross_entropy, (x, y, x, y), opt=train.optimizer("sgd", 0.1),
-            key=KEY, epochs=1, batch_size=8, input_shape=4,
-        ),
+        "fit": lambda: _fit(model, input_shape=4),
         "jit": lambda: nn.jit(lambda p: p, model, 4),
         "from_torch": lambda: io.from_torch(model, object(), 4),
         "to_torch": lambda: io.to_torch(model, params, None, None, 4),
