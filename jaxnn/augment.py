@@ -116,7 +116,8 @@ def augmentation(shift: int = 2, flip: bool = False, erase: float = 0.0) -> Call
     def augment(key, x):
         if jnp.ndim(x) != 4:
             raise InputError(f"augmentation: expected images (batch, H, W, C), got shape {jnp.shape(x)}")
-        shift_key, flip_key = jax.random.split(key)  # as before erasing came, so old runs replay
+        # erasing draws from fold_in(key, 2): shift and flip draw alike with or without it
+        shift_key, flip_key = jax.random.split(key)
         if shift:
             x = random_shift(shift_key, x, shift)
         if flip:

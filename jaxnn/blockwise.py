@@ -5,7 +5,7 @@ o, lse = attend(q, k, v, causal=True, block=256)             # q, k, v: (batch, 
 dq, dk, dv = attend_backward(q, k, v, o, lse, do, causal=True, block=256)
 
 Dense attention stores a = softmax(s), s = q k^T / sqrt(f), for its backward: batch x heads x
-time^2 numbers, 256 MiB per head at time 8192 in float32. Here the keys are cut into blocks of
+time^2 numbers, which at long contexts outgrow the rest of the model. Here the keys are cut into blocks of
 `block` positions and each query block meets them one at a time.
 
 Forward, for one query row (the online softmax). Keep a running maximum m, a running sum l and a

@@ -68,9 +68,9 @@ def Conv2D(
               (kh kw c_in <= 32, a first layer) dw is one matmul of the patches (all taps' views
               side by side) instead.
       "auto" (default): on the CPU dw as in "taps", dx as in "conv"; "conv" elsewhere. XLA's CPU
-              backend runs the swapped-axes convolution of "conv"'s dw many times slower inside a
-              `lax.scan` (the whole-epoch loop), while dx's forward convolution runs at full speed
-              (measured in benchmarks/cnn_step.py; see the benchmark pages).
+              backend runs the swapped-axes convolution of "conv"'s dw slowly inside a `lax.scan`
+              (the whole-epoch loop), while dx's forward convolution runs at full speed (the CNN
+              step's benchmark page compares the formulations).
     """
     kernel_size, stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
     if padding not in ("SAME", "VALID"):

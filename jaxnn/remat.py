@@ -13,12 +13,13 @@ the same function, so backward(residuals, dy) is the same number.
 
 Inside one jitted program XLA would see the rerun as a copy of the first forward and merge the
 two (common-subexpression elimination), keeping the residuals alive after all; XLA's CPU compiler
-does so even through `jax.lax.optimization_barrier`, the guard `jax.checkpoint` relies on (measured
-in benchmarks/remat.py: no memory saved). The rerun is therefore computed inside a conditional
-whose two branches are both the rerun: XLA does not merge across a conditional's branches, and the
-predicate, read from dy, is no constant XLA could fold away, so the rerun also waits for dy, in
-the backward pass. (Under `jax.vmap` the predicate is batched, the conditional becomes a select,
-and the rerun may merge with the forward again: per-example gradients save no memory.)
+does so even through `jax.lax.optimization_barrier`, the guard `jax.checkpoint` relies on (the
+remat benchmark page shows `jax.checkpoint` saving no memory on the CPU). The rerun is therefore
+computed inside a conditional whose two branches are both the rerun: XLA does not merge across a
+conditional's branches, and the predicate, read from dy, is no constant XLA could fold away, so the
+rerun also waits for dy, in the backward pass. (Under `jax.vmap` the predicate is batched, the
+conditional becomes a select, and the rerun may merge with the forward again: per-example
+gradients save no memory.)
 """
 
 import jax

@@ -1,6 +1,9 @@
-"""The code stays as pyproject.toml's ruff configuration says (lint and format, lines <= 110)."""
+"""The code stays as pyproject.toml's ruff configuration says (lint and format, lines <= 110), and the
+library's code holds no measurements."""
 
+import glob
 import os
+import re
 import shutil
 import subprocess
 
@@ -26,3 +29,20 @@ def test_version_is_defined_once():
     from importlib.metadata import version
 
     assert version("jaxnn") == jaxnn.__version__
+
+
+# measurements and history belong on the benchmark pages and in the changelog, not in the code
+MEASUREMENT = re.compile(
+    r"\b\d+\.\d+x\b"  # a speed ratio, 0.90x
+    r"|\b\d+(\.\d+)? ?(KiB|MiB|GiB|ms)\b"  # a size or a time
+    r"|\d[\d,]* page faults|GFLOP/s|so old runs|as before\b"
+)
+
+
+def test_the_library_holds_no_measurements_or_history():
+    found = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "jaxnn", "**", "*.py"), recursive=True)):
+        for number, line in enumerate(open(path, encoding="utf-8"), 1):
+            if MEASUREMENT.search(line):
+                found.append(f"{os.path.relpath(path, ROOT)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -12,12 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import Layer, model_input_shape
+from ..hostmem import keep_freed_memory
 from ..types import Shape
 
 # XLA's CPU default hands single dots, single convolutions and reductions to YNNPACK; adding
 # element-wise ops lets YNNPACK fuse a convolution with its neighbours (bias add, ReLU, max) and run
-# it on every core, where a lone convolution runs on one. It made the CNN and ResNet steps faster and
-# the MLP's slower (benchmarks/compile_options.py), so only programs with convolutions get it.
+# it on every core, where a lone convolution runs on one. That helps programs with convolutions and
+# hurts those of dots alone (the compile-options benchmark page), so only the former get it.
 _CPU_CONV_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": ",".join(
         f"LIBRARY_FUSION_TYPE_{kind}"
@@ -26,9 +27,9 @@ _CPU_CONV_OPTIONS = {
 }
 
 
-# A program called once per step (nn.jit) ran faster still with YNNPACK also fusing each dot with
-# its neighbours (DOT for INDIVIDUAL_DOT); inside fit's scan of whole epochs that made the CNN step
-# slower, so fit keeps the set above (benchmarks/own_loop.py measures both).
+# A program called once per step (nn.jit) gains from YNNPACK also fusing each dot with its
+# neighbours (DOT for INDIVIDUAL_DOT); fit's scan of whole epochs loses by it, so fit keeps the set
+# above (the own-loop benchmark page compares both).
 _CPU_CONV_OPTIONS_PER_CALL = {
     "xla_cpu_experimental_ynn_fusion_type": ",".join(
         f"LIBRARY_FUSION_TYPE_{kind}" for kind in ("DOT", "INDIVIDUAL_CONVOLUTION", "REDUCE", "ELTWISE")
@@ -123,8 +124,11 @@ def jit(fun: Callable, model: Layer, input_shape: Shape | None = None, **jit_kwa
 
     **Returns:** the jitted function, one compiled program per input signature as with `jax.jit`.
     For a training step called once per step (a scan of many steps compiles better with
-    `model_compiler_options(model, shape)`, as `fit` does).
+    `model_compiler_options(model, shape)`, as `fit` does). On a Linux CPU machine it also makes
+    glibc keep the memory each call frees for the next call (`jaxnn.hostmem.keep_freed_memory`:
+    process-wide; `JAXNN_HOST_MEMORY=release` declines it).
     """
+    keep_freed_memory()
     if input_shape is None and model.input_shape is None:
         return _jit_on_first_call(fun, jit_kwargs)
     shape = model_input_shape(model, input_shape, "jit")

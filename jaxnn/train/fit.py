@@ -152,7 +152,7 @@ def fit(
     evaluate = evaluate.unchecked  # type: ignore[attr-defined]  # the test set was checked above
     state = init_state(model, opt, key, input_shape, dtype=options.dtype)
     order = np.zeros((steps, batch_size), np.int32)  # on the host; each chunk's rows are placed as
-    # they are needed (slicing a device array compiled a program for every new chunk start)
+    # they are needed (a slice of a device array at a new start would compile a program of its own)
     if mesh is not None:
         state = parallel.replicate(state, mesh)
     history: dict = {"epochs": [], "step_losses": [], "train_seconds": 0.0}
