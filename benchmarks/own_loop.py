@@ -8,15 +8,16 @@ threads slow each other in one), the implementations taking turns, --rounds time
 
 - "torch eager": PyTorch's Python loop;
 - "plain JAX, jax.jit": jax.value_and_grad of a hand-written forward, optax, `jax.jit(step)`;
-- "jaxnn, jax.jit, host memory released": `nn.value_and_grad` and optax in `jax.jit(step)`, glibc
-  left to return each call's temporaries to the system (JAXNN_HOST_MEMORY=release: jaxnn before
-  jaxnn.hostmem);
-- "jaxnn, jax.jit": the same loop as imported today (freed memory kept for the next call);
+- "jaxnn, jax.jit": `nn.value_and_grad` and optax in `jax.jit(step)`, glibc's defaults (importing
+  jaxnn changes nothing);
 - "jaxnn, jax.jit with fit's options": `compiler_options=train.model_compiler_options(model, shape)`,
   the options fit compiles its scan of whole epochs with;
-- "jaxnn, nn.jit": `nn.jit(step, model)`, the options for a program called once per step.
-
-The plain JAX process runs with JAXNN_HOST_MEMORY=release too, as plain JAX runs without jaxnn.
+- "jaxnn, nn.jit": `nn.jit(step, model)`, the options for a program called once per step, and the
+  host-memory settings nn.jit makes (`jaxnn.hostmem.keep_freed_memory`);
+- "jaxnn, nn.jit, host memory released": the same with JAXNN_HOST_MEMORY=release (nn.jit leaves
+  glibc's defaults);
+- "jaxnn, nn.jit after reuse_host_memory()": the script opts in to one malloc arena before JAX
+  starts (`nn.reuse_host_memory()`), then nn.jit.
 Each process times --repeats runs of --steps calls after its warm-up; reported are ms per step
 (median of every timing, with min and max), minor page faults per step, and each loop's speed over
 PyTorch eager's. Then the MLP (784-512-512-10, batch 128): the jitted `nn.value_and_grad` against a
@@ -34,11 +35,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 CNN_IMPLS = {
     "torch eager": {},
-    "plain JAX, jax.jit": {"JAXNN_HOST_MEMORY": "release"},
-    "jaxnn, jax.jit, host memory released": {"JAXNN_HOST_MEMORY": "release"},
+    "plain JAX, jax.jit": {},
     "jaxnn, jax.jit": {},
     "jaxnn, jax.jit with fit's options": {},
     "jaxnn, nn.jit": {},
+    "jaxnn, nn.jit, host memory released": {"JAXNN_HOST_MEMORY": "release"},
+    "jaxnn, nn.jit after reuse_host_memory()": {},
 }
 BATCH = 128
 
@@ -69,6 +71,8 @@ def child(impl, steps, repeats):
 
         import jaxnn as nn  # noqa: PLC0415
 
+        if impl == "jaxnn, nn.jit after reuse_host_memory()":
+            assert nn.reuse_host_memory(), "reuse_host_memory declined"  # before JAX's first array
         key = jax.random.PRNGKey(0)
         x = jax.random.uniform(key, (BATCH, 28, 28, 1))
         y = jax.random.randint(key, (BATCH,), 0, 10)
@@ -80,6 +84,8 @@ def child(impl, steps, repeats):
         else:
             by = {
                 "jaxnn, nn.jit": nn.jit,
+                "jaxnn, nn.jit, host memory released": nn.jit,
+                "jaxnn, nn.jit after reuse_host_memory()": nn.jit,
                 "jaxnn, jax.jit with fit's options": lambda step, model: jax.jit(
                     step, compiler_options=nn.train.model_compiler_options(model, model.input_shape)
                 ),

@@ -50,8 +50,6 @@ from .summary import summary
 if TYPE_CHECKING:  # loaded on first use, with jaxnn.train (see __getattr__)
     from .train.compile import jit
 
-reuse_host_memory()  # before JAX starts its threads (jaxnn.hostmem says why); nothing above starts them
-
 __version__ = "0.3.0"
 
 _LAZY = ("train", "data", "language", "checkpoint", "parallel", "io", "plots")

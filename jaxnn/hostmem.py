@@ -1,20 +1,24 @@
 """Host memory for XLA's CPU programs: keep what a call frees for the next call.
 
 Each call of a compiled XLA program on the CPU allocates its temporary buffers as one block and
-frees it when the call ends; the CNN's training step at batch 128 needs about 72 MiB of them.
-glibc's malloc hands a block that large (over 32 MiB, or over 64 MiB from a worker thread's arena)
-straight from the operating system with mmap and gives it back with munmap, so every call touches
-fresh pages: about 18,000 page faults per step, a third of the step's time on a 2-core CPU
-(benchmarks/own_loop.py). A `lax.scan` of many steps inside one call pays that once, which is why
-`fit` did not see it and a user's own `jax.jit` loop, one call per step, did.
+frees it when the call ends. glibc's malloc hands a block that large (over its mmap threshold)
+straight from the operating system with mmap and gives it back with munmap, so every call of a
+program jitted once per step touches fresh pages, and page faults take a large share of a small
+step's time (benchmarks/own_loop.py measures it). A `lax.scan` of many steps inside one call pays
+that once, which is why `fit` does not need this and a user's own `jax.jit` loop does.
 
-`reuse_host_memory()` tells glibc to serve every allocation from one heap (one arena, no mmap) and
-to keep freed memory instead of returning it to the system (as a GPU allocator keeps its pool): the
-later calls of a program find their block already mapped (most of them: now and then a call still
-faults its pages in again). The price is that the process's resident memory stays at its peak.
-`import jaxnn` calls it on a Linux CPU machine, before JAX has started its threads (later, their
-arenas exist already and the setting cannot reach them); `JAXNN_HOST_MEMORY=release` in the
-environment leaves glibc's defaults alone.
+Two settings, neither made by `import jaxnn`:
+
+- `keep_freed_memory()`: no mmap for large blocks and no trimming of the heap, so the later calls of
+  a program find their block already mapped. These are process-wide settings that take effect at
+  any time; `nn.jit` makes them when it compiles a step on a Linux CPU machine (the reason to call
+  it), and `JAXNN_HOST_MEMORY=release` in the environment declines them.
+- `reuse_host_memory()`: the same, and one malloc arena for every thread. It must run before JAX
+  starts its threads (their arenas exist afterwards), so it is an explicit opt-in, called first
+  thing by a script that wants it.
+
+The price of both is that the process's resident memory stays at its peak, for every library in
+the process.
 """
 
 import ctypes
@@ -24,29 +28,49 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["reuse_host_memory"]
+__all__ = ["reuse_host_memory", "keep_freed_memory"]
 
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
-def reuse_host_memory() -> bool:
-    """Make glibc keep freed memory for reuse (one arena, no mmap, no trimming).
+KEEP = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+"""No mmap for large blocks, no trimming: process-wide, effective whenever they are made."""
 
-    **Returns:** True if the setting was made; False where it cannot help or was declined: not
-    Linux with glibc, JAX's backends already started, an accelerator plugin installed (its programs
-    do not run in host memory), or `JAXNN_HOST_MEMORY=release` in the environment.
+
+def reuse_host_memory() -> bool:
+    """Opt in, first thing in a script: one malloc arena for every thread, no mmap, no trimming.
+
+    **Returns:** True if the settings were made; False where they cannot help or were declined: not
+    Linux with glibc, JAX's backends already started (call it before the first array is made), an
+    accelerator plugin installed (its programs do not run in host memory), or
+    `JAXNN_HOST_MEMORY=release` in the environment.
     """
+    if _backends_started():
+        return False
+    return _mallopt(((_M_ARENA_MAX, 1),) + KEEP)
+
+
+def keep_freed_memory() -> bool:
+    """No mmap for large blocks and no heap trimming, so that a program called once per step reuses
+    the memory its last call freed (what `nn.jit` sets when it compiles a step).
+
+    **Returns:** True if the settings were made; False where they cannot help or were declined (not
+    Linux with glibc, an accelerator plugin installed, `JAXNN_HOST_MEMORY=release`).
+    """
+    return _mallopt(KEEP)
+
+
+def _mallopt(settings: tuple) -> bool:
     if os.environ.get("JAXNN_HOST_MEMORY", "").lower() == "release" or not sys.platform.startswith("linux"):
         return False
-    if _backends_started() or _accelerator_plugin():
+    if _accelerator_plugin():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
-    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
     return all(mallopt(option, value) == 1 for option, value in settings)
 
 

@@ -1,5 +1,6 @@
 """A user's own jitted loop: nn.jit compiles with the model's options and computes the same step, and
-`import jaxnn` makes each call of a compiled program reuse the memory the previous call freed."""
+makes each call of the compiled program reuse the memory the previous call freed; `import jaxnn`
+changes nothing in the process."""
 
 import os
 import subprocess
@@ -26,7 +27,7 @@ FAULTS_PER_CALL = textwrap.dedent(
     import jaxnn as nn
     model = nn.models.cnn(10, (28, 28, 1))
     _, params = model.init(jax.random.PRNGKey(0))
-    f = jax.jit(nn.value_and_grad(model, nn.losses.softmax_cross_entropy))
+    f = nn.jit(nn.value_and_grad(model, nn.losses.softmax_cross_entropy), model)
     x, y = jnp.ones((128, 28, 28, 1)), jnp.arange(128) % 10
     faults = []
     for _ in range(12):
@@ -53,10 +54,11 @@ def _faults_per_call(**env):
 
 @pytest.mark.slow  # two fresh processes compiling the CNN (10 s)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
-def test_import_jaxnn_lets_each_call_reuse_the_memory_the_last_one_freed():
-    """Without the setting each call maps its ~70 MiB of temporaries afresh (one page fault per
-    4 KiB page); with it, a typical call finds its pages already there (now and then one still
-    faults them in again, hence the median)."""
+def test_nn_jit_lets_each_call_reuse_the_memory_the_last_one_freed():
+    """Without the settings each call maps its ~70 MiB of temporaries afresh (one page fault per
+    4 KiB page); with nn.jit's (made after JAX started, so without reuse_host_memory's one arena),
+    a typical call finds its pages already there (now and then one still faults them in again,
+    hence the median)."""
     released = _faults_per_call(JAXNN_HOST_MEMORY="release")
     kept = _faults_per_call()
     assert released > 10_000, released
@@ -68,6 +70,37 @@ def test_reuse_host_memory_declines_once_jax_runs_or_when_asked(monkeypatch):
     assert hostmem.reuse_host_memory() is False
     monkeypatch.setenv("JAXNN_HOST_MEMORY", "release")
     assert hostmem.reuse_host_memory() is False
+    assert hostmem.keep_freed_memory() is False
+
+
+IMPORT_PROBE = """
+import ctypes
+calls = []
+class Recording(ctypes.CDLL):
+    def __getattr__(self, name):
+        if name == "mallopt":
+            calls.append(name)
+        return super().__getattr__(name)
+ctypes.CDLL = Recording
+import jaxnn, jaxnn.train, jaxnn.io
+import jax.numpy as jnp
+jnp.ones(3).block_until_ready()
+print("mallopt calls:", len(calls))
+"""
+
+
+def test_importing_jaxnn_changes_nothing_in_the_process():
+    """No allocator setting on import (a user's PyTorch in the same process keeps glibc's defaults);
+    nn.jit makes its two settings when asked to compile a step."""
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("mallopt calls: 0"), out.stdout + out.stderr
+
+
+def test_nn_jit_keeps_freed_memory(monkeypatch):
+    made = []
+    monkeypatch.setattr(train.compile, "keep_freed_memory", lambda: made.append(True))
+    nn.jit(lambda x: x + 1, nn.Dense(3), (4,))
+    assert made == [True]
 
 
 def test_nn_jit_is_the_same_step_compiled_with_the_models_options():
