@@ -12,12 +12,9 @@ threads slow each other in one), the implementations taking turns, --rounds time
   jaxnn changes nothing);
 - "jaxnn, jax.jit with fit's options": `compiler_options=train.model_compiler_options(model, shape)`,
   the options fit compiles its scan of whole epochs with;
-- "jaxnn, nn.jit": `nn.jit(step, model)`, the options for a program called once per step, and the
-  host-memory settings nn.jit makes (`jaxnn.hostmem.keep_freed_memory`);
-- "jaxnn, nn.jit, host memory released": the same with JAXNN_HOST_MEMORY=release (nn.jit leaves
-  glibc's defaults);
-- "jaxnn, nn.jit after reuse_host_memory()": the script opts in to one malloc arena before JAX
-  starts (`nn.reuse_host_memory()`), then nn.jit.
+- "jaxnn, nn.jit": `nn.jit(step, model)`, the options for a program called once per step;
+- "jaxnn, nn.jit after reuse_host_memory()": the script opts in first thing
+  (`nn.reuse_host_memory()`: one malloc arena, freed memory kept for the next call), then nn.jit.
 Each process times --repeats runs of --steps calls after its warm-up; reported are ms per step
 (median of every timing, with min and max), minor page faults per step, and each loop's speed over
 PyTorch eager's. Then the MLP (784-512-512-10, batch 128): the jitted `nn.value_and_grad` against a
@@ -39,7 +36,6 @@ CNN_IMPLS = {
     "jaxnn, jax.jit": {},
     "jaxnn, jax.jit with fit's options": {},
     "jaxnn, nn.jit": {},
-    "jaxnn, nn.jit, host memory released": {"JAXNN_HOST_MEMORY": "release"},
     "jaxnn, nn.jit after reuse_host_memory()": {},
 }
 BATCH = 128
@@ -84,7 +80,6 @@ def child(impl, steps, repeats):
         else:
             by = {
                 "jaxnn, nn.jit": nn.jit,
-                "jaxnn, nn.jit, host memory released": nn.jit,
                 "jaxnn, nn.jit after reuse_host_memory()": nn.jit,
                 "jaxnn, jax.jit with fit's options": lambda step, model: jax.jit(
                     step, compiler_options=nn.train.model_compiler_options(model, model.input_shape)

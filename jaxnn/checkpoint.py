@@ -65,7 +65,7 @@ def dtype_name(leaf: Any) -> str:
 def _storable(leaf: Any) -> tuple[np.ndarray, str]:
     """(an array .npz can hold, how to read it back): a typed key as its key data ("key:<impl>"),
     bfloat16 as its uint16 bit pattern ("bfloat16"), anything else as it is ("")."""
-    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         return np.asarray(jax.random.key_data(leaf)), f"key:{jax.random.key_impl(leaf)}"
     array = np.asarray(leaf)
     if array.dtype == jnp.bfloat16:
@@ -76,7 +76,7 @@ def _storable(leaf: Any) -> tuple[np.ndarray, str]:
 def _restored(array: np.ndarray, how: str) -> Any:
     """The leaf `_storable` stored as (array, how)."""
     if how.startswith("key:"):
-        return jax.random.wrap_key_data(array, impl=how[len("key:") :])
+        return jax.random.wrap_key_data(jnp.asarray(array), impl=how[len("key:") :])
     if how == "bfloat16":
         return array.view(jnp.bfloat16)
     return array

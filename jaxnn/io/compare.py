@@ -108,8 +108,8 @@ def check_same_function(
 def _random_batch(first: Leaf, input_shape: Shape, module: Any) -> np.ndarray:
     """Two random examples, jaxnn's layout, in the module's dtype; token ids for an Embedding."""
     rng = np.random.default_rng(0)
-    if kind_of(first.layer) in ("Embedding",):
-        vocab = first.layer.config["vocab"]
+    if kind_of(first.layer) == "Embedding":
+        vocab = (first.layer.config or {})["vocab"]
         return rng.integers(0, vocab, (2, *input_shape))
     dtype = next((p.detach().numpy().dtype for p in module.parameters()), np.float32)
     return rng.standard_normal((2, *input_shape)).astype(dtype)

@@ -680,7 +680,7 @@ def from_torch(
     params_parts, state_parts = {}, {}
     for leaf, name, sub in matched.pairs:
         where = f"{describe(leaf)} and PyTorch's {name or 'module'} ({type(sub).__name__})"
-        params, state = RULES[kind_of(leaf.layer)].to_jaxnn(leaf, sub, where)
+        params, state = RULES[str(kind_of(leaf.layer))].to_jaxnn(leaf, sub, where)
         params_parts[leaf.path] = params
         if state:
             state_parts[leaf.path] = state

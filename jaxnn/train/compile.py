@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import Layer, model_input_shape
-from ..hostmem import keep_freed_memory
 from ..types import Shape
 
 # XLA's CPU default hands single dots, single convolutions and reductions to YNNPACK; adding
@@ -124,11 +123,9 @@ def jit(fun: Callable, model: Layer, input_shape: Shape | None = None, **jit_kwa
 
     **Returns:** the jitted function, one compiled program per input signature as with `jax.jit`.
     For a training step called once per step (a scan of many steps compiles better with
-    `model_compiler_options(model, shape)`, as `fit` does). On a Linux CPU machine it also makes
-    glibc keep the memory each call frees for the next call (`jaxnn.hostmem.keep_freed_memory`:
-    process-wide; `JAXNN_HOST_MEMORY=release` declines it).
+    `model_compiler_options(model, shape)`, as `fit` does). Each call allocates its temporaries
+    afresh unless the script opted in to `nn.reuse_host_memory()` first thing (`jaxnn.hostmem`).
     """
-    keep_freed_memory()
     if input_shape is None and model.input_shape is None:
         return _jit_on_first_call(fun, jit_kwargs)
     shape = model_input_shape(model, input_shape, "jit")
