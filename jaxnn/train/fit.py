@@ -6,6 +6,10 @@
 The options come in three named tuples: `TrainOptions` (how each step trains: mode, augmentation,
 mesh, dtype), `Checkpointing` (where and how often to save, whether to resume) and `Reporting`
 (progress bar, log, evaluation per epoch).
+
+`fit` is the loop; each of its steps is a function below, in the order it runs: check the run,
+prepare it (data on the devices, the compiled program), start (fresh or resumed), then per epoch
+train its chunks of steps and evaluate, saving as it goes.
 """
 
 import contextlib
@@ -69,6 +73,33 @@ class Reporting(NamedTuple):
     learning_rate: float | Callable | None = None
 
 
+__all__ = ["Checkpointing", "Reporting", "chunk_steps", "fit", "load_checkpoint"]
+
+
+class Run(NamedTuple):
+    """What stays fixed for a whole run of `fit`."""
+
+    data: tuple  # (x_train, y_train, x_test, y_test), placed on the devices
+    batch_size: int
+    steps: int  # per epoch
+    chunk: int  # steps per compiled call
+    steps_fn: Callable  # (state, x, y, order rows) -> (state, StepMetrics), not jitted
+    program: Callable  # steps_fn jitted (compiles a shorter last chunk when there is one)
+    compiled: Any  # the program compiled for a whole chunk (None until `compile_run`)
+    evaluate: Callable  # (params, x, y, model_state) -> (loss, accuracy)
+    place: Callable  # a host array onto the devices (replicated over a mesh)
+    replicate: Callable  # the state over the mesh's devices (as it is without a mesh)
+
+
+class Position(NamedTuple):
+    """Where a run stands: the epoch, the step within it, and that epoch's metrics so far."""
+
+    epoch: int = 0
+    step: int = 0
+    losses: tuple = ()
+    accuracies: tuple = ()
+
+
 def chunk_steps(steps: int, checkpoint_every: float | None) -> int:
     """Steps per compiled call of `fit`.
 
@@ -126,9 +157,48 @@ def fit(
     renamed aside (PATH.corrupt-TIME) and reported. With a mesh, batch_size must divide evenly
     among its devices.
     """
+    input_shape = check_run(model, data, epochs, batch_size, input_shape, options, checkpointing)
+    run = prepare_run(model, loss, opt, data, input_shape, batch_size, options, checkpointing.every)
+    state = run.replicate(init_state(model, opt, key, input_shape, dtype=options.dtype))
+    order = np.zeros((run.steps, batch_size), np.int32)  # on the host, placed a chunk at a time
+    history: dict = {"epochs": [], "step_losses": [], "train_seconds": 0.0}
+    at, path = Position(), checkpointing.path
+    if checkpointing.resume and path and os.path.exists(path):
+        state, order, history, at = resume(path, state, order, model, input_shape)
+        state = run.replicate(state)
+        reporting.log(f"resumed from {path} after epoch {at.epoch}{_mid_epoch(at, run.steps)}")
+    run, history["compile_seconds"] = compile_run(run, state, order)
+    history["train_seconds"] += history["compile_seconds"]
+    save = saver(path, checkpointing.every)
+    bar = progress_bar(reporting, at.epoch, epochs)
+    with tensorboard_writer(reporting.tensorboard) as writer:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            state, order, at = train_epoch(run, state, order, at._replace(epoch=epoch), history, writer,
+                                           reporting.learning_rate, save, path)  # fmt: skip
+            row = epoch_row(at, run, time.perf_counter() - t0)
+            if reporting.eval_every_epoch or epoch + 1 == epochs:
+                test_loss, test_accuracy = run.evaluate(state.params, *run.data[2:], state.model_state)
+                row.update(test_loss=float(test_loss), test_accuracy=float(test_accuracy))
+            history["train_seconds"] += row["seconds"]
+            history["epochs"].append(row)
+            history["step_losses"].extend(at.losses)
+            if writer is not None:
+                tensorboard.log_epoch(writer, (epoch + 1) * run.steps, row)
+            bar.set_postfix(_postfix(row))
+            at = Position(epoch + 1)
+            if path:
+                save(state, order, history, at, periodic=False)
+    _warn_if_learned_nothing(history, data[1], reporting.log)
+    return state, history
+
+
+def check_run(model, data, epochs, batch_size, input_shape, options, checkpointing) -> Shape:
+    """Every check of the arguments and the data, before anything is placed or compiled; returns
+    one example's shape."""
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
-    every, mesh, log = checkpointing.every, options.mesh, reporting.log
+    every, mesh = checkpointing.every, options.mesh
     if every is not None and not every >= 0:
         raise InputError(f"checkpointing.every must be a number of seconds >= 0, got {every!r}")
     if mesh is not None and batch_size % mesh.size:
@@ -142,108 +212,130 @@ def fit(
     check_data(data[2], data[3], input_shape, classes, "test")
     if batch_size > len(data[0]):
         raise InputError(f"batch size {batch_size} is larger than the training set ({len(data[0])} examples)")
-    place = jax.device_put if mesh is None else (lambda a: parallel.replicate(a, mesh))
-    x_train, y_train, x_test, y_test = (place(a) for a in data)
+    return input_shape
+
+
+def prepare_run(model, loss, opt, data, input_shape, batch_size, options, every) -> Run:
+    """The data on the devices, the steps' program (not yet compiled) and the evaluation."""
+    mesh = options.mesh
+    replicate = (lambda a: a) if mesh is None else (lambda a: parallel.replicate(a, mesh))
+    place = jax.device_put if mesh is None else replicate
     steps = len(data[0]) // batch_size
-    chunk = chunk_steps(steps, every)
     steps_fn = steps_function(model, loss, opt, input_shape, options)
-    run = jax.jit(steps_fn, donate_argnums=0)
     evaluate = make_evaluate(model, options.test_loss or loss, input_shape, dtype=options.dtype)
-    evaluate = evaluate.unchecked  # type: ignore[attr-defined]  # the test set was checked above
-    state = init_state(model, opt, key, input_shape, dtype=options.dtype)
-    order = np.zeros((steps, batch_size), np.int32)  # on the host; each chunk's rows are placed as
-    # they are needed (a slice of a device array at a new start would compile a program of its own)
-    if mesh is not None:
-        state = parallel.replicate(state, mesh)
-    history: dict = {"epochs": [], "step_losses": [], "train_seconds": 0.0}
-    start_epoch, position, partial = 0, 0, {"losses": [], "accuracies": []}
-    path = checkpointing.path
-    if checkpointing.resume and path and os.path.exists(path):
-        state, order, meta = _resume(path, state, order, model, input_shape)
-        state, order = (state if mesh is None else parallel.replicate(state, mesh)), np.asarray(order)
-        history, start_epoch, position, partial = (
-            meta["history"],
-            meta["epoch"],
-            meta["position"],
-            meta["partial"],
+    return Run(
+        data=tuple(place(a) for a in data),
+        batch_size=batch_size,
+        steps=steps,
+        chunk=chunk_steps(steps, every),
+        steps_fn=steps_fn,
+        program=jax.jit(steps_fn, donate_argnums=0),
+        compiled=None,
+        evaluate=evaluate.unchecked,  # type: ignore[attr-defined]  # the data were checked in check_run
+        place=place,
+        replicate=replicate,
+    )
+
+
+def compile_run(run: Run, state: TrainState, order: np.ndarray) -> tuple[Run, float]:
+    """The program compiled ahead of time for a whole chunk (so that its cost is reported), with
+    the model's XLA options; a last, shorter chunk compiles with the same options. Returns the run
+    and the seconds compilation took."""
+    t0 = time.perf_counter()
+    x, y = run.data[:2]
+    compiled, options = compile_lowered(run.program.lower(state, x, y, _rows(run, order, 0, run.chunk)))
+    program = run.program
+    if options:
+        program = jax.jit(run.steps_fn, donate_argnums=0, compiler_options=options)
+    return run._replace(compiled=compiled, program=program), time.perf_counter() - t0
+
+
+def _rows(run: Run, order: np.ndarray, start: int, end: int) -> Any:
+    """A chunk's rows of the epoch's order, placed as they are needed (a slice of a device array at
+    a new start would compile a program of its own)."""
+    return run.place(order[start:end])
+
+
+def train_epoch(run, state, order, at, history, writer, learning_rate, save, path):
+    """The epoch's steps from `at.step` on, one compiled call per chunk, each checked for
+    divergence, logged and (when due) saved. Returns `(state, order, position)` at the epoch's end."""
+    if at.step == 0:
+        state, order = epoch_order(state, len(run.data[0]), run.batch_size)
+    while at.step < run.steps:
+        end = min(at.step + run.chunk, run.steps)
+        call = run.compiled if end - at.step == run.chunk else run.program
+        new_state, metrics = call(state, *run.data[:2], _rows(run, order, at.step, end))
+        losses = np.asarray(metrics.loss)  # waits for the chunk to finish
+        stop_if_diverged(losses, new_state, at, history, path)
+        if writer is not None:
+            tensorboard.log_steps(writer, at.epoch * run.steps + at.step, metrics, learning_rate)
+        state = new_state
+        at = at._replace(
+            step=end,
+            losses=at.losses + tuple(float(v) for v in losses),
+            accuracies=at.accuracies + tuple(float(v) for v in np.asarray(metrics.accuracy)),
         )
-        where = f" and {position} of {steps} steps of epoch {start_epoch + 1}" if position else ""
-        log(f"resumed from {path} after epoch {start_epoch}{where}")
+        if at.step < run.steps:
+            save(state, order, history, at, periodic=True)
+    return state, order, at
 
-    writes = path and parallel.is_main_process()  # across processes, process 0 writes
 
-    def save(epoch, position, partial):
-        if not writes or path is None:
+def epoch_row(at: Position, run: Run, seconds: float) -> dict:
+    """The history's row of a finished epoch (before its evaluation)."""
+    return {
+        "epoch": at.epoch + 1,
+        "train_loss": float(np.mean(at.losses)),
+        "train_accuracy": float(np.mean(at.accuracies)),
+        "seconds": seconds,
+        "samples_per_second": run.steps * run.batch_size / seconds,
+    }
+
+
+def saver(path: str | None, every: float | None) -> Callable[..., None]:
+    """`save(state, order, history, position, periodic)`: the checkpoint with fit's metadata, by
+    process 0. A periodic save (within an epoch) happens once `every` seconds have passed since the
+    last save; the others always."""
+    last = [time.monotonic()]
+
+    def save(state, order, history, at: Position, periodic: bool) -> None:
+        if path is None or (periodic and (every is None or time.monotonic() - last[0] < every)):
             return
-        meta = {"epoch": epoch, "position": position, "partial": partial, "history": history, "format": 2}
-        checkpoint.save(path, (state, order), meta)
+        if parallel.is_main_process():  # across processes, process 0 writes
+            partial = {"losses": list(at.losses), "accuracies": list(at.accuracies)}
+            meta = {"epoch": at.epoch, "position": at.step, "partial": partial, "history": history}
+            checkpoint.save(path, (state, order), {**meta, "format": 2})
+        last[0] = time.monotonic()
 
-    t0 = time.perf_counter()  # compiled ahead of time, so that its cost is reported
-    compiled, compile_options = compile_lowered(run.lower(state, x_train, y_train, place(order[:chunk])))
-    if compile_options:  # a last, shorter chunk compiles with the same options
-        run = jax.jit(steps_fn, donate_argnums=0, compiler_options=compile_options)
-    history["compile_seconds"] = time.perf_counter() - t0
-    history["train_seconds"] += history["compile_seconds"]
-    bar = tqdm(
-        range(start_epoch, epochs),
+    return save
+
+
+def progress_bar(reporting: Reporting, start: int, epochs: int) -> Any:
+    """A tqdm bar over the epochs still to run (on process 0, when reporting.progress)."""
+    return tqdm(
+        range(start, epochs),
         desc="epochs",
         unit="epoch",
         total=epochs,
-        initial=start_epoch,
+        initial=start,
         disable=not reporting.progress or not parallel.is_main_process(),
     )
-    last_save = time.monotonic()
-    with _writer(reporting.tensorboard) as writer:
-        for epoch in bar:
-            t0 = time.perf_counter()
-            if position == 0:
-                state, order = epoch_order(state, len(data[0]), batch_size)
-            while position < steps:
-                end = min(position + chunk, steps)
-                call = compiled if end - position == chunk else run
-                new_state, metrics = call(state, x_train, y_train, place(order[position:end]))
-                losses = np.asarray(metrics.loss)  # waits for the chunk to finish
-                _stop_if_diverged(losses, new_state, epoch, position, history, partial, path)
-                if writer is not None:
-                    tensorboard.log_steps(writer, epoch * steps + position, metrics, reporting.learning_rate)
-                state, position = new_state, end
-                partial["losses"] += [float(v) for v in losses]
-                partial["accuracies"] += [float(v) for v in np.asarray(metrics.accuracy)]
-                if path and every is not None and position < steps and time.monotonic() - last_save >= every:
-                    save(epoch, position, partial)
-                    last_save = time.monotonic()
-            seconds = time.perf_counter() - t0
-            history["train_seconds"] += seconds
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": float(np.mean(partial["losses"])),
-                "train_accuracy": float(np.mean(partial["accuracies"])),
-                "seconds": seconds,
-                "samples_per_second": steps * batch_size / seconds,
-            }
-            if reporting.eval_every_epoch or epoch + 1 == epochs:
-                test_loss, test_acc = evaluate(state.params, x_test, y_test, state.model_state)
-                row.update(test_loss=float(test_loss), test_accuracy=float(test_acc))
-            history["epochs"].append(row)
-            if writer is not None:
-                tensorboard.log_epoch(writer, (epoch + 1) * steps, row)
-            history["step_losses"].extend(partial["losses"])
-            position, partial = 0, {"losses": [], "accuracies": []}
-            bar.set_postfix(
-                loss=f"{row['train_loss']:.4f}",
-                acc=f"{row['train_accuracy']:.4f}",
-                test=f"{row.get('test_accuracy', float('nan')):.4f}",
-                sps=f"{row['samples_per_second']:.0f}",
-            )
-            if path:
-                save(epoch + 1, 0, partial)
-                last_save = time.monotonic()
-    _warn_if_learned_nothing(history, data[1], log)
-    return state, history
+
+
+def _postfix(row: dict) -> dict:
+    return {
+        "loss": f"{row['train_loss']:.4f}",
+        "acc": f"{row['train_accuracy']:.4f}",
+        "test": f"{row.get('test_accuracy', float('nan')):.4f}",
+        "sps": f"{row['samples_per_second']:.0f}",
+    }
+
+
+def _mid_epoch(at: Position, steps: int) -> str:
+    return f" and {at.step} of {steps} steps of epoch {at.epoch + 1}" if at.step else ""
 
 
 @contextlib.contextmanager
-def _writer(folder):
+def tensorboard_writer(folder):
     """A TensorBoard writer into folder for process 0 (closed at the end), or None."""
     if folder is None or not parallel.is_main_process():
         yield None
@@ -271,8 +363,9 @@ def _warn_if_learned_nothing(history, labels, log):
         )
 
 
-def _stop_if_diverged(losses, new_state, epoch, position, history, partial, checkpoint_path):
-    """Raise TrainingDiverged if a step's loss, or the parameters after the steps, are not finite."""
+def stop_if_diverged(losses, new_state, at: Position, history, checkpoint_path):
+    """Raise TrainingDiverged if a step's loss, or the parameters after the steps, are not finite;
+    the error's `history` is the run up to the first non-finite value."""
     bad_loss = not np.all(np.isfinite(losses))
     if not bad_loss and all_finite(new_state.params):
         return
@@ -281,21 +374,23 @@ def _stop_if_diverged(losses, new_state, epoch, position, history, partial, chec
         if checkpoint_path and os.path.exists(checkpoint_path)
         else ""
     )
+    epoch, position = at.epoch, at.step
     if bad_loss:
         bad = int(np.argmax(~np.isfinite(losses)))
         what = f"loss became {losses[bad]} at step {position + bad} of epoch {epoch + 1}"
-        history["step_losses"].extend(partial["losses"] + [float(v) for v in losses[: bad + 1]])
+        seen = [float(v) for v in losses[: bad + 1]]
     else:
-        last = position + len(losses) - 1
-        what = f"parameters became NaN or infinite in steps {position}-{last} of epoch {epoch + 1}"
-        history["step_losses"].extend(partial["losses"] + [float(v) for v in losses])
+        steps = f"{position}-{position + len(losses) - 1}"
+        what = f"parameters became NaN or infinite in steps {steps} of epoch {epoch + 1}"
+        seen = [float(v) for v in losses]
     err = TrainingDiverged(f"{what} (learning rate too large?); stopped{kept}")
-    err.history = history  # the run up to the first non-finite value, for plotting
+    err.history = {**history, "step_losses": history["step_losses"] + list(at.losses) + seen}
     raise err
 
 
-def _resume(path, state, order, model, input_shape):
-    """(state, order, meta) from the checkpoint at path; a corrupt file is set aside and reported."""
+def resume(path, state, order, model, input_shape):
+    """(state, order, history, position) from fit's checkpoint at path; a corrupt file is set aside
+    and reported."""
     try:
         contents = checkpoint.read(path)
     except CheckpointError as e:
@@ -320,7 +415,9 @@ def _resume(path, state, order, model, input_shape):
             f"cannot resume: {e}; resume needs a checkpoint of the same model, batch size and dataset size"
         ) from e
     check_params(model, state.params, input_shape)
-    return state, order, meta
+    partial = meta["partial"]
+    at = Position(meta["epoch"], meta["position"], tuple(partial["losses"]), tuple(partial["accuracies"]))
+    return state, np.asarray(order), meta["history"], at
 
 
 def load_checkpoint(path: str, like: TrainState) -> tuple[TrainState, dict]:
