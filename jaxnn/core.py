@@ -44,6 +44,7 @@ __all__ = [
     "serial",
     "Residual",
     "output_shape",
+    "init_shapes",
     "check_params",
     "matmul",
     "no_state",
@@ -427,6 +428,29 @@ def call_forward(layer: Layer, params: Params, x: Any, key: PRNGKey | None, stat
     return layer.forward(params, x, key=key, state=state, train=train)
 
 
+def init_shapes(layer: Layer, input_shape: Shape, dtype: DTypeLike | None = None) -> tuple[Shape, Params]:
+    """What `layer.init` makes for inputs of `input_shape`, found by tracing it (no arrays are made).
+
+    **Arguments:**
+
+    - `layer`: any Layer.
+    - `input_shape`: the shape of one input example.
+    - `dtype`: the parameters' dtype (None: init's default).
+
+    **Returns:** `(output_shape, params)`, params a pytree of `jax.ShapeDtypeStruct`s.
+    """
+    found = []
+    options = {} if dtype is None else {"dtype": dtype}
+
+    def init(key):
+        out_shape, params = layer.init(key, tuple(input_shape), **options)
+        found.append(tuple(out_shape))
+        return params
+
+    params = jax.eval_shape(init, jax.random.PRNGKey(0))
+    return found[0], params
+
+
 def output_shape(layer: Layer, input_shape: Shape) -> Shape:
     """The shape of one example after `layer`, found by tracing init (no arrays are made).
 
@@ -437,15 +461,7 @@ def output_shape(layer: Layer, input_shape: Shape) -> Shape:
 
     **Returns:** the shape of one output example.
     """
-    found = []
-
-    def init(key):
-        out_shape, params = layer.init(key, tuple(input_shape))
-        found.append(tuple(out_shape))
-        return params
-
-    jax.eval_shape(init, jax.random.PRNGKey(0))
-    return found[0]
+    return init_shapes(layer, input_shape)[0]
 
 
 def split_key(key: PRNGKey | None, n: int) -> list:
@@ -693,7 +709,7 @@ def check_params(model: Layer, params: Params, input_shape: Shape) -> None:
     arrays are made): this catches the parameters of a differently sized model, or of another
     model, before they are trained or applied.
     """
-    expected = jax.eval_shape(lambda key: model.init(key, tuple(input_shape))[1], jax.random.PRNGKey(0))
+    expected = init_shapes(model, input_shape)[1]
     want, want_tree = jax.tree_util.tree_flatten_with_path(expected)
     got, got_tree = jax.tree_util.tree_flatten_with_path(params)
     if want_tree != got_tree:

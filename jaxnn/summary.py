@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .core import Layer, model_input_shape, output_shape
+from .core import Layer, init_shapes, model_input_shape
 from .renamed import removed_keywords
 from .types import DTypeLike, Shape
 
@@ -43,8 +43,7 @@ def layer_flops(layer: Layer, input_shape: Shape, input_dtype: DTypeLike = jnp.f
 
     **Returns:** the count (0.0 where XLA gives none).
     """
-    key = jax.random.PRNGKey(0)
-    params = jax.eval_shape(lambda k: layer.init(k, tuple(input_shape))[1], key)
+    params = init_shapes(layer, input_shape)[1]
     state = jax.eval_shape(lambda: layer.init_state(tuple(input_shape)))
     x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), input_dtype)
 
@@ -74,11 +73,8 @@ def rows(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike 
     """
     table, shape, dtype = [], _shape_of(model, input_shape), input_dtype
     for layer in model.layers or (model,):
-        params = jax.eval_shape(
-            lambda k, layer=layer, shape=shape: layer.init(k, shape)[1], jax.random.PRNGKey(0)
-        )
+        out, params = init_shapes(layer, shape)
         count = sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params))
-        out = output_shape(layer, shape)
         table.append(Row(layer.name, out, count, layer_flops(layer, shape, dtype), layer.rule))
         shape, dtype = out, jnp.float32  # after the first layer (an Embedding reads ints) come floats
     return table

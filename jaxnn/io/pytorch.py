@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import Layer, model_input_shape, output_shape
+from ..core import Layer, init_shapes, model_input_shape, output_shape
 from ..errors import InputError, InputTypeError
 from ..types import Params, Shape, State
 
@@ -94,8 +94,7 @@ def _walk(layer, shape, path, pending, leaves):
         for part, sub in layer.parts:  # Residual, mixed precision: each part reads the same input
             _walk(part, shape, path + sub, None, leaves)
         return output_shape(layer, shape), None
-    params = jax.eval_shape(lambda k: layer.init(k, shape)[1], jax.random.PRNGKey(0))
-    has_params = bool(jax.tree_util.tree_leaves(params))
+    has_params = bool(jax.tree_util.tree_leaves(init_shapes(layer, shape)[1]))
     leaves.append(Leaf(layer, path, shape, pending if kind == "Dense" else None, has_params))
     if kind == "Flatten":
         pending = shape if len(shape) == 3 else None
@@ -621,10 +620,7 @@ def match(model: Layer, module: Any, input_shape: Shape) -> Matched:
 
 
 def _template(model: Layer, input_shape: Shape):
-    key = jax.random.PRNGKey(0)
-    params = jax.eval_shape(lambda k: model.init(k, input_shape)[1], key)
-    state = jax.eval_shape(lambda: model.init_state(input_shape))
-    return params, state
+    return init_shapes(model, input_shape)[1], jax.eval_shape(lambda: model.init_state(input_shape))
 
 
 def _fill(template: Any, parts: dict, what: str) -> Any:

@@ -14,15 +14,15 @@ from ..errors import DataError, InputError
 from ..types import Shape
 
 
-def check_trainable(model: Layer, input_shape: Shape, where: str) -> None:
+def check_trainable(model: Layer, params: Any, where: str) -> None:
     """Raise InputError unless the model has parameters to train (a model of pooling and activations
     alone would "train" without changing).
 
-    **Arguments:** `model` a Layer; `input_shape` one example's shape; `where` the caller.
+    **Arguments:** `model` a Layer; `params` its parameters (or their shapes, `core.init_shapes`);
+    `where` the caller.
 
     **Returns:** None.
     """
-    params = jax.eval_shape(lambda k: model.init(k, input_shape)[1], jax.random.PRNGKey(0))
     if not jax.tree_util.tree_leaves(params):
         raise InputError(
             f"{where}: {model.name} has no parameters, so training would change nothing; add a layer "
@@ -48,8 +48,17 @@ def output_classes(model: Layer, input_shape: Shape) -> int | None:
 
     **Returns:** the output's width, or None when one example's output is not a vector.
     """
-    out = output_shape(model, input_shape)
-    return out[0] if len(out) == 1 else None
+    return classes_of(output_shape(model, input_shape))
+
+
+def classes_of(out_shape: Shape) -> int | None:
+    """The classes an output of one example's shape `out_shape` holds: its width for a vector, else None.
+
+    **Arguments:** `out_shape` one example's output shape.
+
+    **Returns:** the width, or None.
+    """
+    return out_shape[0] if len(out_shape) == 1 else None
 
 
 def check_data(images: Any, labels: Any, input_shape: Shape, classes: int | None, what: str) -> None:

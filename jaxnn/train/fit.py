@@ -24,13 +24,13 @@ import optax
 from tqdm.auto import tqdm
 
 from .. import checkpoint, parallel
-from ..core import Layer, check_params, model_input_shape
+from ..core import Layer, check_params, init_shapes, model_input_shape
 from ..errors import CheckpointError, InputError, TrainingDiverged
 from ..losses import LossFn
 from ..renamed import FIT, removed_keywords
 from ..types import PRNGKey, Shape
 from . import tensorboard
-from .checks import all_finite, check_data, check_positive_int, check_trainable, output_classes
+from .checks import all_finite, check_data, check_positive_int, check_trainable, classes_of
 from .compile import compile_lowered
 from .evaluate import make_evaluate
 from .step import TrainOptions, TrainState, epoch_order, init_state, steps_function
@@ -204,8 +204,9 @@ def check_run(model, data, epochs, batch_size, input_shape, options, checkpointi
     if mesh is not None and batch_size % mesh.size:
         raise InputError(f"batch size {batch_size} does not split evenly over {mesh.size} devices")
     input_shape = model_input_shape(model, input_shape, "fit")
-    check_trainable(model, input_shape, "fit")
-    classes = output_classes(model, input_shape)
+    out_shape, params = init_shapes(model, input_shape)  # one trace gives both
+    check_trainable(model, params, "fit")
+    classes = classes_of(out_shape)
     if len(data) != 4:
         raise InputError(f"data must be (x_train, y_train, x_test, y_test), got {len(data)} arrays")
     check_data(data[0], data[1], input_shape, classes, "training")
