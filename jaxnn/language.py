@@ -17,9 +17,9 @@ import optax
 
 from .core import Layer, output_shape
 from .errors import InputError
-from .gradients import check_mode, value_and_grad
 from .losses import LossFn
 from .renamed import removed_keywords
+from .train.step import TrainOptions, make_step
 from .types import PRNGKey
 
 __all__ = ["random_windows", "lm_steps_function", "make_lm_evaluate", "make_sampler"]
@@ -69,7 +69,7 @@ def lm_steps_function(
     batch_size: int,
     mode: str = "manual",
 ) -> Callable[..., Any]:
-    """Training steps for a language model, not yet jitted.
+    """Training steps for a language model, not yet jitted: `train.make_step`'s step on random windows.
 
     **Arguments:**
 
@@ -78,25 +78,19 @@ def lm_steps_function(
     - `mode`: "manual" or "autodiff".
 
     **Returns:** `run(state, tokens, steps) -> (state, step_losses)`: `steps` (static) training steps
-    in one `lax.scan`, the targets the next tokens.
+    in one `lax.scan`, the targets the next tokens. Each step's windows are drawn from the state's
+    key and step (as its Dropout masks are, apart from them).
     """
-    f = value_and_grad(model, loss, check_mode(mode, "lm_steps_function"))
-
-    def step(state, tokens):
-        key = jax.random.fold_in(state.key, state.step)
-        window_key, dropout_key = jax.random.split(key)
-        x, y = random_windows(window_key, tokens, context, batch_size)
-        (value, model_state), grads = f(
-            state.params, x, y, dropout_key if model.stochastic else None, state=state.model_state, train=True
-        )
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return state._replace(
-            params=params, opt_state=opt_state, step=state.step + 1, model_state=model_state
-        ), value
+    step = make_step(model, loss, opt, None, TrainOptions(mode=mode))
 
     def run(state, tokens, steps):
-        return jax.lax.scan(lambda s, _: step(s, tokens), state, None, length=steps)
+        def body(state, _):
+            window_key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 2)
+            x, y = random_windows(window_key, tokens, context, batch_size)
+            state, metrics = step(state, x, y)
+            return state, metrics.loss
+
+        return jax.lax.scan(body, state, None, length=steps)
 
     return run
 
