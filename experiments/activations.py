@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from common import cli, out_dir, parser, write_metrics, write_text
+from common import cli, fit_mnist, out_dir, parser, write_metrics, write_text
 from jaxnn import data, plots, train
 
 
@@ -39,20 +39,11 @@ def main():
     folder = out_dir(args.out, "activations")
     plots.function_table(derivative_table(), os.path.join(folder, "activations.png"))
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
-    arrays = (ds.x_train, ds.y_train, ds.x_test, ds.y_test)
     results = {}
     for name in [n for n in nn.activations.NAMES if n != "softmax"]:
         model = nn.mlp([784, 256, 256, 10], activation=name)
-        opt = train.optimizer("adam", 3e-3, "onecycle", args.epochs * (60000 // 128))
-        _, history = train.fit(
-            model,
-            nn.losses.softmax_cross_entropy,
-            arrays,
-            epochs=args.epochs,
-            batch_size=128,
-            opt=opt,
-            key=jax.random.PRNGKey(args.seed),
-            reporting=train.Reporting(progress=False, eval_every_epoch=False),
+        _, history = fit_mnist(
+            ds, model, args, reporting=train.Reporting(progress=False, eval_every_epoch=False)
         )
         last = history["epochs"][-1]
         results[name] = {

@@ -9,12 +9,11 @@ writes filters.png, feature_maps.png (the ReLU outputs of the first conv layer) 
 import argparse
 import os
 
-import jax
 import numpy as np
 
 import jaxnn as nn
-from common import CNN_10_EPOCHS, build_model, cli, out_dir, parser, write_metrics
-from jaxnn import data, plots, train
+from common import CNN_10_EPOCHS, build_model, cli, fit_mnist, out_dir, parser, write_metrics
+from jaxnn import data, plots
 
 
 def main():
@@ -25,16 +24,7 @@ def main():
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
     recipe = CNN_10_EPOCHS  # 32-64 channels
     model = build_model("cnn", 10, (28, 28, 1), argparse.Namespace(dropout=recipe["dropout"]))
-    opt = train.optimizer("adam", recipe["lr"], recipe["schedule"], args.epochs * (60000 // 128))
-    state, history = train.fit(
-        model,
-        nn.losses.softmax_cross_entropy,
-        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-        epochs=args.epochs,
-        batch_size=128,
-        opt=opt,
-        key=jax.random.PRNGKey(args.seed),
-    )
+    state, history = fit_mnist(ds, model, args, schedule=("adam", recipe["lr"], recipe["schedule"]))
     filters = np.moveaxis(np.asarray(state.params[0]["w"])[:, :, 0, :], -1, 0)  # (32, 3, 3)
     plots.image_grid(
         filters,

@@ -183,6 +183,28 @@ def _alive(owner):
     return isinstance(pid, int) and process_alive(pid)
 
 
+BATCH = 128
+"""The experiments' batch size."""
+
+
+def fit_mnist(ds, model, args, schedule=("adam", 3e-3, "onecycle"), weight_decay=None, **fit_options):
+    """train.fit with softmax cross-entropy on a loaded data set `ds`, args.epochs epochs of BATCH
+    examples from args.seed; the optimiser (name, learning rate, schedule) runs its schedule over the
+    run's steps. fit_options go to fit (reporting=, options=, input_shape=, checkpointing=)."""
+    name, learning_rate, kind = schedule
+    steps = args.epochs * (len(ds.x_train) // BATCH)
+    return nn.train.fit(
+        model,
+        nn.losses.softmax_cross_entropy,
+        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        epochs=args.epochs,
+        batch_size=BATCH,
+        opt=nn.train.optimizer(name, learning_rate, kind, steps, weight_decay=weight_decay),
+        key=jax.random.PRNGKey(args.seed),
+        **fit_options,
+    )
+
+
 def out_dir(path, default_name):
     path = path or os.path.join("results", default_name)
     check_out_folder(path)

@@ -12,12 +12,11 @@ where it lowers it.
 
 import os
 
-import jax
 import numpy as np
 
 import jaxnn as nn
-from common import cli, out_dir, parser, write_metrics
-from jaxnn import data, plots, train
+from common import cli, fit_mnist, out_dir, parser, write_metrics
+from jaxnn import data, plots
 
 
 def main():
@@ -28,16 +27,12 @@ def main():
     folder = out_dir(args.out, "linear_classifier")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
     model = nn.Dense(10)
-    steps = args.epochs * (60000 // 128)
-    opt = train.optimizer("sgd", args.lr, "cosine", steps, weight_decay=args.weight_decay)
-    state, history = train.fit(
+    state, history = fit_mnist(
+        ds,
         model,
-        nn.losses.softmax_cross_entropy,
-        (ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-        epochs=args.epochs,
-        batch_size=128,
-        opt=opt,
-        key=jax.random.PRNGKey(args.seed),
+        args,
+        schedule=("sgd", args.lr, "cosine"),
+        weight_decay=args.weight_decay,
         input_shape=(784,),
     )
     w = np.asarray(state.params["w"]).T.reshape(10, 28, 28)

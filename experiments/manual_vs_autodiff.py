@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 import jaxnn as nn
-from common import cli, out_dir, parser, write_metrics
+from common import cli, fit_mnist, out_dir, parser, write_metrics
 from jaxnn import data, plots, train
 
 
@@ -19,21 +19,11 @@ def main():
     args = p.parse_args()
     folder = out_dir(args.out, "manual_vs_autodiff")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
-    arrays = (ds.x_train, ds.y_train, ds.x_test, ds.y_test)
     runs = {}
     for grad in ("manual", "autodiff", "manual", "autodiff"):  # twice each, alternating: timing noise
         model = nn.mlp([784, 256, 256, 10])
-        opt = train.optimizer("adam", 3e-3, "onecycle", args.epochs * (60000 // 128))
-        state, history = train.fit(
-            model,
-            nn.losses.softmax_cross_entropy,
-            arrays,
-            epochs=args.epochs,
-            batch_size=128,
-            opt=opt,
-            key=jax.random.PRNGKey(args.seed),
-            options=train.TrainOptions(mode=grad),
-            reporting=train.Reporting(progress=False),
+        state, history = fit_mnist(
+            ds, model, args, options=train.TrainOptions(mode=grad), reporting=train.Reporting(progress=False)
         )
         runs.setdefault(grad, []).append((state, history))
     m_state, m_hist = runs["manual"][0]
