@@ -27,6 +27,10 @@ class ConvResiduals(NamedTuple):
     w: Any  # the kernel (kh, kw, c_in, features)
 
 
+_AUTO = {True: ("taps", "conv"), False: ("conv", "conv")}
+"""backward="auto": (how dw is formed, how dx is formed), on the CPU (True) and elsewhere."""
+
+
 def Conv2D(
     features: int,
     kernel_size: int | tuple[int, int] = (3, 3),
@@ -189,14 +193,14 @@ def Conv2D(
 
     def backward_rule(residuals, dy):
         x, w = residuals
-        # "auto" on the CPU mixes the two: dw from the taps, dx from the convolution
-        kind = backward if backward != "auto" else ("mixed" if jax.default_backend() == "cpu" else "conv")
-        if kind == "conv":
+        # "auto" on the CPU takes dw from the taps and dx from the convolution
+        dw_by, dx_by = (backward, backward) if backward != "auto" else _AUTO[jax.default_backend() == "cpu"]
+        if dw_by == "conv":
             dw = weight_grad_conv(x, dy)
         else:
             few_inputs = x.shape[3] * kernel_size[0] * kernel_size[1] <= _PATCH_LIMIT
             dw = weight_grad_patches(x, dy) if few_inputs else weight_gradtaps(x, dy)
-        dx = input_gradtaps(x, w, dy) if kind == "taps" else input_grad_conv(x, w, dy)
+        dx = input_gradtaps(x, w, dy) if dx_by == "taps" else input_grad_conv(x, w, dy)
         return {"w": dw, "b": jnp.sum(dy, axis=(0, 1, 2))}, dx
 
     name = f"Conv2D({features}, {kernel_size}, {stride}, {padding})"

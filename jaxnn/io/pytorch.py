@@ -81,7 +81,7 @@ def _opened(leaves: list[Leaf]) -> list[Leaf]:
 def _walk(layer, shape, path, pending, leaves):
     """Append layer's leaves to leaves; return (output shape, pending flatten)."""
     kind = kind_of(layer)
-    if layer.parts and kind in RULES:  # a block PyTorch may hold as one module
+    if layer.parts and kind in CONVERSIONS:  # a block PyTorch may hold as one module
         inner: list[Leaf] = []
         _walk(layer._replace(config=None), shape, path, None, inner)
         leaves.append(Leaf(layer, path, shape, None, True, tuple(inner)))
@@ -176,7 +176,7 @@ def _dense_out(leaf, params, state):
     return {"weight": w, "bias": np.asarray(params["b"])}
 
 
-def _same_padding(leaf, module, where, spatial, kernel, stride):
+def _torch_padding(leaf, module, where, spatial, kernel, stride):
     """PyTorch's symmetric padding for jaxnn's SAME or VALID at this input size."""
     padding = leaf.layer.config["padding"]
     if padding == "VALID":
@@ -195,7 +195,7 @@ def _check_conv(leaf, module, where, spatial, kernel, stride):
     torch_padding = module.padding
     if isinstance(torch_padding, str):
         torch_padding = {"valid": (0,) * len(spatial)}.get(torch_padding, torch_padding)
-    expected = _same_padding(leaf, module, where, spatial, kernel, stride)
+    expected = _torch_padding(leaf, module, where, spatial, kernel, stride)
     _check(
         tuple(module.stride) == tuple(stride),
         where,
@@ -539,7 +539,7 @@ def _block_out(leaf, params, state):
     return out
 
 
-RULES: dict[str, Rule] = {
+CONVERSIONS: dict[str, Rule] = {
     "Dense": Rule(("Linear",), _dense_in, _dense_out),
     "Conv2D": Rule(("Conv2d",), _conv2d_in, _conv2d_out),
     "Conv1D": Rule(("Conv1d",), _conv1d_in, _conv1d_out),
@@ -591,11 +591,15 @@ def match(model: Layer, module: Any, input_shape: Shape) -> Matched:
             leaves.append(leaf)
             continue
         kind, i = kind_of(leaf.layer), len(pairs)
-        fits = i < len(modules) and kind in RULES and type(modules[i][1]).__name__ in RULES[kind].modules
+        fits = (
+            i < len(modules)
+            and kind in CONVERSIONS
+            and type(modules[i][1]).__name__ in CONVERSIONS[kind].modules
+        )
         if leaf.parts and not fits:  # PyTorch holds the block's layers one by one: match those
             queue[:0] = list(leaf.parts)
             continue
-        if kind not in RULES:
+        if kind not in CONVERSIONS:
             raise InputError(f"{describe(leaf)}: jaxnn.io has no PyTorch rule for it")
         if i >= len(modules):
             raise InputError(
@@ -606,7 +610,7 @@ def match(model: Layer, module: Any, input_shape: Shape) -> Matched:
         if not fits:
             raise InputError(
                 f"{describe(leaf)} does not match PyTorch's {name or 'module'} "
-                f"({type(sub).__name__}): it takes {' or '.join(RULES[kind].modules)}"
+                f"({type(sub).__name__}): it takes {' or '.join(CONVERSIONS[kind].modules)}"
             )
         pairs.append((leaf, name, sub))
         leaves.append(leaf)
@@ -676,7 +680,7 @@ def from_torch(
     params_parts, state_parts = {}, {}
     for leaf, name, sub in matched.pairs:
         where = f"{describe(leaf)} and PyTorch's {name or 'module'} ({type(sub).__name__})"
-        params, state = RULES[str(kind_of(leaf.layer))].to_jaxnn(leaf, sub, where)
+        params, state = CONVERSIONS[str(kind_of(leaf.layer))].to_jaxnn(leaf, sub, where)
         params_parts[leaf.path] = params
         if state:
             state_parts[leaf.path] = state
@@ -719,10 +723,10 @@ def to_torch(
     out = {}
     for leaf, prefix in named:
         kind = kind_of(leaf.layer)
-        if kind not in RULES:
+        if kind not in CONVERSIONS:
             raise InputError(f"{describe(leaf)}: jaxnn.io has no PyTorch rule for it")
         sub_params, sub_state = _at(params, leaf.path), _at(state, leaf.path) if state else ()
-        for local, value in RULES[kind].to_torch(leaf, sub_params, sub_state).items():
+        for local, value in CONVERSIONS[kind].to_torch(leaf, sub_params, sub_state).items():
             key = f"{prefix}.{local}" if prefix else local
             out[key] = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
     return out
