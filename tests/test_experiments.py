@@ -23,6 +23,7 @@ def _run(script, *args, timeout=300):
     )
 
 
+@pytest.mark.slow  # a long end-to-end run (or a wait for a timeout): the slow pass
 def test_step_by_step_prints_every_number(tmp_path):
     out = _run("step_by_step.py", "--out", str(tmp_path))
     assert "dL/dW1 (hand)" in out.stdout and "dL/dW1 (jax.grad)" in out.stdout

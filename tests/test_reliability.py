@@ -559,6 +559,7 @@ def _free_port():
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow  # a long end-to-end run (or a wait for a timeout): the slow pass
 def test_cli_coordinator_that_never_answers():
     """A process other than 0 whose coordinator is not running ends with one error line after
     --join-timeout, instead of JAX aborting it with a C++ stack trace after 5 minutes."""
@@ -576,6 +577,7 @@ def test_cli_coordinator_that_never_answers():
     _cli_error(out, "could not reach the coordinator", f"localhost:{port}", "within 1 s")
 
 
+@pytest.mark.slow  # a long end-to-end run (or a wait for a timeout): the slow pass
 def test_cli_process_0_whose_peers_never_come():
     """Process 0 waits --join-timeout for the others, then ends with one error line, instead of JAX
     aborting it with a C++ stack trace."""

@@ -152,6 +152,7 @@ def test_text_loader_refuses_a_damaged_file(tmp_path):
         data.load_text(str(tmp_path))
 
 
+@pytest.mark.slow  # a long end-to-end run (or a wait for a timeout): the slow pass
 def test_language_model_windows_evaluation_and_sampling():
     from jaxnn import language, train
 

@@ -275,6 +275,7 @@ PARALLEL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a long end-to-end run (or a wait for a timeout): the slow pass
 def test_batch_statistics_over_the_global_batch_on_8_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     out = subprocess.run(

@@ -26,6 +26,7 @@ def _cnn():
     return nn.models.cnn(10, (28, 28, 1))
 
 
+@pytest.mark.slow  # a long end-to-end run (or a wait for a timeout): the slow pass
 def test_cnn_gradients_agree_at_init_on_real_mnist(data_root, x64):
     images, labels = _mnist(data_root, 32)
     x = jnp.asarray(images, jnp.float64).reshape(32, 28, 28, 1) / 255

@@ -134,6 +134,7 @@ def test_every_optimizer_trains(name):
     assert history["epochs"][-1]["test_accuracy"] > 0.9
 
 
+@pytest.mark.slow  # a long end-to-end run (or a wait for a timeout): the slow pass
 def test_main_job_writes_metrics(request, tmp_path):
     """experiments/train.py on a slice of real MNIST if --data-dir is given, else skipped."""
     import json
