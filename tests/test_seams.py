@@ -14,6 +14,7 @@ import pytest
 
 import jaxnn as nn
 from jaxnn import checkpoint, gradcheck, io, language, models, renamed, train
+from jaxnn.io import artifact
 
 KEY = jax.random.PRNGKey(0)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +44,22 @@ def test_export_refuses_a_stateful_model_without_its_state_and_embeds_the_state_
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     expected = model.apply(params, x, state=state, train=False)[0]
     np.testing.assert_allclose(io.load_exported(path).call(x), expected, rtol=1e-6)
+
+
+def test_the_docs_name_what_an_artifact_needs_and_the_interop_extra_brings_it():
+    """An exported artifact runs without jaxnn but needs flatbuffers besides jax (jax.export reads
+    artifacts with it): the pages say so, and `pip install -e '.[interop]'` installs it."""
+    pyproject = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
+    assert re.search(r'interop = \[[^]]*"flatbuffers', pyproject)
+    page = open(os.path.join(ROOT, "docs", "interop.md"), encoding="utf-8").read()
+    assert "pip install jax flatbuffers" in page
+    assert "flatbuffers" in (artifact.__doc__ or "")
+
+
+def test_every_interop_call_on_the_pages_passes_the_input_shape_a_serial_model_needs():
+    page = open(os.path.join(ROOT, "docs", "interop.md"), encoding="utf-8").read()
+    for call in re.findall(r"io\.(?:from_torch|to_torch)\([^)]*\)", page):
+        assert "28, 28, 1" in call or "input_shape" in call, call
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x01\x02", b"jaxnn" * 50])
