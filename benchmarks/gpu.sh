@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Issue 10's accelerator checks in one run (the device tool; about 8 minutes, each step capped by
-# its own timeout so that one slow step cannot take the others' time). Needs the MNIST folder under
+# The accelerator checks in one run (about 8 minutes on one GPU, each step capped by its own
+# timeout so that one slow step cannot take the others' time). Needs the MNIST folder under
 # .data/mnist (copied from ../shared/data, carried along). Results: $OUT, 8 files at most:
 #   log.txt; suite/bench.json and suite/throughput.png: the suite in float32 and bfloat16 (the bf16
 #   gap to plain JAX); cnn_step.json: the CNN step, jaxnn against plain JAX (the GPU conv path,
-#   which must stay as fast as the previous H200 run's); mnist_speed.json, mnist_speed_cnn.json:
+#   compared with the previous accelerator run's); mnist_speed.json, mnist_speed_cnn.json:
 #   time to accuracy against the reference; compile_cache.json: warm against cold compilation;
 #   bf16_mlp.json: scanned MLP epochs per precision (core.matmul's float32 accumulation).
 # PyTorch is left out: the bench extra installs its CPU build.
 export PYTHONPATH=$PWD:$PWD/experiments:$PWD/benchmarks PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-OUT=${OUT:-results/gpu_issue10}; mkdir -p "$OUT"
+OUT=${OUT:-results/gpu}; mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
 nvidia-smi -L; python3 -c "import jax; print(jax.__version__, jax.devices())"
 step() { echo "== $*"; "$@" || echo "== failed or timed out ($?): $*"; }
