@@ -54,6 +54,7 @@ FILES = {
 # may hold re-compressed copies, e.g. Debian's, whose decompressed bytes are the originals).
 IDX_DATASETS = {
     "mnist": {
+        "classes": 10,
         "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "https://yann.lecun.com/exdb/mnist/"],
         "md5": {
             "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -63,6 +64,7 @@ IDX_DATASETS = {
         },
     },
     "fashion_mnist": {
+        "classes": 10,
         "mirrors": ["https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
         "md5": {
             "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -328,22 +330,23 @@ def _load_idx(name, data_dir, dtype):
         folder = os.path.join(cache_dir(), name)
         paths = {part: _fetch(name, filename, folder) for part, filename in FILES.items()}
     arrays = {part: read_idx(path) for part, path in paths.items()}
+    classes = IDX_DATASETS[name]["classes"]
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{name}: {split} images {x.shape} and labels {y.shape} do not match")
         if len(y) == 0:
             raise DataError(f"{name}: the {split} set is empty")
-        if y.min() < 0 or y.max() >= 10:
+        if y.min() < 0 or y.max() >= classes:
             raise DataError(
-                f"{name}: {split} labels must lie in [0, 10), got values from {y.min()} to {y.max()}"
+                f"{name}: {split} labels must lie in [0, {classes}), got values from {y.min()} to {y.max()}"
             )
     return Dataset(
         _images(arrays["x_train"], dtype),
         arrays["y_train"].astype(np.int32),
         _images(arrays["x_test"], dtype),
         arrays["y_test"].astype(np.int32),
-        10,
+        classes,
         name,
     )
 

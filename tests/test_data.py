@@ -152,7 +152,7 @@ def test_load_downloads_into_the_cache_once(server, tmp_path, monkeypatch):
         body = gzip.compress(_idx(np.asarray(array)))
         files["/m/" + name] = (body, False)
         md5[name] = hashlib.md5(body).hexdigest()
-    monkeypatch.setitem(data.IDX_DATASETS, "mnist", {"mirrors": [url + "/m/"], "md5": md5})
+    monkeypatch.setitem(data.IDX_DATASETS, "mnist", {"classes": 10, "mirrors": [url + "/m/"], "md5": md5})
     monkeypatch.setenv("JAXNN_DATA", str(tmp_path))
     ds = data.load("mnist", dtype="uint8")
     assert ds.x_train.shape == (8, 28, 28, 1) and ds.y_test.tolist() == [0, 1, 2, 3]

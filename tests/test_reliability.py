@@ -388,7 +388,7 @@ def tiny_dataset(tmp_path, monkeypatch, server):
     for filename in data.FILES.values():
         payloads[filename] = (src / filename).read_bytes()
         md5[filename] = hashlib.md5(payloads[filename]).hexdigest()
-    monkeypatch.setitem(data.IDX_DATASETS, "tiny", {"mirrors": [], "md5": md5})
+    monkeypatch.setitem(data.IDX_DATASETS, "tiny", {"classes": 10, "mirrors": [], "md5": md5})
     monkeypatch.setenv("JAXNN_DATA", str(tmp_path / "cache"))
     return url, tmp_path / "cache" / "tiny"
 
