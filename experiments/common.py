@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -238,15 +239,18 @@ CNN_10_EPOCHS = dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, sched
 FLIP_KEEPS_LABEL = ("fashion_mnist",)
 
 # which command-line options each model of the zoo takes
-MODEL_OPTIONS = {
-    "linear": (),
-    "mlp": ("width", "activation"),
-    "cnn": ("dropout", "batchnorm", "channels"),
-    "lstm": ("width",),
-    "gru": ("width",),
-    "rnn": ("width",),
-    "resnet": ("channels", "blocks"),
+MODELS = {
+    "linear": (nn.models.linear, ()),
+    "mlp": (nn.models.image_mlp, ("width", "activation")),
+    "cnn": (nn.models.cnn, ("dropout", "batchnorm", "channels")),
+    "lstm": (functools.partial(nn.models.recurrent_reader, "lstm"), ("width",)),
+    "gru": (functools.partial(nn.models.recurrent_reader, "gru"), ("width",)),
+    "rnn": (functools.partial(nn.models.recurrent_reader, "rnn"), ("width",)),
+    "resnet": (nn.models.resnet, ("channels", "blocks")),
 }
+"""The command line's models: --model NAME -> (the jaxnn.models builder, taking (classes,
+image_shape, **options), and the flags that become its options)."""
+MODEL_OPTIONS = {name: options for name, (_, options) in MODELS.items()}
 
 # the models that read images (batch, H, W, C), so that --augment applies
 IMAGE_MODELS = ("cnn", "resnet")
@@ -273,9 +277,12 @@ def augmentation(args, dataset):
 
 
 def build_model(name, classes, image_shape, args):
-    """The model `name` from jaxnn.models (a Layer; model.input_shape is one example's shape), with the
-    options args holds for it."""
-    options = {k: getattr(args, k) for k in MODEL_OPTIONS[name] if getattr(args, k, None) is not None}
+    """The command line's model `name` (MODELS: a Layer; model.input_shape is one example's shape),
+    with the options args holds for it."""
+    if name not in MODELS:
+        raise nn.InputError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    builder, names = MODELS[name]
+    options = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if "channels" in options:
         options["channels"] = tuple(options["channels"])
-    return nn.models.build(name, classes, image_shape, **options)
+    return builder(classes, tuple(image_shape), **options)

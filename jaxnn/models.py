@@ -1,7 +1,7 @@
 """The model zoo: the networks the experiments and benchmarks train, each defined once here.
 
     model = models.mlp([784, 256, 256, 10])
-    model = models.build("cnn", classes=10, image_shape=(28, 28, 1), batchnorm=True)
+    model = models.cnn(10, (28, 28, 1), batchnorm=True)
     model.input_shape        # (28, 28, 1): the shape of one example the model reads
 
 Every builder returns a Layer whose `input_shape` is the shape of one input example (the MLP reads
@@ -25,6 +25,7 @@ from .normalization import BatchNorm, LayerNorm
 from .pooling import GlobalAvgPool, MaxPool
 from .recurrent import GRU, LSTM, RNN, LastStep
 from .remat import remat as remat_layer
+from .renamed import removed_attribute
 from .types import Shape
 
 __all__ = [
@@ -40,8 +41,6 @@ __all__ = [
     "char_transformer",
     "char_lstm",
     "conv_autoencoder",
-    "build",
-    "BUILDERS",
     "for_inputs",
 ]
 
@@ -349,30 +348,11 @@ def conv_autoencoder(image_shape: Shape = (28, 28, 1), channels: tuple[int, int]
     return for_inputs(model, image_shape)
 
 
-BUILDERS = {
-    "linear": linear,
-    "mlp": image_mlp,
-    "cnn": cnn,
-    "resnet": resnet,
-    "lstm": lambda classes, image_shape, **kw: recurrent_reader("lstm", classes, image_shape, **kw),
-    "gru": lambda classes, image_shape, **kw: recurrent_reader("gru", classes, image_shape, **kw),
-    "rnn": lambda classes, image_shape, **kw: recurrent_reader("rnn", classes, image_shape, **kw),
-}
-"""The models `build` knows, by name: each a function (classes, image_shape, **options) -> Layer."""
-
-
-def build(name: str, classes: int, image_shape: Shape, **options) -> Layer:
-    """The zoo's model `name` for images of `image_shape`.
-
-    **Arguments:**
-
-    - `name`: one of `BUILDERS`: "linear", "mlp", "cnn", "resnet", "lstm", "gru", "rnn".
-    - `classes`: output width.
-    - `image_shape`: the shape of one image `(H, W, C)`.
-    - `**options`: the builder's keyword options (e.g. `channels=(16, 32)` for "cnn").
-
-    **Returns:** a Layer; `model.input_shape` is the shape of one example it reads.
-    """
-    if name not in BUILDERS:
-        raise InputError(f"unknown model {name!r}; choose from {sorted(BUILDERS)}")
-    return BUILDERS[name](classes, tuple(image_shape), **options)
+def __getattr__(name: str):
+    """Names earlier versions had here: an error that says where they went."""
+    moved = {
+        "build": "the command line's registry, experiments/common.py (MODELS, build_model); "
+        "call a builder of this module directly",
+        "BUILDERS": "experiments/common.py's MODELS (the command line's names for these builders)",
+    }
+    raise removed_attribute(__name__, name, moved)

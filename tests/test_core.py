@@ -339,7 +339,7 @@ def test_init_with_a_shape_that_is_not_a_tuple_of_ints(shape):
     "name, options",
     [
         ("linear", {}),
-        ("mlp", {}),
+        ("image_mlp", {}),
         ("cnn", {"channels": (2, 4)}),
         ("resnet", {"channels": (2, 4), "blocks": 1}),
         ("lstm", {"width": 4}),
@@ -348,7 +348,10 @@ def test_init_with_a_shape_that_is_not_a_tuple_of_ints(shape):
     ],
 )
 def test_every_builder_returns_a_layer_with_its_input_shape(name, options):
-    model = nn.models.build(name, 10, (28, 28, 1), **options)
+    if name in ("lstm", "gru", "rnn"):
+        model = nn.models.recurrent_reader(name, 10, (28, 28, 1), **options)
+    else:
+        model = getattr(nn.models, name)(10, (28, 28, 1), **options)
     assert isinstance(model, nn.Layer) and model.input_shape is not None
     assert nn.output_shape(model, model.input_shape) == (10,)
     jax.eval_shape(lambda key: model.init(key)[1], KEY)  # init defaults to the model's input shape
