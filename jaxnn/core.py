@@ -314,15 +314,7 @@ def _checked_output(name: str, f: ApplyFn, init: InitFn, returns_state: bool) ->
     def expected(input_shape):
         if input_shape not in declared:
             try:
-                found = []
-
-                def run_init(key):
-                    out_shape, params = init(key, input_shape)
-                    found.append(tuple(out_shape))
-                    return params
-
-                jax.eval_shape(run_init, jax.random.PRNGKey(0))
-                declared[input_shape] = found[0]
+                declared[input_shape] = _trace_init(init, input_shape)[0]
             except Exception:  # init refuses this shape: nothing to compare with (apply's error says more)
                 declared[input_shape] = None
         return declared[input_shape]
@@ -439,15 +431,19 @@ def init_shapes(layer: Layer, input_shape: Shape, dtype: DTypeLike | None = None
 
     **Returns:** `(output_shape, params)`, params a pytree of `jax.ShapeDtypeStruct`s.
     """
-    found = []
-    options = {} if dtype is None else {"dtype": dtype}
+    return _trace_init(layer.init, input_shape, **({} if dtype is None else {"dtype": dtype}))
 
-    def init(key):
-        out_shape, params = layer.init(key, tuple(input_shape), **options)
+
+def _trace_init(init: Callable, input_shape: Shape, **options: Any) -> tuple[Shape, Params]:
+    """(output shape, parameter shapes) of an init function, traced by `jax.eval_shape`."""
+    found = []
+
+    def run(key):
+        out_shape, params = init(key, tuple(input_shape), **options)
         found.append(tuple(out_shape))
         return params
 
-    params = jax.eval_shape(init, jax.random.PRNGKey(0))
+    params = jax.eval_shape(run, jax.random.PRNGKey(0))
     return found[0], params
 
 

@@ -102,7 +102,7 @@ def check_same_function(
     if calls is not None:
         _compare_ops(matched, calls, module)
     if outputs is not None:
-        _compare_outputs(model, params, state, batch, outputs, matched)
+        _compare_outputs(model, params, state, batch, outputs)
 
 
 def _random_batch(first: Leaf, input_shape: Shape, module: Any) -> np.ndarray:
@@ -202,7 +202,7 @@ def _compare_ops(matched: Matched, calls: list, module: Any) -> None:
             )
 
 
-def _compare_outputs(model, params, state, batch, torch_out, matched) -> None:
+def _compare_outputs(model, params, state, batch, torch_out) -> None:
     """Both models' outputs on the batch, within rounding of the module's dtype."""
     has_state = bool(jax.tree_util.tree_leaves(state))
     y = model.apply(params, batch, state=state, train=False)[0] if has_state else model.apply(params, batch)

@@ -94,13 +94,14 @@ def _walk(layer, shape, path, pending, leaves):
         for part, sub in layer.parts:  # Residual, mixed precision: each part reads the same input
             _walk(part, shape, path + sub, None, leaves)
         return output_shape(layer, shape), None
-    has_params = bool(jax.tree_util.tree_leaves(init_shapes(layer, shape)[1]))
+    out_shape, params = init_shapes(layer, shape)
+    has_params = bool(jax.tree_util.tree_leaves(params))
     leaves.append(Leaf(layer, path, shape, pending if kind == "Dense" else None, has_params))
     if kind == "Flatten":
         pending = shape if len(shape) == 3 else None
     elif kind not in ("activation", "Dropout", "prelu"):  # an element-wise layer keeps the flattening
         pending = None
-    return output_shape(layer, shape), pending
+    return out_shape, pending
 
 
 # --- the PyTorch side ---------------------------------------------------------------------------------
