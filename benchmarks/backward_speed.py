@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from bench_io import write_json
+from jaxnn_lab.bench import write_json
 
 
 def cnn(backward):

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxnn as nn
-from bench_io import spread, write_json
+from jaxnn_lab.bench import spread, write_json
 
 PRECISIONS = ("float32", "bfloat16")
 BATCH, TIME, D, HEADS, PASSES = 12, 64, 128, 4, 10

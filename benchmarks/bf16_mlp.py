@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from bench_io import spread, write_json
 from jaxnn import data, train
+from jaxnn_lab.bench import spread, write_json
 
 PRECISIONS = ("float32", "bfloat16")
 

@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -21,8 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from jaxnn.data import load_text  # noqa: E402 (the same tokens and split as the jaxnn run)
+from jaxnn.data import load_text  # the same tokens and split as the jaxnn run
 
 
 class Block(nn.Module):

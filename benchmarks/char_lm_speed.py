@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-from bench_io import write_json
+from jaxnn_lab.bench import write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOALS = {"transformer": (1.88, 0.5), "lstm": (2.0, 1.0)}  # (val loss at most, time ratio at most)

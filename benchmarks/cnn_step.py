@@ -56,7 +56,6 @@ def child(impl, batch, steps, repeats):
     """Runs in the fresh process: build, warm up, time; prints one JSON line. JAX steps are timed
     both inside a scan of `steps` steps (how jaxnn and a scanned plain-JAX loop train) and as one
     jitted call per step; PyTorch eager as its Python loop."""
-    sys.path.insert(0, HERE)
     if impl == "matmul":
         from run import matmul_peak  # noqa: PLC0415
 
@@ -109,8 +108,12 @@ def main():
     if args.child:
         print(json.dumps(child(args.child, args.batch, args.steps, args.repeats)))
         return
-    from bench_io import spread, write_json  # noqa: PLC0415
-    from run import machine, step_flops  # noqa: PLC0415
+    from jaxnn_lab.bench import (  # noqa: PLC0415
+        machine,  # noqa: PLC0415
+        spread,
+        write_json,
+    )
+    from run import step_flops  # noqa: PLC0415
 
     def measure(impl):
         command = [sys.executable, __file__, "--child", impl, "--batch", str(args.batch)]

@@ -21,10 +21,12 @@ import jax.numpy as jnp
 import optax
 
 import jaxnn as nn
-from bench_io import spread, write_json
 from jaxnn import train
+from jaxnn.conv import Conv2D, ConvResiduals
 from jaxnn.core import make_layer
-from jaxnn.layers import Conv2D, ConvResiduals, Dense, Flatten, MaxPool
+from jaxnn.layers import Dense, Flatten
+from jaxnn.pooling import MaxPool
+from jaxnn_lab.bench import spread, write_json
 
 STEPS, BATCH = 20, 128
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-from bench_io import spread, write_json
+from jaxnn_lab.bench import spread, write_json
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 COMMANDS = {

@@ -15,8 +15,8 @@ import time
 import jax
 
 import jaxnn as nn
-from bench_io import spread, write_json
 from jaxnn import data, train
+from jaxnn_lab.bench import spread, write_json
 
 TRAIN_EXAMPLES, BATCH = 12_800, 128
 

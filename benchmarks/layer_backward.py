@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from bench_io import write_json
+from jaxnn_lab.bench import write_json
 
 CASES = {  # name -> (layer, one example's input shape, batch, integer inputs below this vocabulary)
     "Embedding(65, 128)": (nn.Embedding(65, 128), (64,), 12, 65),

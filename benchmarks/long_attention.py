@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 
 import jaxnn as nn
-from bench_io import spread, time_in_turns, write_json
-from run import machine
+from jaxnn_lab import plots
+from jaxnn_lab.bench import machine, spread, time_in_turns, write_json
 
 D, HEADS, BATCH = 64, 4, 1
 
@@ -189,7 +189,7 @@ def main():
 def figure(result, path):
     """Two panels against the length T (log-log): temporary memory, with the memory limit and where
     each implementation first passes it, and the time of one forward plus backward."""
-    plt = nn.plots._plt()
+    plt = plots._plt()
     fig, (memory_ax, time_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for impl, fits in result["fits"].items():
         rows = [r for r in result["rows"] if r["impl"] == impl]
@@ -220,7 +220,7 @@ def figure(result, path):
     time_ax.legend(fontsize=8)
     c = result["config"]
     fig.suptitle(f"causal attention, d {c['d']}, {c['heads']} heads, batch {c['batch']}, block {c['block']}")
-    return nn.plots._save(fig, path)
+    return plots._save(fig, path)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,11 @@ import numpy as np
 import optax
 
 import jaxnn as nn
-from bench_io import fit_quietly, spread, write_json
 from jaxnn import data, train
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-from common import augmentation, build_model, training_loss, use_compile_cache  # noqa: E402
-from recipes import RECIPES  # noqa: E402
+from jaxnn_lab.bench import fit_quietly, spread, write_json
+from jaxnn_lab.cli import use_compile_cache
+from jaxnn_lab.recipes import RECIPES
+from jaxnn_lab.zoo import augmentation, build_model, training_loss
 
 
 def reference(ds, seed=0, epochs=10, batch=128):

@@ -59,7 +59,6 @@ def jaxnn_step(nn, optax, jitted_by):
 
 def child(impl, steps, repeats):
     """In the fresh process: build, warm up, time; returns seconds per step and faults per step."""
-    sys.path.insert(0, HERE)
     if impl.endswith("after reuse_host_memory()"):  # first thing, before any array
         import jaxnn as nn  # noqa: PLC0415
 
@@ -98,15 +97,9 @@ def child(impl, steps, repeats):
                 params, opt_state, loss = jitted_step(*state, x, y)
                 return (params, opt_state), loss
 
-        holder = {"state": jitted(state, x, y)[0]}
+        from jaxnn_lab.bench import step_runner  # noqa: PLC0415  (after the opt-in above)
 
-        def run(n):
-            s = holder["state"]
-            for _ in range(n):
-                s, _ = jitted(s, x, y)
-            jax.block_until_ready(s)
-            holder["state"] = s
-
+        run = step_runner(jitted, state, x, y)
         run(2)
     seconds, faults = [], []
     for _ in range(repeats):
@@ -179,8 +172,11 @@ def main():
     if args.child:
         print(json.dumps(child(args.child, args.steps, args.repeats)))
         return
-    from bench_io import spread, write_json  # noqa: PLC0415
-    from run import machine  # noqa: PLC0415
+    from jaxnn_lab.bench import (  # noqa: PLC0415
+        machine,  # noqa: PLC0415
+        spread,
+        write_json,
+    )
 
     found = {impl: {"seconds_per_step": [], "faults_per_step": []} for impl in CNN_IMPLS}
     for _ in range(args.rounds):

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 import jaxnn as nn
-from bench_io import write_json
+from jaxnn_lab.bench import write_json
 
 
 def main():

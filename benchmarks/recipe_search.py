@@ -17,8 +17,8 @@ import argparse
 import json
 
 import jaxnn as nn
-from bench_io import fit_quietly
 from jaxnn import data, train
+from jaxnn_lab.bench import fit_quietly
 
 RECIPES = {
     "cnn": [

@@ -21,8 +21,7 @@ import argparse
 import jax
 
 import jaxnn as nn
-from bench_io import spread, time_in_turns, write_json
-from run import machine
+from jaxnn_lab.bench import machine, spread, time_in_turns, write_json
 
 D, HEADS, BATCH, BLOCK = 128, 4, 1, 512
 

@@ -15,7 +15,6 @@ matmul measured in the same run. Writes DIR/bench.json and DIR/throughput.png.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -26,8 +25,8 @@ import numpy as np
 import optax
 
 import jaxnn as nn
-from bench_io import spread, write_json
 from jaxnn import train
+from jaxnn_lab.bench import machine, spread, step_runner, write_json
 
 MLP_SIZES = [784, 512, 512, 10]
 
@@ -70,15 +69,7 @@ def prepare_jax_step(step, state, x, y, as_fit=False):
     compile_s = time.perf_counter() - t0
     memory = compiled.memory_analysis()
     temp = int(memory.temp_size_in_bytes) if memory is not None else None
-    holder = {"state": compiled(state, x, y)[0]}
-
-    def run(n):
-        s = holder["state"]
-        for _ in range(n):
-            s, aux = compiled(s, x, y)
-        jax.block_until_ready(s)
-        holder["state"] = s
-
+    run = step_runner(compiled, state, x, y)
     run(2)
     return run, compile_s, temp
 
@@ -267,32 +258,6 @@ def matmul_peak(dtype=jnp.float32):
         out = f(a)
     jax.block_until_ready(out)
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
-
-
-def machine():
-    info = {
-        "backend": jax.default_backend(),
-        "device_kind": jax.devices()[0].device_kind,
-        "devices": jax.device_count(),
-        "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-        "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-    }
-    try:
-        import jaxlib
-
-        info["jaxlib"] = jaxlib.__version__
-    except Exception:
-        pass
-    try:  # the CPU's marketing name, on Linux
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        info["cpu"] = names[0] if names else info["cpu"]
-    except OSError:
-        pass
-    info["gpu"] = jax.devices()[0].device_kind if jax.default_backend() == "gpu" else None
-    return info
 
 
 def main():

@@ -24,7 +24,6 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 
 def markdown(header, rows):
@@ -413,7 +412,7 @@ def gradcheck_report(text):
 
 
 def recipes_table(_):
-    import recipes  # experiments/recipes.py
+    from jaxnn_lab import recipes
 
     rows = []
     for (model, dataset), row in recipes.RECIPES.items():
@@ -669,11 +668,11 @@ PAGES = (
         "Recipes",
         "The default recipe of each (model, dataset): experiments/train.py fills every flag left out "
         "from this "
-        "table (experiments/recipes.py), which reads each row's numbers from the run it cites.",
+        "table (jaxnn_lab/recipes.py), which reads each row's numbers from the run it cites.",
         (
             Section(
                 "The table",
-                "experiments/recipes.py",
+                "jaxnn_lab/recipes.py",
                 "recipes_table",
                 "python experiments/train.py --model M --dataset D",
             ),

@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from common import cli, fit_mnist, out_dir, parser, write_metrics, write_text
-from jaxnn import data, plots, train
+from jaxnn import data, train
+from jaxnn_lab import plots
+from jaxnn_lab.cli import cli, out_dir, parser, write_metrics, write_text
+from jaxnn_lab.zoo import fit_mnist, run_summary
 
 
 def derivative_table():
@@ -46,11 +48,7 @@ def main():
             ds, model, args, reporting=train.Reporting(progress=False, eval_every_epoch=False)
         )
         last = history["epochs"][-1]
-        results[name] = {
-            "test_accuracy": last["test_accuracy"],
-            "train_seconds": history["train_seconds"],
-            "final_train_loss": last["train_loss"],
-        }
+        results[name] = {**run_summary(history), "final_train_loss": last["train_loss"]}
         print(f"{name:12s} test accuracy {last['test_accuracy']:.4f}  {history['train_seconds']:.2f} s")
     lines = ["| activation | test accuracy | train seconds |", "| --- | --- | --- |"]
     lines += [

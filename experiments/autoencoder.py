@@ -17,8 +17,9 @@ import numpy as np
 import optax
 
 import jaxnn as nn
-from common import cli, out_dir, parser, write_metrics
-from jaxnn import data, plots
+from jaxnn import data
+from jaxnn_lab import plots
+from jaxnn_lab.cli import cli, out_dir, parser, write_metrics
 
 
 def main():

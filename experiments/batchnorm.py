@@ -14,8 +14,10 @@ import os
 import jax
 
 import jaxnn as nn
-from common import CNN_10_EPOCHS, cli, out_dir, parser, write_metrics, write_text
-from jaxnn import data, plots, train
+from jaxnn import data, train
+from jaxnn_lab import plots
+from jaxnn_lab.cli import cli, out_dir, parser, write_metrics, write_text
+from jaxnn_lab.zoo import CNN_10_EPOCHS, run_summary
 
 
 def run(ds, batchnorm, epochs, seed):
@@ -57,9 +59,7 @@ def main():
             model, history = run(ds, batchnorm, args.epochs, args.seed)
             last = history["epochs"][-1]
             results[f"{name}/{label}"] = {
-                "test_accuracy": last["test_accuracy"],
-                "train_seconds": history["train_seconds"],
-                "compile_seconds": history["compile_seconds"],
+                **run_summary(history, "compile_seconds"),
                 "model": model.name,
                 "history": history["epochs"],
             }

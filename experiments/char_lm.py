@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from common import cli, out_dir, parser, positive, write_metrics, write_text
-from jaxnn import data, language, plots, train
+from jaxnn import data, language, train
+from jaxnn_lab import plots
+from jaxnn_lab.cli import cli, out_dir, parser, positive, write_metrics, write_text
 
 RECIPES = {  # the defaults of each model, chosen by measurement (README)
     # the reference's model, context and batch; a higher peak lr with warmup and cosine decay, fewer steps

@@ -12,8 +12,10 @@ import os
 import numpy as np
 
 import jaxnn as nn
-from common import CNN_10_EPOCHS, build_model, cli, fit_mnist, out_dir, parser, write_metrics
-from jaxnn import data, plots
+from jaxnn import data
+from jaxnn_lab import plots
+from jaxnn_lab.cli import cli, out_dir, parser, write_metrics
+from jaxnn_lab.zoo import CNN_10_EPOCHS, build_model, fit_mnist, run_summary
 
 
 def main():
@@ -46,15 +48,7 @@ def main():
         title="first conv layer + ReLU: feature maps of one test digit",
     )
     last = history["epochs"][-1]
-    write_metrics(
-        folder,
-        {
-            "test_accuracy": last["test_accuracy"],
-            "train_seconds": history["train_seconds"],
-            "epochs": args.epochs,
-            "config": vars(args),
-        },
-    )
+    write_metrics(folder, {**run_summary(history), "epochs": args.epochs, "config": vars(args)})
     print(f"CNN after {args.epochs} epochs: {last['test_accuracy']:.4f} -> {folder}")
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import optax
 
 import jaxnn as nn
-from common import cli, out_dir, parser, write_metrics
 from jaxnn import data, train
+from jaxnn_lab.cli import cli, out_dir, parser, write_metrics
 
 
 def main():

@@ -15,8 +15,9 @@ import os
 import jax
 
 import jaxnn as nn
-from common import FLIP_KEEPS_LABEL, add_compile_cache_flag, build_model, cli, write_text
 from jaxnn import data, train
+from jaxnn_lab.cli import add_compile_cache_flag, cli, write_text
+from jaxnn_lab.zoo import FLIP_KEEPS_LABEL, build_model
 
 
 def main():

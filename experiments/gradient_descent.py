@@ -13,8 +13,9 @@ import jax
 import optax
 
 import jaxnn as nn
-from common import cli, out_dir, parser, write_metrics
-from jaxnn import data, plots, train
+from jaxnn import data, train
+from jaxnn_lab import plots
+from jaxnn_lab.cli import cli, out_dir, parser, write_metrics
 
 
 def main():

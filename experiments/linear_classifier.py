@@ -15,8 +15,10 @@ import os
 import numpy as np
 
 import jaxnn as nn
-from common import cli, fit_mnist, out_dir, parser, write_metrics
-from jaxnn import data, plots
+from jaxnn import data
+from jaxnn_lab import plots
+from jaxnn_lab.cli import cli, out_dir, parser, write_metrics
+from jaxnn_lab.zoo import fit_mnist, run_summary
 
 
 def main():
@@ -47,15 +49,9 @@ def main():
     )
     plots.training_curves(history, os.path.join(folder, "curves.png"), "linear classifier Wx + b")
     last = history["epochs"][-1]
+    summary = run_summary(history)
     write_metrics(
-        folder,
-        {
-            "test_accuracy": last["test_accuracy"],
-            "train_seconds": history["train_seconds"],
-            "epochs": args.epochs,
-            "config": vars(args),
-            "history": history["epochs"],
-        },
+        folder, {**summary, "epochs": args.epochs, "config": vars(args), "history": history["epochs"]}
     )
     print(
         f"linear classifier: test accuracy {last['test_accuracy']:.4f} "

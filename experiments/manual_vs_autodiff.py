@@ -10,8 +10,10 @@ import jax
 import numpy as np
 
 import jaxnn as nn
-from common import cli, fit_mnist, out_dir, parser, write_metrics
-from jaxnn import data, plots, train
+from jaxnn import data, train
+from jaxnn_lab import plots
+from jaxnn_lab.cli import cli, out_dir, parser, write_metrics
+from jaxnn_lab.zoo import fit_mnist
 
 
 def main():

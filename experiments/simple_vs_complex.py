@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 
 import jaxnn as nn
-from common import add_compile_cache_flag, cli, out_dir, write_metrics
-from jaxnn import data, plots, train
+from jaxnn import data, train
+from jaxnn_lab import plots
+from jaxnn_lab.cli import add_compile_cache_flag, cli, out_dir, write_metrics
 
 DATASETS = {"blobs": dict(classes=2), "moons": {}, "spirals": dict(classes=3)}
 

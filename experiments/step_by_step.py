@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
-from common import add_compile_cache_flag, cli, out_dir, write_metrics, write_text
+from jaxnn_lab.cli import add_compile_cache_flag, cli, out_dir, write_metrics, write_text
 
 
 def show(name, value, out):

@@ -7,7 +7,7 @@
 
 The layers, losses and gradients are imported with `jaxnn`; the training loop (`jaxnn.train`),
 data sets (`jaxnn.data`), language models (`jaxnn.language`), checkpoints (`jaxnn.checkpoint`),
-devices (`jaxnn.parallel`), interop (`jaxnn.io`) and figures (`jaxnn.plots`) load on first use.
+devices (`jaxnn.parallel`) and interop (`jaxnn.io`) load on first use.
 """
 
 import importlib
@@ -52,14 +52,16 @@ if TYPE_CHECKING:  # loaded on first use, with jaxnn.train (see __getattr__)
 
 __version__ = "0.3.0"
 
-_LAZY = ("train", "data", "language", "checkpoint", "parallel", "io", "plots")
+_LAZY = ("train", "data", "language", "checkpoint", "parallel", "io")
 
 
 def __getattr__(name: str) -> Any:
-    """`jaxnn.train`, `jaxnn.data`, ... import their module on first use (they bring optax, tqdm,
-    matplotlib): `import jaxnn` stays as quick as the layers need."""
+    """`jaxnn.train`, `jaxnn.data`, ... import their module on first use (they bring optax and
+    tqdm): `import jaxnn` stays as quick as the layers need."""
     if name in _LAZY:
         return importlib.import_module(f".{name}", __name__)
+    if name == "plots":
+        importlib.import_module(".plots", __name__)  # raises ImportError with the new place
     if name == "jit":  # lives with the compiler options it applies (jaxnn.train.compile)
         return importlib.import_module(".train.compile", __name__).jit
     raise AttributeError(f"module 'jaxnn' has no attribute {name!r}")

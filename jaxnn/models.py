@@ -351,8 +351,8 @@ def conv_autoencoder(image_shape: Shape = (28, 28, 1), channels: tuple[int, int]
 def __getattr__(name: str):
     """Names earlier versions had here: an error that says where they went."""
     moved = {
-        "build": "the command line's registry, experiments/common.py (MODELS, build_model); "
+        "build": "the command line's registry, jaxnn_lab.zoo (MODELS, build_model); "
         "call a builder of this module directly",
-        "BUILDERS": "experiments/common.py's MODELS (the command line's names for these builders)",
+        "BUILDERS": "jaxnn_lab.zoo.MODELS (the command line's names for these builders)",
     }
     raise removed_attribute(__name__, name, moved)

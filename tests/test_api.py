@@ -40,7 +40,6 @@ PUBLIC_MODULES = [
     "jaxnn.language",
     "jaxnn.checkpoint",
     "jaxnn.parallel",
-    "jaxnn.plots",
     "jaxnn.io",
     "jaxnn.files",
     "jaxnn.errors",
@@ -105,3 +104,55 @@ def test_the_type_checker_runs_clean():
         pytest.fail("basedpyright is missing: pip install -e '.[test]'")
     out = subprocess.run([checker, "jaxnn"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def _layer_constructors():
+    """(module, name) of every public layer type: a capitalised name in a jaxnn module's __all__
+    whose signature returns a Layer (found by walking the package, so a new module is not missed)."""
+    import pkgutil
+
+    import jaxnn
+
+    found = []
+    for info in pkgutil.walk_packages(jaxnn.__path__, "jaxnn."):
+        if info.name == "jaxnn.plots":  # a stub that raises ImportError with its new place
+            continue
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if name[:1].isupper() and inspect.isfunction(obj):
+                if inspect.signature(obj).return_annotation in (jaxnn.Layer, "Layer"):
+                    found.append((info.name, name))
+    return found
+
+
+def test_a_new_layer_needs_only_its_module_and_its_gradient_table_row():
+    """Each layer type is exported by `jaxnn` and checked by the gradient table; what is missing is
+    named, with the file to add it to (the API index is checked in tests/test_docs.py)."""
+    import jaxnn
+    from jaxnn_lab.gradient_table import LAYERS
+
+    constructors = _layer_constructors()
+    assert len(constructors) >= 20, constructors  # the walk found the layers
+    missing = [
+        f"export {n} (from {m}) in jaxnn/__init__.py" for m, n in constructors if n not in jaxnn.__all__
+    ]
+    missing += [
+        f"add a row for {n} to LAYERS in jaxnn_lab/gradient_table.py"
+        for _, n in constructors
+        if not any(n in row for row in LAYERS)
+    ]
+    assert not missing, "; ".join(missing)
+
+
+def test_the_library_never_imports_the_lab():
+    """jaxnn/ is the library: nothing in it imports jaxnn_lab (the application beside it)."""
+    offenders = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "jaxnn")):
+        for file in files:
+            if file.endswith(".py"):
+                path = os.path.join(folder, file)
+                text = open(path).read()
+                if re.search(r"^\s*(from|import) jaxnn_lab\b", text, re.M):
+                    offenders.append(os.path.relpath(path, ROOT))
+    assert not offenders, offenders

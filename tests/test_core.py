@@ -372,7 +372,7 @@ def test_the_language_and_image_builders_return_layers_too():
 def test_import_jaxnn_gives_the_training_and_data_modules():
     import importlib
 
-    for name in ("train", "data", "language", "checkpoint", "parallel", "plots"):
+    for name in ("train", "data", "language", "checkpoint", "parallel"):
         assert getattr(nn, name) is importlib.import_module(f"jaxnn.{name}")
     with pytest.raises(AttributeError):
         nn.no_such_module  # noqa: B018

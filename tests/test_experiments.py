@@ -7,10 +7,9 @@ import sys
 
 import pytest
 
-HERE = os.path.join(os.path.dirname(__file__), "..", "experiments")
-sys.path.insert(0, HERE)
+from jaxnn_lab import recipes
 
-import recipes  # noqa: E402
+HERE = os.path.join(os.path.dirname(__file__), "..", "experiments")
 
 
 def _run(script, *args, timeout=300):
@@ -183,3 +182,18 @@ def test_train_py_writes_weights_an_artifact_tensorboard_logs_and_a_profile(data
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert list((tmp_path / "profile").glob("plugins/profile/*/*.xplane.pb"))
     assert list((tmp_path / "profile").glob("plugins/profile/*/perfetto_trace.json.gz"))
+
+
+def test_every_script_imports():
+    """Each script of experiments/ and benchmarks/ loads (its imports resolve, nothing runs): a
+    module that moved is caught here, not by the next person who runs the script."""
+    scripts = sorted(
+        os.path.join(folder, name)
+        for folder in (HERE, os.path.join(HERE, "..", "benchmarks"))
+        for name in os.listdir(folder)
+        if name.endswith(".py")
+    )
+    code = "import runpy, sys\nfor path in sys.argv[1:]:\n    runpy.run_path(path, run_name='loaded')\n"
+    subprocess.run(
+        [sys.executable, "-c", code, *scripts], check=True, capture_output=True, text=True, timeout=300
+    )

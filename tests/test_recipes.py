@@ -1,16 +1,14 @@
-"""The recipe table (experiments/recipes.py): every row's settings are those of the committed run it
+"""The recipe table (jaxnn_lab/recipes.py): every row's settings are those of the committed run it
 cites (whose accuracy and time the table reads), and experiments/train.py fills every flag left out
 from the row of the (model, dataset) asked for."""
 
 import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
+from jaxnn_lab import flags, recipes
 
-import recipes  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("row", sorted(recipes.RECIPES), ids=lambda r: "-".join(r))
@@ -27,23 +25,19 @@ def test_each_row_cites_the_run_that_measured_it(row):
         assert (config["model"], config["dataset"]) == row
 
 
-def test_train_py_takes_the_row_of_the_dataset_asked_for():
-    import train
-
-    fashion = train.parse_args(["--model", "cnn", "--dataset", "fashion_mnist"])
+def test_the_main_job_takes_the_row_of_the_dataset_asked_for():
+    fashion = flags.parse_args(["--model", "cnn", "--dataset", "fashion_mnist"])
     assert (fashion.channels, fashion.epochs, fashion.dropout) == ((32, 64), 10, 0.3)
     assert fashion.recipe_dataset == "fashion_mnist"
-    mnist = train.parse_args(["--model", "cnn"])
+    mnist = flags.parse_args(["--model", "cnn"])
     assert (mnist.channels, mnist.epochs, mnist.augment) == ((16, 32), 3, True)
-    given = train.parse_args(["--model", "cnn", "--dataset", "fashion_mnist", "--epochs", "2"])
+    given = flags.parse_args(["--model", "cnn", "--dataset", "fashion_mnist", "--epochs", "2"])
     assert given.epochs == 2 and given.channels == (32, 64)  # a given flag wins over the row
-    other = train.parse_args(["--model", "lstm", "--dataset", "fashion_mnist"])
+    other = flags.parse_args(["--model", "lstm", "--dataset", "fashion_mnist"])
     assert other.recipe_dataset == "mnist"  # no row of its own: the model's MNIST recipe
 
 
 def test_help_lists_the_recipes(capsys):
-    import train
-
     with pytest.raises(SystemExit):
-        train.parse_args(["--help"])
+        flags.parse_args(["--help"])
     assert "fashion_mnist" in capsys.readouterr().out and "%" in recipes.describe()

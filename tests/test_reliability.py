@@ -7,7 +7,6 @@ import contextlib
 import gzip
 import hashlib
 import http.server
-import importlib
 import json
 import os
 import random
@@ -26,6 +25,7 @@ import pytest
 
 import jaxnn as nn
 from jaxnn import checkpoint, data, files, train
+from jaxnn_lab import cli, flags, launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(ROOT, "experiments", "train.py")
@@ -513,26 +513,12 @@ CLI = {
 }
 
 
-def _train_script():
-    """experiments/train.py imported in this process (its folder on sys.path, as when it runs)."""
-    return _experiments_module("train")
-
-
-def _experiments_module(name):
-    """A module of experiments/ imported in this process (its folder on sys.path, as when it runs)."""
-    sys.path.insert(0, os.path.dirname(TRAIN_PY))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
-
-
 @pytest.mark.parametrize("name", sorted(CLI))
 def test_command_line_arguments_are_checked_up_front(name, capsys):
     """In-process (fast): argparse's exit with `error: ...` before any data is read."""
     args, words = CLI[name]
     with pytest.raises(SystemExit) as caught:
-        _train_script().parse_args(args)
+        flags.parse_args(args)
     err = capsys.readouterr().err
     assert caught.value.code == 2 and "error:" in err and words in err, err
 
@@ -599,7 +585,7 @@ def test_cli_coordinator_port_taken():
 @pytest.mark.parametrize("coordinator", ["localhost", "localhost:0", "localhost:http", ":1234"])
 def test_start_process_checks_the_coordinator_address(coordinator):
     with pytest.raises(nn.InputError, match="HOST:PORT"):
-        nn.parallel.start_process(coordinator, 2, 1)
+        launcher.start_process(coordinator, 2, 1)
 
 
 def test_cli_data_folder_missing(tmp_path):
@@ -835,11 +821,10 @@ def test_cli_a_live_runs_folder_is_refused_and_a_dead_runs_lock_taken_over(tmp_p
 @pytest.mark.parametrize("content", ["[1, 2]", "42", '"text"', "null"])
 def test_a_lock_of_valid_json_that_is_not_a_lock_is_taken_over(tmp_path, content):
     """A damaged lock names no live run: it is taken over, not an AttributeError."""
-    common = _experiments_module("common")
-    (tmp_path / common.LOCK).write_text(content)
-    with common.run_lock(str(tmp_path)) as path:
+    (tmp_path / cli.LOCK).write_text(content)
+    with cli.run_lock(str(tmp_path)) as path:
         assert json.loads(open(path).read())["pid"] == os.getpid()
-    assert not (tmp_path / common.LOCK).exists()
+    assert not (tmp_path / cli.LOCK).exists()
 
 
 @pytest.mark.parametrize(
@@ -855,10 +840,9 @@ def test_cli_outputs_that_cannot_be_written_are_refused_before_training(tmp_path
     (tmp_path / "file").write_text("x")
     (tmp_path / "folder").mkdir()
     target = str(tmp_path / place) if place in ("file", "folder") else place
-    script = _train_script()
-    args = script.parse_args(["--out", str(tmp_path / "out"), flag, target])
+    args = flags.parse_args(["--out", str(tmp_path / "out"), flag, target])
     with pytest.raises(nn.InputError, match=re.escape(words)):
-        script.check_extra_outputs(args)
+        flags.check_extra_outputs(args)
 
 
 def test_cli_an_unwritable_profile_folder_ends_the_run_before_any_data_is_read(tmp_path):

@@ -378,7 +378,7 @@ def test_moved_names_and_keywords_say_where_they_went():
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         train.nothing  # noqa: B018
     for name in ("build", "BUILDERS"):
-        with pytest.raises(AttributeError, match=rf"jaxnn.models.{name} was removed .*experiments/common.py"):
+        with pytest.raises(AttributeError, match=rf"jaxnn.models.{name} was removed .*jaxnn_lab.zoo"):
             getattr(models, name)
     with pytest.raises(nn.InputTypeError, match="input_dtype="):
         nn.summary(nn.mlp([2, 2]), dtype=jnp.float32)

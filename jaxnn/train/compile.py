@@ -36,20 +36,19 @@ _CPU_CONV_OPTIONS_PER_CALL = {
 }
 
 
-def compiler_options(lowered: Any) -> dict | None:
-    """XLA options for compiling a lowered program on this backend.
+def compiler_options(lowered: Any, per_call: bool = False) -> dict | None:
+    """The one decision of this module: XLA options for compiling a lowered program here.
 
-    **Arguments:** `lowered` a `jax.jit(f).lower(...)` program.
+    **Arguments:** `lowered` a `jax.jit(f).lower(...)` program; `per_call` True for a program
+    called once per training step (as `jit` compiles), False for one that scans many steps (as
+    `fit` compiles).
 
-    **Returns:** YNNPACK's element-wise fusion for a CPU program with convolutions, else None (defaults).
+    **Returns:** on the CPU, for a program with a convolution, YNNPACK's fusions (the set for
+    `per_call`), where this XLA knows them; else None (XLA's defaults).
     """
-    return _options_for(has_convolution="convolution" in lowered.as_text())
-
-
-def _options_for(has_convolution: bool, per_call: bool = False) -> dict | None:
-    if jax.default_backend() != "cpu" or not has_convolution:
+    if jax.default_backend() != "cpu" or "convolution" not in lowered.as_text():
         return None
-    return dict(_CPU_CONV_OPTIONS_PER_CALL if per_call else _CPU_CONV_OPTIONS)
+    return known_options(dict(_CPU_CONV_OPTIONS_PER_CALL if per_call else _CPU_CONV_OPTIONS))
 
 
 def known_options(options: dict | None) -> dict | None:
@@ -81,7 +80,7 @@ def compile_lowered(lowered: Any) -> tuple[Any, dict | None]:
 
     **Returns:** `(compiled, options)`, options None where XLA's defaults were used.
     """
-    options = known_options(compiler_options(lowered))
+    options = compiler_options(lowered)
     return lowered.compile(options), options
 
 
@@ -92,8 +91,8 @@ def model_compiler_options(model: Layer, input_shape: Shape, per_call: bool = Fa
     program called once per training step (as `jit` compiles), False for one that scans many steps
     (as `fit` compiles).
 
-    **Returns:** the options (or None), from the jaxpr of the model's init and forward pass on one
-    example (traced, not run or compiled). For jitting a function of the model:
+    **Returns:** `compiler_options` of the model's init and forward pass on one example (lowered,
+    not run or compiled). For jitting a function of the model:
     `jax.jit(f, compiler_options=model_compiler_options(model, (28, 28, 1)))`, as make_epoch and
     make_evaluate do.
     """
@@ -104,8 +103,7 @@ def model_compiler_options(model: Layer, input_shape: Shape, per_call: bool = Fa
         x = jnp.zeros((1,) + input_shape, jnp.float32)  # the params init gives: float32
         return model.apply(params, x, state=model.init_state(input_shape), train=False)
 
-    jaxpr = jax.make_jaxpr(forward)(jax.random.PRNGKey(0))
-    return known_options(_options_for("conv_general_dilated" in str(jaxpr), per_call))
+    return compiler_options(jax.jit(forward).lower(jax.random.PRNGKey(0)), per_call)
 
 
 def jit(fun: Callable, model: Layer, input_shape: Shape | None = None, **jit_kwargs: Any) -> Callable:
@@ -140,9 +138,7 @@ def _jit_on_first_call(fun: Callable, jit_kwargs: dict) -> Callable:
     @functools.wraps(fun)
     def call(*args, **kwargs):
         if not compiled:
-            lowered = jax.jit(fun, **jit_kwargs).lower(*args, **kwargs)
-            has_convolution = "convolution" in lowered.as_text()
-            options = known_options(_options_for(has_convolution, per_call=True))
+            options = compiler_options(jax.jit(fun, **jit_kwargs).lower(*args, **kwargs), per_call=True)
             compiled.append(jax.jit(fun, compiler_options=options, **jit_kwargs))
         return compiled[0](*args, **kwargs)
 

@@ -1,9 +1,12 @@
 """Shared by the benchmark scripts: write a result as JSON, creating the folder; a median with its
-spread; compiled functions timed in turns."""
+spread; compiled functions timed in turns; the machine a result was measured on."""
 
 import json
+import os
+import platform
 import time
 
+import jax
 import numpy as np
 
 from jaxnn.files import write_text
@@ -56,3 +59,45 @@ def fit_quietly(model, ds, epochs, batch_size, opt, seed, loss=None, augment=Non
         options=train.TrainOptions(augment=augment, test_loss=nn.losses.softmax_cross_entropy),
         reporting=train.Reporting(progress=False, eval_every_epoch=False),
     )[1]
+
+
+def machine():
+    info = {
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "devices": jax.device_count(),
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        import jaxlib
+
+        info["jaxlib"] = jaxlib.__version__
+    except Exception:
+        pass
+    try:  # the CPU's marketing name, on Linux
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        info["cpu"] = names[0] if names else info["cpu"]
+    except OSError:
+        pass
+    info["gpu"] = jax.devices()[0].device_kind if jax.default_backend() == "gpu" else None
+    return info
+
+
+def step_runner(step, state, x, y):
+    """A timing loop over a training step `step(state, x, y) -> (state, aux)`: returns run(n), which
+    makes n calls, each from the state the last one left, and waits for the result. One call is
+    made here (it compiles, if nothing has yet)."""
+    holder = {"state": step(state, x, y)[0]}
+
+    def run(n):
+        s = holder["state"]
+        for _ in range(n):
+            s, _ = step(s, x, y)
+        jax.block_until_ready(s)
+        holder["state"] = s
+
+    return run

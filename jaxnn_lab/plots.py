@@ -1,0 +1,341 @@
+"""Figures the experiments write (matplotlib, no display needed). Each function saves a PNG
+atomically and returns its path.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from jaxnn.files import atomic_path
+
+__all__ = [
+    "training_curves",
+    "image_grid",
+    "templates",
+    "decision_boundaries",
+    "curves",
+    "agreement",
+    "function_table",
+    "compare_runs",
+]
+
+
+def _plt():  # matplotlib loads (and picks its headless backend) on the first figure only
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    """Write the figure atomically (a kill mid-write keeps the previous figure), then close it."""
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        _plt().close(fig)
+    return path
+
+
+def training_curves(history: dict, path: str, title: str = "") -> str:
+    """A run's per-step training loss (left) and per-epoch train/test accuracy (right).
+
+    **Arguments:**
+
+    - `history`: what `train.fit` returned.
+    - `path`: the PNG to write.
+    - `title`: the figure's title.
+
+    **Returns:** path.
+    """
+    plt = _plt()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    losses = np.asarray(history["step_losses"])
+    ax_loss.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.5, label="per step")
+    if len(losses) > 50:
+        k = max(1, len(losses) // 100)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax_loss.plot(np.arange(k, len(losses) + 1), smooth, lw=1.5, label=f"mean of {k}")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.legend()
+    epochs = history["epochs"]
+    ax_acc.plot([e["epoch"] for e in epochs], [e["train_accuracy"] for e in epochs], "o-", label="train")
+    tested = [e for e in epochs if "test_accuracy" in e]
+    ax_acc.plot([e["epoch"] for e in tested], [e["test_accuracy"] for e in tested], "s-", label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def image_grid(
+    images: Any,
+    path: str,
+    titles: Sequence[str] | None = None,
+    cmap: str = "gray",
+    cols: int = 5,
+    symmetric: bool = False,
+    title: str = "",
+) -> str:
+    """A stack of 2-D arrays as a grid of images (e.g. the ten rows of a linear classifier's W as 28x28).
+
+    **Arguments:**
+
+    - `images`: `(n, H, W)`.
+    - `path`: the PNG to write.
+    - `titles`: one per image.
+    - `cmap`: the matplotlib colour map.
+    - `cols`: images per row.
+    - `symmetric`: a colour scale symmetric about 0 (for signed weights).
+    - `title`: the figure's title.
+
+    **Returns:** path.
+    """
+    plt = _plt()
+    images = np.asarray(images)
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.1 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            kw = {}
+            if symmetric:
+                m = np.abs(images[i]).max() or 1.0
+                kw = {"vmin": -m, "vmax": m}
+            ax.imshow(images[i], cmap=cmap, **kw)
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=9)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def decision_boundaries(panels: Sequence[tuple], path: str, resolution: int = 200) -> str:
+    """Decision regions of classifiers in the plane, side by side.
+
+    **Arguments:**
+
+    - `panels`: `(title, predict, x, y)` each: `predict(points (n, 2)) -> labels`, the data x `(n, 2)`
+      and labels y `(n,)` drawn on top.
+    - `path`: the PNG to write.
+    - `resolution`: grid points per axis.
+
+    **Returns:** path.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (title, predict, x, y) in zip(axes.flat, panels):
+        lo, hi = x.min(0) - 0.3, x.max(0) + 0.3
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+        grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+        z = np.asarray(predict(grid)).reshape(gx.shape)
+        ax.contourf(gx, gy, z, alpha=0.3, cmap="viridis", levels=np.arange(z.max() + 2) - 0.5)
+        ax.scatter(x[:, 0], x[:, 1], c=y, s=6, cmap="viridis", edgecolors="none")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)
+
+
+def curves(
+    series: dict,
+    path: str,
+    xlabel: str = "step",
+    ylabel: str = "loss",
+    logy: bool = True,
+    title: str = "",
+    diverged_above: float | None = None,
+) -> str:
+    """Lines on one axis.
+
+    **Arguments:**
+
+    - `series`: label -> 1-D values (a NaN or inf stops the line where it starts).
+    - `path`: the PNG to write.
+    - `xlabel`, `ylabel`, `title`: the labels.
+    - `logy`: a logarithmic y axis.
+    - `diverged_above`: if given, the y axis ends there, and a series that passes it (or turns
+      NaN/inf) stops at that step with an x at the top and a note "diverged at step N", so that
+      diverging runs do not flatten the others.
+
+    **Returns:** path.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    diverged = 0
+    for label, values in series.items():
+        values = np.asarray(values, dtype=float)
+        bad = ~np.isfinite(values) | (values > diverged_above if diverged_above is not None else False)
+        end = int(np.argmax(bad)) if bad.any() else len(values)
+        (line,) = ax.plot(np.arange(1, end + 1), values[:end], lw=1.0, label=label)
+        if diverged_above is not None and end < len(values):
+            diverged += 1
+            ax.plot([end + 1], [diverged_above], "x", color=line.get_color(), ms=9, mew=2, clip_on=False)
+            ax.annotate(  # each note a line lower than the last, so that notes never overlap
+                f"{label}: diverged at step {end + 1}",
+                (end + 1, diverged_above),
+                xytext=(6, -4 - 11 * diverged),
+                textcoords="offset points",
+                fontsize=8,
+                color=line.get_color(),
+            )
+    if logy:
+        ax.set_yscale("log")
+    if diverged_above is not None:
+        ax.set_ylim(top=diverged_above)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, pad=10)
+    ax.legend(fontsize=8, loc="lower left")
+    return _save(fig, path)
+
+
+def templates(means: Any, weights: Any, path: str, titles: Sequence[str], title: str = "") -> str:
+    """Each class's mean image above the linear classifier's template for it (a row of W as an image).
+
+    **Arguments:**
+
+    - `means`: `(classes, H, W)`, each class's mean training image.
+    - `weights`: `(classes, H, W)`, the rows of W.
+    - `path`: the PNG to write.
+    - `titles`: one per class.
+    - `title`: the figure's title.
+
+    **Returns:** path. The templates share one colour scale, symmetric about 0 (red raises the class's
+    score, blue lowers it) and clipped at the 99th percentile of |W|, so that a few large weights do
+    not wash out the rest.
+    """
+    plt = _plt()
+    means, weights = np.asarray(means), np.asarray(weights)
+    n = len(means)
+    scale = float(np.percentile(np.abs(weights), 99)) or 1.0
+    fig, axes = plt.subplots(2, n, figsize=(1.5 * n, 3.4), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(means[i], cmap="gray")
+        axes[0, i].set_title(str(titles[i]), fontsize=9)
+        shown = axes[1, i].imshow(weights[i], cmap="bwr", vmin=-scale, vmax=scale)
+        for ax in axes[:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("mean digit", fontsize=9)
+    axes[1, 0].set_ylabel("template", fontsize=9)
+    fig.colorbar(shown, ax=list(axes[1]), fraction=0.02, pad=0.01)
+    fig.suptitle(title)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def agreement(a: Any, b: Any, path: str, labels: tuple[str, str], title: str = "") -> str:
+    """Two runs that should agree: their per-step values overlaid (left) and their relative
+    difference per step (right, logarithmic), so that agreement reads as a number, not as a hidden line.
+
+    **Arguments:**
+
+    - `a`, `b`: 1-D values of the two runs (e.g. each step's training loss).
+    - `path`: the PNG to write.
+    - `labels`: the two runs' names.
+    - `title`: the figure's title.
+
+    **Returns:** path. A difference of exactly 0 is drawn at the bottom of the axis.
+    """
+    plt = _plt()
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    steps = np.arange(1, len(a) + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(steps, a, lw=1.0, label=labels[0])
+    left.plot(steps, b, "--", lw=1.0, label=labels[1])
+    left.set_yscale("log")
+    left.set_xlabel("step")
+    left.set_ylabel("training loss")
+    left.legend(fontsize=8)
+    diff = np.abs(a - b) / np.maximum(np.abs(b), np.finfo(float).tiny)
+    floor = 1e-17
+    right.plot(steps, np.maximum(diff, floor), ".", ms=2)
+    right.set_yscale("log")
+    right.set_ylim(bottom=floor / 2)
+    right.axhline(np.finfo(np.float32).eps, color="gray", lw=0.6, ls=":")
+    right.annotate(
+        "float32 rounding (eps)", (steps[-1], np.finfo(np.float32).eps), ha="right", va="bottom", fontsize=8
+    )
+    right.set_xlabel("step")
+    right.set_ylabel("|difference| / loss")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def function_table(rows: Sequence[tuple], path: str, x: Any = None) -> str:
+    """Functions and their derivatives, one panel each (the activation table).
+
+    **Arguments:**
+
+    - `rows`: `(name, f values, f' values)` each, sampled at x.
+    - `path`: the PNG to write.
+    - `x`: the sample points (default 401 points on [-4, 4]).
+
+    **Returns:** path.
+    """
+    plt = _plt()
+    x = np.linspace(-4, 4, 401) if x is None else x
+    cols = 4
+    n_rows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 2.6 * n_rows), squeeze=False)
+    for ax, (name, f, df) in zip(axes.flat, rows):
+        ax.plot(x, f, label="f(x)")
+        ax.plot(x, df, "--", label="f'(x)")
+        ax.axhline(0, color="k", lw=0.4)
+        ax.axvline(0, color="k", lw=0.4)
+        ax.set_title(name, fontsize=10)
+    for ax in list(axes.flat)[len(rows) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def compare_runs(panels: dict, path: str, title: str = "") -> str:
+    """Training curves of several runs side by side: one column per panel (e.g. a dataset), the
+    per-epoch test accuracy on top and the smoothed per-step training loss below.
+
+    **Arguments:**
+
+    - `panels`: {panel title: {run label: history from train.fit}}.
+    - `path`: the PNG to write.
+    - `title`: the figure's title.
+
+    **Returns:** path.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(2, len(panels), figsize=(5 * len(panels), 7), squeeze=False)
+    for col, (panel, runs) in enumerate(panels.items()):
+        ax_acc, ax_loss = axes[0, col], axes[1, col]
+        for label, history in runs.items():
+            epochs = [e for e in history["epochs"] if "test_accuracy" in e]
+            ax_acc.plot(
+                [e["epoch"] for e in epochs], [100 * e["test_accuracy"] for e in epochs], "o-", label=label
+            )
+            losses = np.asarray(history["step_losses"])
+            k = max(1, len(losses) // 100)
+            smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+            ax_loss.plot(np.arange(k, len(losses) + 1), smooth, lw=1.2, label=label)
+        ax_acc.set_title(panel)
+        ax_acc.set_xlabel("epoch")
+        ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_acc.set_ylabel("test accuracy (%)")
+        ax_acc.legend()
+        ax_loss.set_yscale("log")
+        ax_loss.set_xlabel("step")
+        ax_loss.set_ylabel(f"training loss (mean of {k} steps)")
+        ax_loss.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
