@@ -19,6 +19,7 @@ from .core import Layer, output_shape
 from .errors import InputError
 from .losses import LossFn
 from .renamed import removed_keywords
+from .train.evaluate import sum_over_batches
 from .train.step import TrainOptions, make_step
 from .types import PRNGKey
 
@@ -116,19 +117,12 @@ def make_lm_evaluate(
         x = tokens[: blocks * context].reshape(blocks, context)
         y = tokens[1 : blocks * context + 1].reshape(blocks, context)
         size = min(batch_size, blocks)  # a text of fewer blocks than a batch: one batch of them all
-        whole = blocks // size
 
         def total(xb, yb):
             out, _ = model.apply(params, xb, state=model_state, train=False)
             return loss(out, yb) * xb.shape[0]
 
-        def body(acc, i):
-            sl = jax.lax.dynamic_slice_in_dim
-            return acc + total(sl(x, i * size, size), sl(y, i * size, size)), None
-
-        value, _ = jax.lax.scan(body, 0.0, jnp.arange(whole))
-        if blocks % size:
-            value = value + total(x[whole * size :], y[whole * size :])
+        value = sum_over_batches(total, (x, y), size)
         return value / blocks
 
     return jax.jit(evaluate)

@@ -14,7 +14,7 @@ with checkpoints, resume and progress). `train` knows nothing of datasets on dis
 from ..renamed import removed_attribute
 from .checks import all_finite, check_data, check_positive_int, output_classes
 from .compile import compile_lowered, compiler_options, known_options, model_compiler_options
-from .evaluate import make_evaluate
+from .evaluate import make_evaluate, sum_over_batches
 from .fit import Checkpointing, Reporting, chunk_steps, fit, load_checkpoint
 from .optim import OPTIMIZERS, SCHEDULES, optimizer, schedule
 from .step import (
@@ -62,6 +62,7 @@ __all__ = [
     "init_ensemble",
     "make_ensemble_epoch",
     "make_evaluate",
+    "sum_over_batches",
     "fit",
     "load_checkpoint",
     "chunk_steps",

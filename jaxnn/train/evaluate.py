@@ -68,27 +68,10 @@ def make_evaluate(
         return loss(out, labels) * labels.shape[0], jnp.sum(jnp.argmax(out, 1) == labels)
 
     def run(params, images, labels, model_state):
-        n = images.shape[0]
-        whole = n // batch_size
-
-        def body(acc, i):
-            sl = jax.lax.dynamic_slice_in_dim
-            batch_loss, batch_correct = totals(
-                params,
-                model_state,
-                sl(images, i * batch_size, batch_size),
-                sl(labels, i * batch_size, batch_size),
-            )
-            return (acc[0] + batch_loss, acc[1] + batch_correct), None
-
-        total_loss, correct = 0.0, 0
-        if whole:
-            (total_loss, correct), _ = jax.lax.scan(body, (0.0, 0), jnp.arange(whole))
-        if n % batch_size:
-            rest = slice(whole * batch_size, None)
-            rest_loss, rest_correct = totals(params, model_state, images[rest], labels[rest])
-            total_loss, correct = total_loss + rest_loss, correct + rest_correct
-        return total_loss / n, correct / n
+        total_loss, correct = sum_over_batches(
+            lambda xb, yb: totals(params, model_state, xb, yb), (images, labels), batch_size
+        )
+        return total_loss / images.shape[0], correct / images.shape[0]
 
     run = jax.jit(run, compiler_options=model_compiler_options(model, input_shape))
 
@@ -99,3 +82,33 @@ def make_evaluate(
 
     evaluate.unchecked = run  # type: ignore[attr-defined]  # for callers that checked the arrays already
     return evaluate
+
+
+def sum_over_batches(totals: Callable[..., Any], arrays: tuple, batch_size: int) -> Any:
+    """A sum over a whole set, batch by batch, as evaluation computes it (inside jit).
+
+    **Arguments:**
+
+    - `totals`: `totals(*batch) -> pytree of sums` over one batch of each array.
+    - `arrays`: arrays of one length, split along their first axis.
+    - `batch_size`: examples per batch.
+
+    **Returns:** the pytree of sums over every example: whole batches under one `lax.scan`, a
+    last, partial batch once after it.
+    """
+    n = arrays[0].shape[0]
+    whole = n // batch_size
+    sums = None
+    if whole:
+
+        def body(acc, i):
+            batch = [jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size) for a in arrays]
+            return jax.tree_util.tree_map(jnp.add, acc, totals(*batch)), None
+
+        shapes = jax.eval_shape(totals, *[a[:batch_size] for a in arrays])
+        zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        sums, _ = jax.lax.scan(body, zeros, jnp.arange(whole))
+    if n % batch_size:
+        rest = totals(*[a[whole * batch_size :] for a in arrays])
+        sums = rest if sums is None else jax.tree_util.tree_map(jnp.add, sums, rest)
+    return sums
