@@ -1,9 +1,11 @@
-"""The activation table: each row holds f and its hand-derived derivative f', side by side.
+"""The activation table: each row holds f and its hand-derived derivatives f' and f'', side by side.
 
 Rows follow the classic table of activation functions; at a kink, ReLU, PReLU and ELU take the
 x >= 0 branch (derivative 1) and binary step's derivative is 0 everywhere. `df(x, y)` receives both
 the input x and the output y = f(x), so a derivative written in terms of f (logistic, tanh, ELU)
-reads exactly as in the table.
+reads exactly as in the table; so does `d2f(x, y)`, the second derivative, which the curvature
+sweep (`jaxnn.curvature`) needs for the Hessian. Piecewise-linear rows have f'' = 0 (at a kink
+the one-sided value, 0 too).
 
 Every row is finite in value and derivative for |x| up to 1e4 in float32: softplus uses logaddexp,
 ELU takes expm1 of min(x, 0) so the untaken branch never overflows (the "double where" fix).
@@ -23,15 +25,27 @@ from jax.scipy.special import erf
 from .core import Layer, make_layer
 from .errors import InputError, InputTypeError
 
-__all__ = ["Row", "TABLE", "ALIASES", "NAMES", "names", "activation", "activation_row", "prelu", "softmax"]
+__all__ = [
+    "Row",
+    "TABLE",
+    "PIECEWISE_LINEAR",
+    "ALIASES",
+    "NAMES",
+    "names",
+    "activation",
+    "activation_row",
+    "prelu",
+    "softmax",
+]
 
 
 class Row(NamedTuple):
-    """A row of the table: `f(x, **options)`, its derivative `df(x, y, **options)` given y = f(x),
-    and the row's options with their defaults."""
+    """A row of the table: `f(x, **options)`, its derivatives `df(x, y, **options)` and
+    `d2f(x, y, **options)` given y = f(x), and the row's options with their defaults."""
 
     f: Callable  # f(x, **opts)
     df: Callable  # f'(x, y, **opts), with y = f(x)
+    d2f: Callable  # f''(x, y, **opts), with y = f(x)
     options: dict  # option name -> default
 
 
@@ -47,44 +61,67 @@ def _phi_pdf(x):
     return jnp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
 
+def _zero(x, y, **options):
+    return jnp.zeros_like(x)
+
+
 TABLE = {
-    # identity: f(x) = x;  f'(x) = 1
-    "identity": Row(lambda x: x, lambda x, y: jnp.ones_like(x), {}),
-    # binary step: f(x) = 1 if x >= 0 else 0;  f'(x) = 0 (the table's "?" at 0 is taken as 0)
-    "binary_step": Row(lambda x: (x >= 0).astype(x.dtype), lambda x, y: jnp.zeros_like(x), {}),
-    # logistic: f(x) = 1 / (1 + e^-x);  f'(x) = f(x) (1 - f(x))
-    "logistic": Row(_logistic, lambda x, y: y * (1 - y), {}),
-    # tanh: f(x) = 2 / (1 + e^-2x) - 1;  f'(x) = 1 - f(x)^2
-    "tanh": Row(jnp.tanh, lambda x, y: 1 - y * y, {}),
-    # arctan: f(x) = tan^-1(x);  f'(x) = 1 / (x^2 + 1)
-    "arctan": Row(jnp.arctan, lambda x, y: 1 / (x * x + 1), {}),
-    # ReLU: f(x) = x if x >= 0 else 0;  f'(x) = 1 if x >= 0 else 0
+    # identity: f(x) = x;  f'(x) = 1;  f''(x) = 0
+    "identity": Row(lambda x: x, lambda x, y: jnp.ones_like(x), _zero, {}),
+    # binary step: f(x) = 1 if x >= 0 else 0;  f'(x) = 0 (the table's "?" at 0 is taken as 0);  f'' = 0
+    "binary_step": Row(lambda x: (x >= 0).astype(x.dtype), lambda x, y: jnp.zeros_like(x), _zero, {}),
+    # logistic: f(x) = 1 / (1 + e^-x);  f'(x) = f(x) (1 - f(x));  f''(x) = f'(x) (1 - 2 f(x))
+    "logistic": Row(_logistic, lambda x, y: y * (1 - y), lambda x, y: y * (1 - y) * (1 - 2 * y), {}),
+    # tanh: f(x) = 2 / (1 + e^-2x) - 1;  f'(x) = 1 - f(x)^2;  f''(x) = -2 f(x) (1 - f(x)^2)
+    "tanh": Row(jnp.tanh, lambda x, y: 1 - y * y, lambda x, y: -2 * y * (1 - y * y), {}),
+    # arctan: f(x) = tan^-1(x);  f'(x) = 1 / (x^2 + 1);  f''(x) = -2x / (x^2 + 1)^2
+    "arctan": Row(jnp.arctan, lambda x, y: 1 / (x * x + 1), lambda x, y: -2 * x / (x * x + 1) ** 2, {}),
+    # ReLU: f(x) = x if x >= 0 else 0;  f'(x) = 1 if x >= 0 else 0;  f''(x) = 0
     # (written where(x < 0, 0, x) so that a NaN input stays NaN: training then stops on it)
-    "relu": Row(lambda x: jnp.where(x < 0, 0, x), lambda x, y: (x >= 0).astype(x.dtype), {}),
-    # leaky ReLU: f(x) = x if x >= 0 else s x;  f'(x) = 1 if x >= 0 else s
+    "relu": Row(lambda x: jnp.where(x < 0, 0, x), lambda x, y: (x >= 0).astype(x.dtype), _zero, {}),
+    # leaky ReLU: f(x) = x if x >= 0 else s x;  f'(x) = 1 if x >= 0 else s;  f''(x) = 0
     "leaky_relu": Row(
         lambda x, negative_slope: jnp.where(x >= 0, x, negative_slope * x),
         lambda x, y, negative_slope: jnp.where(x >= 0, 1, negative_slope).astype(x.dtype),
+        _zero,
         {"negative_slope": 0.01},
     ),
-    # ELU: f(x) = x if x >= 0 else alpha (e^x - 1);  f'(x) = 1 if x >= 0 else f(x) + alpha
+    # ELU: f(x) = x if x >= 0 else alpha (e^x - 1);  f'(x) = 1 if x >= 0 else f(x) + alpha;
+    #      f''(x) = 0 if x >= 0 else f(x) + alpha (= alpha e^x)
     "elu": Row(
         lambda x, alpha: jnp.where(x >= 0, x, alpha * jnp.expm1(jnp.minimum(x, 0))),
         lambda x, y, alpha: jnp.where(x >= 0, 1, y + alpha).astype(x.dtype),
+        lambda x, y, alpha: jnp.where(x >= 0, 0, y + alpha).astype(x.dtype),
         {"alpha": 1.0},
     ),
-    # SoftPlus: f(x) = log(1 + e^x) = logaddexp(x, 0);  f'(x) = 1 / (1 + e^-x)
-    "softplus": Row(lambda x: jnp.logaddexp(x, 0), lambda x, y: _logistic(x), {}),
-    # GELU (exact): f(x) = x Phi(x);  f'(x) = Phi(x) + x phi(x), Phi/phi the normal cdf/pdf
-    "gelu": Row(lambda x: x * _phi_cdf(x), lambda x, y: _phi_cdf(x) + x * _phi_pdf(x), {}),
-    # SiLU / swish: f(x) = x s(x), s the logistic;  f'(x) = s(x) (1 + x (1 - s(x)))
+    # SoftPlus: f(x) = log(1 + e^x) = logaddexp(x, 0);  f'(x) = s(x) = 1 / (1 + e^-x);
+    #           f''(x) = s(x) (1 - s(x))
+    "softplus": Row(
+        lambda x: jnp.logaddexp(x, 0),
+        lambda x, y: _logistic(x),
+        lambda x, y: _logistic(x) * (1 - _logistic(x)),
+        {},
+    ),
+    # GELU (exact): f(x) = x Phi(x);  f'(x) = Phi(x) + x phi(x);  f''(x) = phi(x) (2 - x^2)
+    # (Phi/phi the normal cdf/pdf, and phi'(x) = -x phi(x))
+    "gelu": Row(
+        lambda x: x * _phi_cdf(x),
+        lambda x, y: _phi_cdf(x) + x * _phi_pdf(x),
+        lambda x, y: _phi_pdf(x) * (2 - x * x),
+        {},
+    ),
+    # SiLU / swish: f(x) = x s(x), s the logistic;  f'(x) = s(x) (1 + x (1 - s(x)));
+    #               f''(x) = s(x) (1 - s(x)) (2 + x (1 - 2 s(x)))
     "silu": Row(
         lambda x: x * _logistic(x),
         lambda x, y: _logistic(x) * (1 + x * (1 - _logistic(x))),
+        lambda x, y: _logistic(x) * (1 - _logistic(x)) * (2 + x * (1 - 2 * _logistic(x))),
         {},
     ),
 }
-"""The activation table: name -> Row(f, df, options), each derivative written beside its function."""
+"""The activation table: name -> Row(f, df, d2f, options), each derivative written beside its function."""
+PIECEWISE_LINEAR = ("identity", "binary_step", "relu", "leaky_relu")
+"""The rows whose f'' is 0 everywhere: the Hessian gains nothing from them beyond the GGN."""
 ALIASES = {"sigmoid": "logistic", "swish": "silu", "step": "binary_step", "linear": "identity"}
 """Other names of rows of the table."""
 NAMES = tuple(TABLE) + ("prelu", "softmax")
@@ -105,7 +142,7 @@ def activation_row(name: str, options: dict, where: str = "activation") -> Row:
     - `options`: option values given by the caller; the row's defaults fill the rest in place.
     - `where`: the caller's name, for the error messages.
 
-    **Returns:** the Row (f, df, options).
+    **Returns:** the Row (f, df, d2f, options).
     """
     if not isinstance(name, str):
         raise InputTypeError(f"{where}: activation name must be a string, got {type(name).__name__}")

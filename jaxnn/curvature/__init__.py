@@ -1,0 +1,175 @@
+"""Curvature by hand: one backward pass that gives, beside the gradient, each example's gradient
+and the diagonal and Kronecker-factored curvature of the loss.
+
+    from jaxnn import curvature as cv
+    f = cv.value_and_grad_with(model, loss, ("batch_grad", "diag_ggn", "kflr"))
+    value, grads, extra = f(params, x, y)
+    extra["diag_ggn"]        # params' structure: the diagonal of the GGN of the mean loss
+
+For the mean loss L = (1/N) sum_n l_n, with g_n the gradient of (1/N) l_n (so sum_n g_n = grads),
+the quantities are those of BackPACK (Dangel, Kunstner & Hennig, ICLR 2020) for reduction="mean":
+
+| name | value |
+| --- | --- |
+| `batch_grad` | g_n, a leading batch axis on every leaf |
+| `batch_l2` | ||g_n||^2, one number per example and leaf |
+| `sum_grad_squared` | sum_n g_n^2 |
+| `variance` | (1/N) sum_n g_n^2 - ((1/N) sum_n g_n)^2 |
+| `diag_ggn` | the diagonal of the generalized Gauss-Newton matrix G = sum_n J_n^T H_n J_n / N |
+| `diag_ggn_mc` | its Monte-Carlo estimate, one sampled label per example (needs `key`) |
+| `diag_hessian` | the diagonal of the Hessian of L |
+| `kflr` | per Dense or Conv2D layer, the Kronecker factors {"A", "G", "G_b"} of its GGN block |
+| `kfac` | the same with G from one sampled column (needs `key`) |
+
+J_n is the Jacobian of example n's output with respect to the parameters and H_n the Hessian of
+l_n with respect to that output. `kflr` and `kfac` are tuples aligned with params; a layer without
+parameters, and one with parameters other than Dense or Conv2D (PReLU, BatchNorm), gives None.
+`f.rules` says per layer how its quantities are made: "hand" (the layer's extension is written
+out), "vmap" (its own backward, one example at a time), "autodiff" (as for `Layer.rule`).
+
+How it is derived: `sweep` (the extended backward pass), `loss_factors` (the loss's Hessian as
+columns), `extensions` (each layer's rule). The same quantities the autodiff way are `mode="autodiff"`.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..core import Layer
+from ..errors import InputError, InputTypeError
+from ..gradients import check_mode, value_and_grad
+from ..losses import LossFn, as_loss
+from . import autodiff, sweep
+from .loss_factors import loss_curvature
+
+__all__ = ["QUANTITIES", "value_and_grad_with", "ggn_vector_product", "hessian_vector_product"]
+
+QUANTITIES = (
+    "batch_grad",
+    "batch_l2",
+    "sum_grad_squared",
+    "variance",
+    "diag_ggn",
+    "diag_ggn_mc",
+    "diag_hessian",
+    "kflr",
+    "kfac",
+)
+"""Every quantity `value_and_grad_with` computes, by name."""
+
+
+def _check(model: Layer, which: Sequence[str] | str, where: str) -> set:
+    if not isinstance(model, Layer):
+        raise InputTypeError(f"{where}: model must be a jaxnn Layer, got {type(model).__name__}")
+    names = (which,) if isinstance(which, str) else tuple(which)
+    unknown = [name for name in names if name not in QUANTITIES]
+    if unknown or not names:
+        raise InputError(
+            f"{where}: unknown quantity {unknown or names!r}; choose from {', '.join(QUANTITIES)}"
+        )
+    return set(names)
+
+
+def value_and_grad_with(
+    model: Layer, loss: LossFn | Callable, which: Sequence[str] | str, mode: str = "manual"
+) -> Callable[..., Any]:
+    """The loss, its gradient, and the curvature quantities `which`, from one extended backward pass.
+
+    **Arguments:**
+
+    - `model`: a Layer: a `serial` model (nested or not) of Dense, Conv2D, MaxPool, AvgPool,
+      Flatten, Dropout, BatchNorm (evaluation mode) and the activations of the table; a layer
+      built with `make_layer(..., apply=f)` is handled through its own backward. Any other layer
+      is an InputError that names it.
+    - `loss`: `losses.softmax_cross_entropy`, `losses.mean_squared_error` or
+      `losses.binary_cross_entropy` (the first-order quantities take any loss).
+    - `which`: a name of `QUANTITIES`, or several.
+    - `mode`: "manual" (the extended backward pass) or "autodiff" (`jax.vmap` of `jax.grad`,
+      Jacobians and `jax.hessian`; no kflr or kfac): the same numbers, computed the slow way.
+
+    **Returns:** `f(params, x, y, *, key=None, state=None, train=False) -> (value, grads, extra)`:
+    `value` and `grads` as `nn.value_and_grad` gives them (with `state=`, value is `(loss,
+    new_state)`), and `extra[name]` for each name of `which` (see the module's table).
+    `f.rules`, aligned with params, says how each layer's quantities are made. `key` serves
+    Dropout (with `train=True`) and the Monte-Carlo quantities, which draw from
+    `jax.random.fold_in(key, 1)`.
+    """
+    names = _check(model, which, "value_and_grad_with")
+    check_mode(mode, "value_and_grad_with")
+    loss = as_loss(loss, "value_and_grad_with")
+    if names & sweep.SECOND_ORDER:
+        loss_curvature(loss)  # refuse a loss without curvature rules now, not at the first call
+    run = sweep.run if mode == "manual" else autodiff.run
+    chain = sweep.leaves(model)  # refuse an unsupported layer now
+    own = [leaf.layer.name for leaf in chain if leaf.layer.rule == "autodiff"]
+    if "diag_hessian" in names and own and mode == "manual":
+        raise InputError(
+            f"value_and_grad_with: diag_hessian needs each layer's second derivative, and {own[0]} was "
+            "built with make_layer(..., apply=f), which has none; diag_ggn works, and so does mode='autodiff'"
+        )
+
+    def f(params, x, y, *, key=None, state=None, train=False):
+        value, new_state, grads, extra = run(model, loss, names, params, x, y, key, state, train)
+        return ((value, new_state) if state is not None else value), grads, extra
+
+    f.rules = sweep.rules(model) if mode == "manual" else "autodiff"  # type: ignore[attr-defined]
+    return f
+
+
+def _jvp(layer: Layer, record: sweep.Record, v_params: Any, tangent: Any) -> jax.Array:
+    """J v through one layer: the transpose of its own backward pass (dy -> (dparams, dx)), which is
+    linear in dy, applied to (v_params, tangent of the input)."""
+    tangent = jnp.zeros_like(record.x) if tangent is None else tangent
+    transposed = jax.linear_transpose(lambda dy: layer.backward(record.residuals, dy), record.y)
+    return transposed((v_params, tangent))[0]
+
+
+def ggn_vector_product(model: Layer, loss: LossFn | Callable) -> Callable[..., Any]:
+    """G v, the generalized Gauss-Newton matrix of the mean loss times a vector, by hand.
+
+    **Arguments:** `model`, `loss` as for `value_and_grad_with` (the loss one of the three with
+    curvature rules).
+
+    **Returns:** `gvp(params, x, y, v, *, state=None) -> G v`, v and G v with params' structure, in
+    evaluation mode. G v = sum_n J_n^T H_n J_n v / N in three sweeps: J_n v forward (each layer's
+    Jacobian-vector product is the transpose of its hand backward pass, Pearlmutter's R-operator
+    for a linear map), H_n by the loss's closed-form Hessian, J_n^T back by the hand backward pass.
+    """
+    _check(model, "diag_ggn", "ggn_vector_product")
+    loss = as_loss(loss, "ggn_vector_product")
+    rules = loss_curvature(loss)
+    chain = sweep.leaves(model)
+
+    def gvp(params, x, y, v, *, state=None):
+        out, records = sweep.forward(chain, params, x, state, False)
+        tangent = None
+        for leaf, record in zip(chain, records):
+            tangent = _jvp(leaf.layer, record, sweep.at(v, leaf.path), tangent)
+        dy = rules.hvp(out, tangent) / out.shape[0]
+        grads = params
+        for leaf, record in zip(reversed(chain), reversed(records)):
+            dparams, dy = leaf.layer.backward(record.residuals, dy)
+            grads = sweep.put(grads, leaf.path, dparams)
+        return grads
+
+    return gvp
+
+
+def hessian_vector_product(model: Layer, loss: LossFn | Callable) -> Callable[..., Any]:
+    """H v, the Hessian of the mean loss times a vector: Pearlmutter's R-operator (forward-mode
+    differentiation, `jax.jvp`) applied to the hand-derived gradient.
+
+    **Arguments:** `model`, `loss` as for `nn.value_and_grad`.
+
+    **Returns:** `hvp(params, x, y, v, *, state=None) -> H v`, v and H v with params' structure, in
+    evaluation mode.
+    """
+    _check(model, "diag_hessian", "hessian_vector_product")
+    f = value_and_grad(model, loss)
+
+    def hvp(params, x, y, v, *, state=None):
+        return jax.jvp(lambda p: f(p, x, y, state=state, train=False)[1], (params,), (v,))[1]
+
+    return hvp

@@ -1,0 +1,190 @@
+"""Each layer's extension of its backward pass: from what reaches its output, the quantities of its
+parameters, one example (and one factor column) at a time.
+
+The backward pass of a layer with parameters theta sums over the batch: dL/dtheta = sum_n
+J_n^T dy_n, where J_n = dy_n / dtheta is example n's Jacobian and dy_n what reaches its output.
+Every quantity here keeps the sum apart. With dy_n the gradient of the mean loss (it carries 1/N),
+g_n = J_n^T dy_n is the gradient of (1/N) l_n, and
+
+    batch_grad[n]     = g_n
+    batch_l2[n]       = ||g_n||^2
+    sum_grad_squared  = sum_n g_n^2
+    variance          = (1/N) sum_n g_n^2 - ((1/N) sum_n g_n)^2
+
+With the columns s_nc of a symmetric factor of the loss's Hessian carried back to the layer's
+output (for the mean loss: sum_c s_nc s_nc^T = J_out^T H_n J_out / N, `loss_factors`), the
+diagonal of the generalized Gauss-Newton matrix G = sum_n J_n^T (sum_c s_nc s_nc^T) J_n is
+
+    diag_ggn = sum_n sum_c (J_n^T s_nc)^2,
+
+and with signed columns (the Hessian's residual terms, `sweep`) the diagonal of the Hessian.
+
+**Layers that are linear in patches** (Dense, Conv2D). Such a layer computes, at each output
+position t of example n, y[n, t, o] = sum_k a[n, t, k] W[k, o] + b[o]: a Dense layer has one
+position and a = x; a sequence has one per step; a convolution's patches a[n, t] are the
+(kh, kw, c_in) windows of the padded image under output pixel t (im2col), and W is its kernel
+reshaped to (kh kw c_in, c_out). Then J_n^T dy_n is a sum over positions:
+
+    dL/dW[k, o] for example n = sum_t a[n, t, k] dy[n, t, o]        dL/db[o] = sum_t dy[n, t, o]
+
+and the quantities follow. With one position the squares factor, and nothing of size N x P is
+ever made (Dangel, Kunstner & Hennig 2020, BackPACK):
+
+    ||g_n(W)||^2          = ||a_n||^2 ||dy_n||^2
+    sum_n g_n(W)^2        = (a^2)^T (dy^2)                           (a^2: element-wise)
+    diag_ggn(W)[k, o]     = sum_n a[n, k]^2 sum_c s[n, c, o]^2
+
+With several positions, each example's (and column's) gradient is made first, then squared.
+
+The Kronecker factors (K-FAC, Martens & Grosse 2015; for convolutions KFC, Grosse & Martens
+2016) approximate the GGN block of W by kron(A, G):
+
+    A   = (1/N) sum_n sum_t a[n, t] a[n, t]^T                   (K x K)
+    G   = sum_n sum_c (sum_t s[n, c, t]) (sum_t s[n, c, t])^T   (O x O; columns of the mean loss)
+    G_b = G
+
+For one example at one position, kron(A, G) is exactly the GGN block of W in jaxnn's row-major
+(K, O) layout: d y_o / d W[k, o'] = a_k [o = o'], so G_GGN[(k, o), (l, p)] = a_k a_l G[o, p].
+
+**Any other layer with parameters** (PReLU, BatchNorm in evaluation mode, a layer the user wrote):
+each example's gradient comes from the layer's own backward on a batch of that one example,
+mapped over the batch (and the columns) with `jax.vmap`. It is marked "vmap" in the result.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..core import Layer, call_forward
+
+PATCH_KINDS = ("Dense", "Conv2D")
+"""The layers whose extension is written out here (linear in patches)."""
+
+
+# --- linear in patches -------------------------------------------------------------------------------
+
+
+def patches(layer: Layer, x: jax.Array) -> jax.Array:
+    """The layer's input as patches a (batch, positions, K), so that y = a W + b at each position.
+
+    Dense: x (batch, n_in) is one position; x (batch, ..., n_in) one per leading index.
+    Conv2D: the (kh, kw, c_in) window under each output pixel, row-major over the output.
+    """
+    n = x.shape[0]
+    if layer.config["kind"] == "Dense":
+        return x.reshape(n, -1, x.shape[-1])
+    (kh, kw), (sh, sw) = layer.config["kernel_size"], layer.config["stride"]
+    (lo_h, hi_h), (lo_w, hi_w) = jax.lax.padtype_to_pads(
+        x.shape[1:3], (kh, kw), (sh, sw), layer.config["padding"]
+    )
+    xp = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+    ho, wo = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
+    taps = [
+        xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return jnp.stack(taps, axis=3).reshape(n, ho * wo, kh * kw * x.shape[-1])
+
+
+def _positions(d: jax.Array, lead: int) -> jax.Array:
+    """An output-side array (lead axes..., positions..., O) as (lead axes..., T, O)."""
+    return d.reshape(d.shape[:lead] + (-1, d.shape[-1]))
+
+
+def _as_params(params: dict, w: jax.Array, b: jax.Array, lead: tuple) -> dict:
+    """{"w", "b"} with the kernel reshaped from (lead..., K, O) to (lead..., *w.shape)."""
+    return {"w": w.reshape(lead + params["w"].shape), "b": b}
+
+
+def patch_first_order(params: dict, a: jax.Array, dy: jax.Array, which: set) -> dict:
+    """batch_grad, batch_l2, sum_grad_squared, variance of {"w", "b"} (those in `which`), from the
+    patches a (N, T, K) and dy (N, T, O), the gradient of the mean loss at the layer's output."""
+    n, t = a.shape[:2]
+    out: dict = {}
+    batch = None
+    if "batch_grad" in which or t > 1:  # with several positions every other quantity starts here
+        batch = {"w": jnp.einsum("ntk,nto->nko", a, dy), "b": dy.sum(1)}
+        out["batch_grad"] = _as_params(params, batch["w"], batch["b"], (n,))
+    if "batch_l2" in which:
+        if batch is None:  # ||a_n dy_n^T||^2 = ||a_n||^2 ||dy_n||^2
+            w_l2 = jnp.sum(a[:, 0] ** 2, 1) * jnp.sum(dy[:, 0] ** 2, 1)
+        else:
+            w_l2 = jnp.sum(batch["w"] ** 2, (1, 2))
+        out["batch_l2"] = {"w": w_l2, "b": jnp.sum(dy.sum(1) ** 2, 1)}
+    if "sum_grad_squared" in which or "variance" in which:
+        if batch is None:  # sum_n (a_n dy_n^T)^2 = (a^2)^T (dy^2)
+            w_sq = jnp.einsum("nk,no->ko", a[:, 0] ** 2, dy[:, 0] ** 2)
+        else:
+            w_sq = jnp.sum(batch["w"] ** 2, 0)
+        squares = _as_params(params, w_sq, jnp.sum(dy.sum(1) ** 2, 0), ())
+        out["sum_grad_squared"] = squares
+        if "variance" in which:
+            mean = {"w": jnp.einsum("ntk,nto->ko", a, dy) / n, "b": dy.sum((0, 1)) / n}
+            out["variance"] = jax.tree_util.tree_map(
+                lambda sq, m: sq / n - m**2, squares, _as_params(params, mean["w"], mean["b"], ())
+            )
+    return {name: value for name, value in out.items() if name in which}
+
+
+def patch_diagonal(params: dict, a: jax.Array, s: jax.Array, signs: jax.Array | None) -> dict:
+    """sum_n sum_c sign_nc (J_n^T s_nc)^2 for {"w", "b"}, from patches a (N, T, K) and columns
+    s (N, C, T, O); signs (N, C), or None for all +1."""
+    weight = jnp.ones(s.shape[:2], s.dtype) if signs is None else signs
+    summed = s.sum(2)  # the bias sees the sum over positions
+    b = jnp.einsum("nco,nc->o", summed**2, weight)
+    if a.shape[1] == 1:  # one position: sum_n a_nk^2 sum_c sign_nc s_nco^2
+        w = jnp.einsum("nk,nco->ko", a[:, 0] ** 2, s[:, :, 0] ** 2 * weight[:, :, None])
+    else:
+        per_column = jnp.einsum("ntk,ncto->ncko", a, s)
+        w = jnp.einsum("ncko,nc->ko", per_column**2, weight)
+    return _as_params(params, w, b, ())
+
+
+def patch_kronecker(a: jax.Array, s: jax.Array) -> dict:
+    """{"A", "G", "G_b"} from patches a (N, T, K) and mean-loss columns s (N, C, T, O)."""
+    summed = s.sum(2)
+    g = jnp.einsum("nco,ncp->op", summed, summed)
+    return {"A": jnp.einsum("ntk,ntl->kl", a, a) / a.shape[0], "G": g, "G_b": g}
+
+
+# --- any other layer: its own backward, one example at a time ------------------------------------------
+
+
+def per_example_columns(
+    layer: Layer, params: Any, x: jax.Array, state: Any, train: Any, columns: jax.Array
+) -> Any:
+    """J_n^T s_nc for every example n and column c, from the layer's own forward and backward on a
+    batch of one example: params' structure, each leaf (N, C, *leaf)."""
+
+    def one(x1, columns1):
+        _, residuals, _ = call_forward(layer, params, x1[None], None, state, train)
+        return jax.vmap(lambda c: layer.backward(residuals, c[None])[0])(columns1)
+
+    return jax.vmap(one)(x, columns)
+
+
+def vmap_first_order(per_column: Callable, which: set) -> dict:
+    """The first-order quantities from `per_column(columns)`, given dy as one column per example."""
+    batch = jax.tree_util.tree_map(lambda g: g[:, 0], per_column())
+    n = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    squares = jax.tree_util.tree_map(lambda g: jnp.sum(g**2, 0), batch)
+    out = {
+        "batch_grad": batch,
+        "batch_l2": jax.tree_util.tree_map(lambda g: jnp.sum(g**2, tuple(range(1, g.ndim))), batch),
+        "sum_grad_squared": squares,
+        "variance": jax.tree_util.tree_map(lambda sq, g: sq / n - (g.sum(0) / n) ** 2, squares, batch),
+    }
+    return {name: value for name, value in out.items() if name in which}
+
+
+def vmap_diagonal(per_column: jax.Array, signs: jax.Array | None) -> Any:
+    """sum_n sum_c sign_nc g_nc^2 from per-column gradients (params' structure, leaves (N, C, ...))."""
+
+    def diagonal(g):
+        weight = jnp.ones(g.shape[:2], g.dtype) if signs is None else signs
+        return jnp.einsum("nc...,nc->...", g**2, weight)
+
+    return jax.tree_util.tree_map(diagonal, per_column)
