@@ -446,6 +446,46 @@ def experiment(metrics):
     return markdown(["", "value"], keep)
 
 
+def curvature(result):
+    """benchmarks/curvature.py: each quantity of jaxnn.curvature against one gradient, the autodiff
+    way (in turns, in one process) and BackPACK (its own process, against PyTorch's gradient)."""
+    names = {"mlp": "MLP 784-512-512-10", "cnn": "CNN 16-32 channels, Dense 128"}
+    tables = []
+    for model, found in result["models"].items():
+        rows = []
+        for q, r in found["quantities"].items():
+            theirs = r["backpack"]
+            if "autodiff" in r:
+                autodiff = f"{ms(r['autodiff'])} ({r['autodiff_over_jaxnn']:.1f}x)"
+            else:  # the Kronecker factors have no autodiff form; the Hessian would hold P x P numbers
+                autodiff = "no autodiff form" if q in ("kflr", "kfac") else "P x P Hessian: not run"
+            backpack = (
+                f"{ms(theirs['backpack'])} ({theirs['backpack_over_torch_grad']:.2f}x its gradient)"
+                if "backpack" in theirs
+                else "unsupported"
+            )
+            rows.append(
+                [
+                    f"`{q}`",
+                    ms(r["jaxnn"]),
+                    f"{r['jaxnn_over_grad']:.2f}x",
+                    autodiff,
+                    backpack,
+                    f"{r['backpack_over_jaxnn']:.2f}x" if "backpack_over_jaxnn" in r else "",
+                ]
+            )
+        header = [
+            "quantity",
+            "jaxnn ms [min, max]",
+            "jaxnn / one gradient",
+            "autodiff ms (/ jaxnn)",
+            "BackPACK ms",
+            "BackPACK / jaxnn",
+        ]
+        tables.append(f"**{names.get(model, model)}**, batch {result['batch']}\n\n" + markdown(header, rows))
+    return "\n\n".join(tables)
+
+
 class Section(NamedTuple):
     title: str
     source: str  # relative to the repository root: a file, or a glob of folders (ResNet runs)
@@ -580,6 +620,30 @@ PAGES = (
                 R + "layer_backward.json",
                 "layer_backward",
                 "python benchmarks/layer_backward.py --out FILE",
+            ),
+        ),
+    ),
+    Page(
+        "curvature",
+        "Curvature",
+        "jaxnn.curvature's extended backward pass: each quantity's time against one plain gradient "
+        "(jaxnn's own, nn.jit-compiled, measured in the same turns), against the autodiff way in JAX "
+        "(vmap of grad for the first-order quantities, per-example Jacobians for the GGN's diagonal) "
+        "and against BackPACK 1.7 on the same architecture in PyTorch (a process of its own). "
+        "ReLU networks, softmax cross-entropy, random images; the jaxnn process opts in to "
+        "nn.reuse_host_memory() first, as PyTorch's allocator keeps freed memory by default. "
+        "What bounds the quantities that cost more than 1.5 gradients: batch_grad writes one "
+        "gradient per example, N times the parameters (343 MB for the MLP at batch 128); for a "
+        "convolution every first-order quantity starts from each example's weight gradient, one "
+        "small matmul per example over its positions, where the gradient is one large one; the "
+        "exact GGN carries one column per class (10 here) through every layer, and K-FAC adds the "
+        "input factor A, a matmul of the inputs with themselves.",
+        (
+            Section(
+                "Batch 128",
+                R + "curvature.json",
+                "curvature",
+                "python benchmarks/curvature.py --out FILE",
             ),
         ),
     ),

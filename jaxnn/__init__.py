@@ -7,7 +7,7 @@
 
 The layers, losses and gradients are imported with `jaxnn`; the training loop (`jaxnn.train`),
 data sets (`jaxnn.data`), language models (`jaxnn.language`), checkpoints (`jaxnn.checkpoint`),
-devices (`jaxnn.parallel`) and interop (`jaxnn.io`) load on first use.
+devices (`jaxnn.parallel`), interop (`jaxnn.io`) and curvature (`jaxnn.curvature`) load on first use.
 """
 
 import importlib
@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # loaded on first use, with jaxnn.train (see __getattr__)
 
 __version__ = "0.3.0"
 
-_LAZY = ("train", "data", "language", "checkpoint", "parallel", "io")
+_LAZY = ("train", "data", "language", "checkpoint", "parallel", "io", "curvature")
 
 
 def __getattr__(name: str) -> Any:

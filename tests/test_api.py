@@ -30,6 +30,7 @@ PUBLIC_MODULES = [
     "jaxnn.losses",
     "jaxnn.gradients",
     "jaxnn.gradcheck",
+    "jaxnn.curvature",
     "jaxnn.models",
     "jaxnn.summary",
     "jaxnn.precision",

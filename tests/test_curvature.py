@@ -378,3 +378,89 @@ def test_every_table_row_has_its_second_derivative(x64):
         _close(row.d2f(x, f(x), **row.options), want, name)
         if name in PIECEWISE_LINEAR:
             assert not np.any(want)
+
+
+def _backpack_case(loss_name):
+    """A PyTorch model in float64, BackPACK's quantities on a batch, and the same model in jaxnn
+    (io.from_torch). torch's Linear keeps (out, in) and Conv2d (out, in, kh, kw): every quantity of
+    a parameter's shape is put into a copy of the module as its weights and converted by
+    io.from_torch, the one conversion the weights take."""
+    import copy
+
+    torch = pytest.importorskip("torch")
+    backpack = pytest.importorskip("backpack")
+    from backpack import extensions
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Tanh(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(18, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3),
+    ).double()  # fmt: skip
+    model = nn.serial(
+        nn.Conv2D(2, (3, 3)), nn.activation("tanh"), nn.MaxPool(), nn.Flatten(),
+        nn.Dense(4), nn.activation("tanh"), nn.Dense(3),
+    )  # fmt: skip
+    x = torch.randn(5, 1, 6, 6, dtype=torch.float64)
+    if loss_name == "softmax_cross_entropy":
+        y, loss_fn, scale = torch.tensor([0, 2, 1, 1, 0]), torch.nn.CrossEntropyLoss(), 1.0
+    else:  # torch's mean divides by N D, jaxnn's by N: jaxnn's loss is D times torch's
+        y, loss_fn, scale = torch.randn(5, 3, dtype=torch.float64), torch.nn.MSELoss(), 3.0
+    extended, loss_fn = backpack.extend(copy.deepcopy(module)), backpack.extend(loss_fn)
+    names = ("BatchGrad", "BatchL2Grad", "SumGradSquared", "Variance", "DiagGGNExact", "DiagHessian", "KFLR")
+    with backpack.backpack(*(getattr(extensions, n)() for n in names)):
+        loss_fn(extended(x), y).backward()
+
+    def as_params(attribute, power):
+        holder = copy.deepcopy(module)
+        with torch.no_grad():
+            for mine, theirs in zip(holder.parameters(), extended.parameters()):
+                mine.copy_(getattr(theirs, attribute) * scale**power)
+        return nn.io.from_torch(model, holder, (6, 6, 1), check=False)[0]
+
+    def per_example(n):
+        holder = copy.deepcopy(module)
+        with torch.no_grad():
+            for mine, theirs in zip(holder.parameters(), extended.parameters()):
+                mine.copy_(theirs.grad_batch[n] * scale)
+        return nn.io.from_torch(model, holder, (6, 6, 1), check=False)[0]
+
+    theirs = {
+        "batch_grad": jax.tree_util.tree_map(lambda *g: jnp.stack(g), *[per_example(n) for n in range(5)]),
+        "sum_grad_squared": as_params("sum_grad_squared", 2),
+        "variance": as_params("variance", 2),
+        "diag_ggn": as_params("diag_ggn_exact", 1),
+        "diag_hessian": as_params("diag_h", 1),
+        # [G, A] for a weight, [G] for a bias: G scales with the loss, A (the inputs') does not
+        "kflr": [
+            [jnp.asarray(f.numpy()) * (scale if i == 0 else 1.0) for i, f in enumerate(p.kflr)]
+            for p in extended.parameters()
+        ],
+    }
+    params, _ = nn.io.from_torch(model, module, (6, 6, 1))
+    y_jax = jnp.asarray(y.numpy())
+    return (
+        model,
+        getattr(nn.losses, loss_name),
+        params,
+        jnp.asarray(x.permute(0, 2, 3, 1).numpy()),
+        y_jax,
+        theirs,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_name", ["softmax_cross_entropy", "mean_squared_error"])
+def test_the_quantities_are_backpacks_on_a_model_from_pytorch(loss_name, x64):
+    model, loss, params, x, y, theirs = _backpack_case(loss_name)
+    names = ("batch_grad", "sum_grad_squared", "variance", "diag_ggn", "diag_hessian", "kflr")
+    _, _, mine = cv.value_and_grad_with(model, loss, names)(params, x, y)
+    for name in names[:-1]:
+        _close(mine[name], theirs[name], name)
+    # Kronecker factors: BackPACK's are [G, A] for a weight (bias: [G]); the Linear after a Linear
+    # reads its inputs in one order in both, and a convolution with one input channel too
+    conv_g, conv_a = theirs["kflr"][0]
+    _close(mine["kflr"][0]["G"], conv_g, "G of the convolution")
+    _close(mine["kflr"][0]["A"], conv_a, "A of the convolution")
+    last_g, last_a = theirs["kflr"][4]
+    _close(mine["kflr"][6]["G"], last_g, "G of the last Dense layer")
+    _close(mine["kflr"][6]["A"], last_a, "A of the last Dense layer")

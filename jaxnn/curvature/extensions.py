@@ -72,13 +72,11 @@ def patches(layer: Layer, x: jax.Array) -> jax.Array:
     Dense: x (batch, n_in) is one position; x (batch, ..., n_in) one per leading index.
     Conv2D: the (kh, kw, c_in) window under each output pixel, row-major over the output.
     """
-    n = x.shape[0]
-    if layer.config["kind"] == "Dense":
+    n, config = x.shape[0], layer.config or {}
+    if config.get("kind") == "Dense":
         return x.reshape(n, -1, x.shape[-1])
-    (kh, kw), (sh, sw) = layer.config["kernel_size"], layer.config["stride"]
-    (lo_h, hi_h), (lo_w, hi_w) = jax.lax.padtype_to_pads(
-        x.shape[1:3], (kh, kw), (sh, sw), layer.config["padding"]
-    )
+    (kh, kw), (sh, sw) = config["kernel_size"], config["stride"]
+    (lo_h, hi_h), (lo_w, hi_w) = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (sh, sw), config["padding"])
     xp = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
     ho, wo = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
     taps = [
@@ -99,15 +97,22 @@ def _as_params(params: dict, w: jax.Array, b: jax.Array, lead: tuple) -> dict:
     return {"w": w.reshape(lead + params["w"].shape), "b": b}
 
 
-def patch_first_order(params: dict, a: jax.Array, dy: jax.Array, which: set) -> dict:
+def patch_first_order(params: dict, grads: dict, a: jax.Array, dy: jax.Array, which: set) -> dict:
     """batch_grad, batch_l2, sum_grad_squared, variance of {"w", "b"} (those in `which`), from the
-    patches a (N, T, K) and dy (N, T, O), the gradient of the mean loss at the layer's output."""
+    patches a (N, T, K), dy (N, T, O) the gradient of the mean loss at the layer's output, and
+    grads the layer's gradient. With several positions, "grads" holds the gradient anew, as the
+    sum of the examples' (the layer's own then goes unused, and is never computed under jit)."""
     n, t = a.shape[:2]
     out: dict = {}
     batch = None
     if "batch_grad" in which or t > 1:  # with several positions every other quantity starts here
-        batch = {"w": jnp.einsum("ntk,nto->nko", a, dy), "b": dy.sum(1)}
+        if t == 1:  # an outer product per example, written out (XLA's batched matmul is slower)
+            batch = {"w": a[:, 0, :, None] * dy[:, 0, None, :], "b": dy[:, 0]}
+        else:
+            batch = {"w": jnp.einsum("ntk,nto->nko", a, dy), "b": dy.sum(1)}
         out["batch_grad"] = _as_params(params, batch["w"], batch["b"], (n,))
+        if t > 1:
+            grads = out["grads"] = _as_params(params, batch["w"].sum(0), batch["b"].sum(0), ())
     if "batch_l2" in which:
         if batch is None:  # ||a_n dy_n^T||^2 = ||a_n||^2 ||dy_n||^2
             w_l2 = jnp.sum(a[:, 0] ** 2, 1) * jnp.sum(dy[:, 0] ** 2, 1)
@@ -116,16 +121,13 @@ def patch_first_order(params: dict, a: jax.Array, dy: jax.Array, which: set) -> 
         out["batch_l2"] = {"w": w_l2, "b": jnp.sum(dy.sum(1) ** 2, 1)}
     if "sum_grad_squared" in which or "variance" in which:
         if batch is None:  # sum_n (a_n dy_n^T)^2 = (a^2)^T (dy^2)
-            w_sq = jnp.einsum("nk,no->ko", a[:, 0] ** 2, dy[:, 0] ** 2)
+            w_sq = (a[:, 0] ** 2).T @ dy[:, 0] ** 2
         else:
             w_sq = jnp.sum(batch["w"] ** 2, 0)
         squares = _as_params(params, w_sq, jnp.sum(dy.sum(1) ** 2, 0), ())
         out["sum_grad_squared"] = squares
-        if "variance" in which:
-            mean = {"w": jnp.einsum("ntk,nto->ko", a, dy) / n, "b": dy.sum((0, 1)) / n}
-            out["variance"] = jax.tree_util.tree_map(
-                lambda sq, m: sq / n - m**2, squares, _as_params(params, mean["w"], mean["b"], ())
-            )
+        if "variance" in which:  # the mean gradient is the layer's own gradient over N
+            out["variance"] = jax.tree_util.tree_map(lambda sq, g: sq / n - (g / n) ** 2, squares, grads)
     return {name: value for name, value in out.items() if name in which}
 
 
@@ -135,19 +137,22 @@ def patch_diagonal(params: dict, a: jax.Array, s: jax.Array, signs: jax.Array | 
     weight = jnp.ones(s.shape[:2], s.dtype) if signs is None else signs
     summed = s.sum(2)  # the bias sees the sum over positions
     b = jnp.einsum("nco,nc->o", summed**2, weight)
-    if a.shape[1] == 1:  # one position: sum_n a_nk^2 sum_c sign_nc s_nco^2
-        w = jnp.einsum("nk,nco->ko", a[:, 0] ** 2, s[:, :, 0] ** 2 * weight[:, :, None])
+    if a.shape[1] == 1:  # one position: sum_n a_nk^2 (sum_c sign_nc s_nco^2)
+        w = (a[:, 0] ** 2).T @ jnp.einsum("nco,nc->no", s[:, :, 0] ** 2, weight)
     else:
-        per_column = jnp.einsum("ntk,ncto->ncko", a, s)
-        w = jnp.einsum("ncko,nc->ko", per_column**2, weight)
+        n, c, t, o = s.shape  # one batched matmul per example: (K x T) (T x C O)
+        by_position = s.transpose(0, 2, 1, 3).reshape(n, t, c * o)
+        per_column = jnp.einsum("ntk,ntm->nkm", a, by_position).reshape(n, -1, c, o)
+        w = jnp.einsum("nkco,nc->ko", per_column**2, weight)
     return _as_params(params, w, b, ())
 
 
 def patch_kronecker(a: jax.Array, s: jax.Array) -> dict:
     """{"A", "G", "G_b"} from patches a (N, T, K) and mean-loss columns s (N, C, T, O)."""
-    summed = s.sum(2)
-    g = jnp.einsum("nco,ncp->op", summed, summed)
-    return {"A": jnp.einsum("ntk,ntl->kl", a, a) / a.shape[0], "G": g, "G_b": g}
+    columns = s.sum(2).reshape(-1, s.shape[-1])  # (N C, O)
+    rows = a.reshape(-1, a.shape[-1])  # (N T, K)
+    g = columns.T @ columns
+    return {"A": rows.T @ rows / a.shape[0], "G": g, "G_b": g}
 
 
 # --- any other layer: its own backward, one example at a time ------------------------------------------

@@ -25,6 +25,7 @@ Rows whose f'' is 0 (ReLU and the other piecewise-linear ones) add nothing: for 
 Hessian's diagonal is the GGN's.
 """
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -125,7 +126,16 @@ def forward(chain: list[Leaf], params: Any, x: Any, state: Any, train: Any) -> t
 
 
 def back_columns(layer: Layer, residuals: Any, columns: jax.Array) -> jax.Array:
-    """J^T s for every column s: the layer's own backward, mapped over the column axis (axis 1)."""
+    """J^T s for every column s (axis 1): the layer's own backward, mapped over the columns. For
+    Dense and Conv2D, whose dx reads only the weights, the columns join the batch instead (one
+    batch of N C examples, their residual input tiled to match: its values go unused)."""
+    if (layer.config or {}).get("kind") in ext.PATCH_KINDS:
+        x, w = residuals
+        n, c = columns.shape[:2]
+        tiled = jnp.broadcast_to(x[:, None], (n, c) + x.shape[1:]).reshape((n * c,) + x.shape[1:])
+        wide = residuals._replace(x=tiled) if hasattr(residuals, "_replace") else (tiled, w)
+        dx = layer.backward(wide, columns.reshape((n * c,) + columns.shape[2:]))[1]
+        return dx.reshape((n, c) + dx.shape[1:])
     return jax.vmap(lambda c: layer.backward(residuals, c)[1], in_axes=1, out_axes=1)(columns)
 
 
@@ -176,8 +186,10 @@ class Columns(NamedTuple):
 
 def start_columns(loss: Any, out: jax.Array, target: Any, which: set, key: Any) -> Columns:
     """The columns at the model's output, for the mean loss."""
-    rules = loss_curvature(loss) if which & SECOND_ORDER else None
     exact = sampled = None
+    if not which & SECOND_ORDER:
+        return Columns(exact, sampled, None, None)
+    rules = loss_curvature(loss)
     if which & {"diag_ggn", "diag_hessian", "kflr"}:
         exact = mean_loss_columns(rules.factor(out, target))
     if which & {"diag_ggn_mc", "kfac"}:
@@ -189,20 +201,20 @@ def start_columns(loss: Any, out: jax.Array, target: Any, which: set, key: Any) 
 SECOND_ORDER = {"diag_ggn", "diag_ggn_mc", "diag_hessian", "kflr", "kfac"}
 
 
-def extend(leaf: Leaf, record: Record, dy: jax.Array, columns: Columns, which: set, train: Any) -> dict:
-    """The requested quantities of one layer's parameters: name -> value."""
+def extend(
+    leaf: Leaf, record: Record, dy: jax.Array, grads: Any, columns: Columns, which: set, train: Any
+) -> dict:
+    """The requested quantities of one layer's parameters: name -> value (and "grads" where the
+    extension computed the layer's gradient anew)."""
     layer, p = leaf.layer, record.params
     found: dict = {}
-    if layer.config and layer.config.get("kind") in ext.PATCH_KINDS:
+    diagonal: Callable[..., Any]
+    kronecker: Callable[..., Any] | None = None
+    if (layer.config or {}).get("kind") in ext.PATCH_KINDS:
         a = ext.patches(layer, record.x)
-        found.update(ext.patch_first_order(p, a, ext._positions(dy, 1), which))
-
-        def diagonal(c, signs=None):
-            return ext.patch_diagonal(p, a, ext._positions(c, 2), signs)
-
-        def kronecker(c):
-            return ext.patch_kronecker(a, ext._positions(c, 2))
-
+        found.update(ext.patch_first_order(p, grads, a, ext._positions(dy, 1), which))
+        diagonal = lambda c, signs=None: ext.patch_diagonal(p, a, ext._positions(c, 2), signs)  # noqa: E731
+        kronecker = lambda c: ext.patch_kronecker(a, ext._positions(c, 2))  # noqa: E731
     else:
 
         def per_column(c=None):
@@ -210,11 +222,7 @@ def extend(leaf: Leaf, record: Record, dy: jax.Array, columns: Columns, which: s
             return ext.per_example_columns(layer, p, record.x, record.state, train, c)
 
         found.update(ext.vmap_first_order(per_column, which))
-
-        def diagonal(c, signs=None):
-            return ext.vmap_diagonal(per_column(c), signs)
-
-        kronecker = None
+        diagonal = lambda c, signs=None: ext.vmap_diagonal(per_column(c), signs)  # noqa: E731
     if which & {"diag_ggn", "diag_hessian"}:
         ggn = diagonal(columns.exact)
         found["diag_ggn"] = ggn
@@ -263,10 +271,10 @@ def run(
         layer = leaf.layer
         dparams, dx = layer.backward(record.residuals, dy)
         if has_params(record.params):
-            grads = put(grads, leaf.path, dparams)
-            for name, quantity in extend(leaf, record, dy, columns, which, train).items():
-                if name in which:
-                    extra[name] = put(extra[name], leaf.path, quantity)
+            found = extend(leaf, record, dy, dparams, columns, which, train)
+            grads = put(grads, leaf.path, found.get("grads", dparams))
+            for name in which:
+                extra[name] = put(extra[name], leaf.path, found[name])
         else:
             for name in which & {"kflr", "kfac"}:
                 extra[name] = put(extra[name], leaf.path, None)
