@@ -1,7 +1,8 @@
 """Curvature by hand: each quantity of jaxnn.curvature against one plain gradient, the autodiff way
 in JAX (vmap of grad; per-example Jacobians for the GGN's diagonal), and BackPACK on the same model.
 
-    python benchmarks/curvature.py [--batch 128] [--rounds 7] [--out FILE]
+    python benchmarks/curvature.py [--batch 128] [--rounds 7] [--out FILE] [--figure PNG]
+    python benchmarks/curvature.py --redraw FILE --figure PNG     # the figure of a committed result
 
 The MLP 784-512-512-10 and the small MNIST CNN (16-32 channels, Dense 128), ReLU, softmax
 cross-entropy, batch 128 of random images. jaxnn runs in a process of its own that opts in to
@@ -173,18 +174,62 @@ def measure_backpack(name, batch, rounds):
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), **result}
 
 
+def draw(result, path):
+    """Each quantity's time on a log axis, jaxnn beside BackPACK and the autodiff way, one panel per
+    model, with one jaxnn gradient's time as a dashed line."""
+    from jaxnn_lab import plots  # noqa: PLC0415
+
+    plt = plots._plt()
+    models = list(result["models"])
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.6), squeeze=False)
+    ways = (("jaxnn", "jaxnn.curvature", "tab:blue"), ("backpack", "BackPACK", "tab:orange"))
+    ways += (("autodiff", "autodiff in JAX", "tab:gray"),)
+    for ax, model in zip(axes[0], models):
+        rows = result["models"][model]["quantities"]
+        names = list(rows)[::-1]
+        for k, (way, label, colour) in enumerate(ways):
+            values = []
+            for q in names:
+                r = rows[q]
+                found = r["backpack"].get("backpack") if way == "backpack" else r.get(way)
+                values.append(1e3 * found["median"] if found else float("nan"))
+            positions = [i + (k - 1) * 0.27 for i in range(len(names))]
+            ax.barh(positions, values, height=0.26, color=colour, label=label)
+        grad = 1e3 * sum(r["grad"]["median"] for r in rows.values()) / len(rows)
+        ax.axvline(grad, color="black", ls="--", lw=1, label=f"one jaxnn gradient ({grad:.1f} ms)")
+        ax.set_xscale("log")
+        ax.set_yticks(range(len(names)), names, fontsize=9)
+        ax.set_xlabel(f"ms per call, batch {result['batch']} (log scale)")
+        titles = {"mlp": "MLP 784-512-512-10", "cnn": "CNN 16-32 channels"}
+        ax.set_title(titles.get(model, model), fontsize=11)
+        ax.grid(axis="x", which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(
+        "No autodiff bar: no autodiff form (kflr, kfac) or a P x P Hessian (diag_hessian)", fontsize=10
+    )
+    return plots._save(fig, path)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     p.add_argument("--out", default=None)
+    p.add_argument("--figure", default=None, help="also draw the result as this PNG")
+    p.add_argument(
+        "--redraw", default=None, metavar="FILE", help="draw the figure of a result file, run nothing"
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:  # "backpack:mlp", "jaxnn:cnn", ...
         side, name = args.child.split(":")
         measure = measure_backpack if side == "backpack" else measure_jaxnn
         print(json.dumps(measure(name, args.batch, args.rounds)))
+        return
+    if args.redraw:
+        with open(args.redraw) as f:
+            print(draw(json.load(f), args.figure or "curvature.png"))
         return
     from jaxnn_lab.bench import machine, write_json  # noqa: PLC0415
 
@@ -207,6 +252,8 @@ def main():
                 print(f"{name} {q:17s} BackPACK / jaxnn {row['backpack_over_jaxnn']:5.2f}", flush=True)
         result["models"][name] = {"quantities": found["quantities"], "torch": backpack_result["torch"]}
     write_json(args.out, result)
+    if args.figure:
+        draw(result, args.figure)
 
 
 if __name__ == "__main__":

@@ -483,7 +483,8 @@ def curvature(result):
             "BackPACK / jaxnn",
         ]
         tables.append(f"**{names.get(model, model)}**, batch {result['batch']}\n\n" + markdown(header, rows))
-    return "\n\n".join(tables)
+    figure = "![Each quantity's time: jaxnn, BackPACK, the autodiff way](../figures/curvature.png)"
+    return "\n\n".join([figure, *tables])
 
 
 class Section(NamedTuple):
@@ -643,7 +644,7 @@ PAGES = (
                 "Batch 128",
                 R + "curvature.json",
                 "curvature",
-                "python benchmarks/curvature.py --out FILE",
+                "python benchmarks/curvature.py --out FILE --figure docs/figures/curvature.png",
             ),
         ),
     ),
