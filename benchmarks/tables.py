@@ -446,6 +446,26 @@ def experiment(metrics):
     return markdown(["", "value"], keep)
 
 
+def edge_of_stability(metrics):
+    """experiments/edge_of_stability.py: per learning rate, the sharpness against 2 / eta, and the
+    figure."""
+    rows = [
+        [
+            f"{r['eta']:g}",
+            f"{r['two_over_eta']:.1f}",
+            f"{r['sharpness_start']:.1f}",
+            f"{r['sharpness_peak']:.1f}",
+            f"{r['sharpness_last_fifth_mean']:.1f}",
+            f"{r['loss_start']:.3f} -> {r['loss_end']:.3f}",
+            str(r["loss_rises"]),
+        ]
+        for r in metrics["results"].values()
+    ]
+    header = ["eta", "2 / eta", "sharpness at the start", "peak", "mean, last fifth of the run", "loss"]
+    table = markdown(header + ["steps whose loss rose"], rows)
+    return "![loss and sharpness per learning rate](../results/edge_of_stability/sharpness.png)\n\n" + table
+
+
 def curvature(result):
     """benchmarks/curvature.py: each quantity of jaxnn.curvature against one gradient, the autodiff
     way (in turns, in one process) and BackPACK (its own process, against PyTorch's gradient)."""
@@ -764,6 +784,14 @@ PAGES = (
                 ("Character-level transformer", "char_lm/transformer", "char_lm.py"),
                 ("Character-level LSTM", "char_lm/lstm", "char_lm.py --model lstm"),
             )
+        )
+        + (
+            Section(
+                "The edge of stability: sharpness under full-batch gradient descent",
+                "docs/results/edge_of_stability/metrics.json",
+                "edge_of_stability",
+                "python experiments/edge_of_stability.py --data-dir DIR --etas 0.01 0.015 0.02 --steps 3000",
+            ),
         ),
     ),
 )

@@ -464,3 +464,15 @@ def test_the_quantities_are_backpacks_on_a_model_from_pytorch(loss_name, x64):
     last_g, last_a = theirs["kflr"][4]
     _close(mine["kflr"][6]["G"], last_g, "G of the last Dense layer")
     _close(mine["kflr"][6]["A"], last_a, "A of the last Dense layer")
+
+
+def test_sharpness_is_the_largest_eigenvalue_of_the_hessian(x64):
+    """Lanczos on the hand Hessian-vector products against jnp.linalg.eigvalsh of the whole Hessian."""
+    model, loss, params, x, y, state = _case("mlp tanh", "mean_squared_error")
+    _, hessian, _ = _explicit(model, loss, params, x, y, state)
+    want = jnp.linalg.eigvalsh(hessian)[-1]
+    value, vector = jax.jit(cv.sharpness(model, loss, steps=20))(params, x, y, jax.random.PRNGKey(1))
+    assert abs(float(value - want)) <= 1e-9 * abs(float(want)), (float(value), float(want))
+    flat, _ = ravel_pytree(vector)
+    np.testing.assert_allclose(float(jnp.linalg.norm(flat)), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(hessian @ flat, want * flat, atol=1e-7 * abs(float(want)))

@@ -197,3 +197,21 @@ def test_every_script_imports():
     subprocess.run(
         [sys.executable, "-c", code, *scripts], check=True, capture_output=True, text=True, timeout=300
     )
+
+
+@pytest.mark.slow
+def test_edge_of_stability_tracks_the_sharpness(data_root, tmp_path):
+    options = ["--examples", "200", "--etas", "0.005", "--steps", "40", "--every", "20", "--lanczos", "8"]
+    _run(
+        "edge_of_stability.py",
+        "--data-dir",
+        f"{data_root}/mnist",
+        *options,
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    )
+    run = json.loads((tmp_path / "metrics.json").read_text())["results"]["0.005"]
+    assert len(run["losses"]) == 40 and [t for t, _ in run["sharpness"]] == [0, 20, 40]
+    assert all(s > 0 for _, s in run["sharpness"]) and run["two_over_eta"] == 400
+    assert (tmp_path / "sharpness.png").stat().st_size > 1000

@@ -28,7 +28,9 @@ parameters, and one with parameters other than Dense or Conv2D (PReLU, BatchNorm
 out), "vmap" (its own backward, one example at a time), "autodiff" (as for `Layer.rule`).
 
 How it is derived: `sweep` (the extended backward pass), `loss_factors` (the loss's Hessian as
-columns), `extensions` (each layer's rule). The same quantities the autodiff way are `mode="autodiff"`.
+columns), `extensions` (each layer's rule). `sharpness` finds the Hessian's largest eigenvalue
+from its products with vectors (`spectrum`, Lanczos). `mode="autodiff"` computes the same
+quantities the autodiff way.
 """
 
 from collections.abc import Callable, Sequence
@@ -43,8 +45,16 @@ from ..gradients import check_mode, value_and_grad
 from ..losses import LossFn, as_loss
 from . import autodiff, sweep
 from .loss_factors import loss_curvature
+from .spectrum import lanczos, sharpness
 
-__all__ = ["QUANTITIES", "value_and_grad_with", "ggn_vector_product", "hessian_vector_product"]
+__all__ = [
+    "QUANTITIES",
+    "value_and_grad_with",
+    "ggn_vector_product",
+    "hessian_vector_product",
+    "sharpness",
+    "lanczos",
+]
 
 QUANTITIES = (
     "batch_grad",
