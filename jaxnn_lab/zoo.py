@@ -94,5 +94,5 @@ def run_summary(history, *keys):
     last = history["epochs"][-1]
     summary = {"test_accuracy": last["test_accuracy"], "train_seconds": history["train_seconds"]}
     for key in keys:
-        summary[key] = last[key] if key in last and key != "epochs" else history[key]
+        summary[key] = last[key] if key in last else history[key]
     return summary

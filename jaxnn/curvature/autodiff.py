@@ -34,8 +34,12 @@ def run(
     def one_loss(p, x1, y1):  # l_n: the mean over a batch of one example
         return loss(outputs(p, x1[None]), y1[None])
 
-    value, grads = jax.value_and_grad(lambda p: loss(outputs(p, x), y))(params)
-    new_state = None if state is None else model.apply(params, x, key=key, state=state, train=train)[1]
+    def objective(p):  # one forward pass gives the value, the outputs and the new state
+        out = model.apply(p, x, key=key, state=state, train=train)
+        out, new_state = (out, None) if state is None else out
+        return loss(out, y), (out, new_state)
+
+    (value, (out, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
     extra: dict = {}
     if which & {"batch_grad", "batch_l2", "sum_grad_squared", "variance"}:
         batch = jax.vmap(jax.grad(one_loss), in_axes=(None, 0, 0))(params, x, y)
@@ -48,7 +52,6 @@ def run(
         )
     if which & {"diag_ggn", "diag_ggn_mc"}:
         jacobians = jax.vmap(jax.jacrev(lambda p, x1: outputs(p, x1[None])[0]), in_axes=(None, 0))(params, x)
-        out = outputs(params, x)
         d = out[0].size
         flat = jax.tree_util.tree_map(lambda j: j.reshape(n, d, -1), jacobians)
         if "diag_ggn" in which:

@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Layer, call_forward
+from ..windows import taps
 
 PATCH_KINDS = ("Dense", "Conv2D")
 """The layers whose extension is written out here (linear in patches)."""
@@ -79,12 +80,8 @@ def patches(layer: Layer, x: jax.Array) -> jax.Array:
     (lo_h, hi_h), (lo_w, hi_w) = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (sh, sw), config["padding"])
     xp = jnp.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
     ho, wo = (xp.shape[1] - kh) // sh + 1, (xp.shape[2] - kw) // sw + 1
-    taps = [
-        xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    return jnp.stack(taps, axis=3).reshape(n, ho * wo, kh * kw * x.shape[-1])
+    views = [view for _, _, view in taps(xp, (kh, kw), (sh, sw), (ho, wo))]  # row-major over (i, j)
+    return jnp.stack(views, axis=3).reshape(n, ho * wo, kh * kw * x.shape[-1])
 
 
 def _positions(d: jax.Array, lead: int) -> jax.Array:

@@ -113,14 +113,14 @@ def forward(chain: list[Leaf], params: Any, x: Any, state: Any, train: Any) -> t
     """Run the layers in order; return the output and each layer's Record."""
     records = []
     for leaf in chain:
-        p, s = at(params, leaf.path), at(state, leaf.path)
+        p, s = at(params, leaf.path), at(state, leaf.path) if leaf.layer.stateful else None
         if leaf.layer.stateful and train:
             raise InputError(
                 f"curvature: {leaf.layer.name} uses batch statistics in training mode, which mix the "
                 "examples; pass train=False (its running statistics)"
             )
-        y, residuals, _ = call_forward(leaf.layer, p, x, leaf.key, s if leaf.layer.stateful else None, train)
-        records.append(Record(x, y, residuals, p, s if leaf.layer.stateful else None))
+        y, residuals, _ = call_forward(leaf.layer, p, x, leaf.key, s, train)
+        records.append(Record(x, y, residuals, p, s))
         x = y
     return x, records
 
