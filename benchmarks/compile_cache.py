@@ -63,12 +63,11 @@ def main():
         entry["options"] = options
         result["commands"][name] = entry
         cold, warm = entry["cold"], entry["warm"]
-        print(
-            f"{name}: compile cold {cold['compile_seconds']['median']:.2f} s, warm "
-            f"{warm['compile_seconds']['median']:.2f} s (ratio {entry['compile_ratio_warm_over_cold']:.2f}); "
-            f"train {cold['train_seconds']['median']:.2f} -> {warm['train_seconds']['median']:.2f} s",
-            flush=True,
-        )
+        compile_s = (cold["compile_seconds"]["median"], warm["compile_seconds"]["median"])
+        train_s = (cold["train_seconds"]["median"], warm["train_seconds"]["median"])
+        ratio = entry["compile_ratio_warm_over_cold"]
+        text = f"{name}: compile cold {compile_s[0]:.2f} s, warm {compile_s[1]:.2f} s (ratio {ratio:.2f})"
+        print(f"{text}; train {train_s[0]:.2f} -> {train_s[1]:.2f} s", flush=True)
     write_json(args.out, result)
 
 

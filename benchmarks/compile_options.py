@@ -73,11 +73,9 @@ def main():
         result[name] = measure(channels, ds, args.rounds)
         for kind, t in result[name].items():
             step, ev = t["step_ms"], t["evaluate_ms"]
-            print(
-                f"{name:10s} {kind:9s} step {step['median']:.2f} ms [{step['min']:.2f}, {step['max']:.2f}]"
-                f"  evaluate {ev['median']:.0f} ms [{ev['min']:.0f}, {ev['max']:.0f}]",
-                flush=True,
-            )
+            step_text = f"step {step['median']:.2f} ms [{step['min']:.2f}, {step['max']:.2f}]"
+            evaluate_text = f"evaluate {ev['median']:.0f} ms [{ev['min']:.0f}, {ev['max']:.0f}]"
+            print(f"{name:10s} {kind:9s} {step_text}  {evaluate_text}", flush=True)
     write_json(args.out, result)
 
 

@@ -88,12 +88,10 @@ def main():
             "temp_bytes": memory,
         }
         result["layers"][name] = row
-        print(
-            f"{name:40s} manual {ms['manual']:8.3f} ms  autodiff {ms['autodiff']:8.3f} ms  "
-            f"ratio {row['ratio_manual_over_autodiff']:.2f}  temp MB {memory['manual'] / 1e6:.2f} vs "
-            f"{memory['autodiff'] / 1e6:.2f}",
-            flush=True,
-        )
+        mb = {mode: n / 1e6 for mode, n in memory.items()}
+        ratio = row["ratio_manual_over_autodiff"]
+        times_text = f"manual {ms['manual']:8.3f} ms  autodiff {ms['autodiff']:8.3f} ms  ratio {ratio:.2f}"
+        print(f"{name:40s} {times_text}  temp MB {mb['manual']:.2f} vs {mb['autodiff']:.2f}", flush=True)
     write_json(args.out, result)
 
 

@@ -13,7 +13,7 @@ devices (`jaxnn.parallel`), interop (`jaxnn.io`) and curvature (`jaxnn.curvature
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import activations, augment, blockwise, gradcheck, losses, models
+from . import activations, augment, blockwise, errors, gradcheck, losses, models
 from .activations import activation, prelu, softmax
 from .attention import Embedding, MultiHeadAttention, PositionalEmbedding
 from .conv import Conv1D, Conv2D, ConvTranspose2D
@@ -27,15 +27,7 @@ from .core import (
     output_shape,
     serial,
 )
-from .errors import (
-    CheckpointError,
-    DataError,
-    DownloadError,
-    Error,
-    InputError,
-    InputTypeError,
-    TrainingDiverged,
-)
+from .errors import *  # noqa: F403 (Error and its subclasses: errors.__all__, exported below)
 from .gradients import loss_with_hand_rules, per_example_grads, value_and_grad, with_hand_rules
 from .hostmem import reuse_host_memory
 from .layers import Dense, Dropout, Flatten
@@ -68,13 +60,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Error",
-    "InputError",
-    "InputTypeError",
-    "DataError",
-    "DownloadError",
-    "CheckpointError",
-    "TrainingDiverged",
     "check_params",
     "mixed_precision",
     "remat",
@@ -123,3 +108,4 @@ __all__ = [
     "models",
     "augment",
 ]
+__all__ += errors.__all__  # Error and its subclasses

@@ -75,16 +75,16 @@ def _with_state(layer, train):
     )
 
 
-def _bn_cnn():
+def bn_cnn(channels=3, classes=2, inner_momentum=0.9):
     """A small CNN with BatchNorm, one of them inside a Residual (state threads through both)."""
     return nn.serial(
-        nn.Conv2D(3, (3, 3)),
+        nn.Conv2D(channels, (3, 3)),
         nn.BatchNorm(),
         nn.activation("relu"),
         nn.MaxPool(),
-        nn.Residual(nn.serial(nn.Conv2D(3, (3, 3)), nn.BatchNorm())),
+        nn.Residual(nn.serial(nn.Conv2D(channels, (3, 3)), nn.BatchNorm(inner_momentum))),
         nn.Flatten(),
-        nn.Dense(2),
+        nn.Dense(classes),
     )
 
 
@@ -164,8 +164,8 @@ LAYERS.update(
         "GroupNorm(2) on images": _image(nn.GroupNorm(2), channels=6),
         "GroupNorm(1) on sequences": _sequence(nn.GroupNorm(1), features=5),
         "GroupNorm(3) per channel": _image(nn.GroupNorm(3), channels=3),
-        "cnn with BatchNorm, training": _image(_with_state(_bn_cnn(), train=True)),
-        "cnn with BatchNorm, evaluation": _image(_with_state(_bn_cnn(), train=False)),
+        "cnn with BatchNorm, training": _image(_with_state(bn_cnn(), train=True)),
+        "cnn with BatchNorm, evaluation": _image(_with_state(bn_cnn(), train=False)),
         "cnn": _image(
             nn.serial(nn.Conv2D(3, (3, 3)), nn.activation("relu"), nn.MaxPool(), nn.Flatten(), nn.Dense(2))
         ),

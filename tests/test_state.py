@@ -14,21 +14,14 @@ import pytest
 
 import jaxnn as nn
 from jaxnn import data, train
+from jaxnn_lab.gradient_table import bn_cnn
 
 KEY = jax.random.PRNGKey(0)
 LOSS = nn.losses.softmax_cross_entropy
 
 
 def _bn_cnn():
-    return nn.serial(
-        nn.Conv2D(4, (3, 3)),
-        nn.BatchNorm(),
-        nn.activation("relu"),
-        nn.MaxPool(),
-        nn.Residual(nn.serial(nn.Conv2D(4, (3, 3)), nn.BatchNorm(0.5))),
-        nn.Flatten(),
-        nn.Dense(3),
-    )
+    return bn_cnn(channels=4, classes=3, inner_momentum=0.5)
 
 
 def _trees_equal(a, b):
