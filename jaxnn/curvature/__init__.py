@@ -44,6 +44,7 @@ from ..errors import InputError, InputTypeError
 from ..gradients import check_mode, value_and_grad
 from ..losses import LossFn, as_loss
 from . import autodiff, sweep
+from .kfac_optimizer import KFAC, KFACState, kfac
 from .loss_factors import loss_curvature
 from .spectrum import lanczos, sharpness
 
@@ -54,6 +55,10 @@ __all__ = [
     "hessian_vector_product",
     "sharpness",
     "lanczos",
+    "kfac",
+    "KFAC",
+    "KFACState",
+    "kfac_step_gradients",
 ]
 
 QUANTITIES = (
@@ -83,7 +88,11 @@ def _check(model: Layer, which: Sequence[str] | str, where: str) -> set:
 
 
 def value_and_grad_with(
-    model: Layer, loss: LossFn | Callable, which: Sequence[str] | str, mode: str = "manual"
+    model: Layer,
+    loss: LossFn | Callable,
+    which: Sequence[str] | str,
+    mode: str = "manual",
+    with_outputs: bool = False,
 ) -> Callable[..., Any]:
     """The loss, its gradient, and the curvature quantities `which`, from one extended backward pass.
 
@@ -98,13 +107,14 @@ def value_and_grad_with(
     - `which`: a name of `QUANTITIES`, or several.
     - `mode`: "manual" (the extended backward pass) or "autodiff" (`jax.vmap` of `jax.grad`,
       Jacobians and `jax.hessian`; no kflr or kfac): the same numbers, computed the slow way.
+    - `with_outputs`: also return the model's outputs, as `nn.value_and_grad` does.
 
     **Returns:** `f(params, x, y, *, key=None, state=None, train=False) -> (value, grads, extra)`:
     `value` and `grads` as `nn.value_and_grad` gives them (with `state=`, value is `(loss,
-    new_state)`), and `extra[name]` for each name of `which` (see the module's table).
-    `f.rules`, aligned with params, says how each layer's quantities are made. `key` serves
-    Dropout (with `train=True`) and the Monte-Carlo quantities, which draw from
-    `jax.random.fold_in(key, 1)`.
+    new_state)`; with `with_outputs`, `(loss, outputs)` or `(loss, outputs, new_state)`), and
+    `extra[name]` for each name of `which` (see the module's table). `f.rules`, aligned with
+    params, says how each layer's quantities are made. `key` serves Dropout (with `train=True`)
+    and the Monte-Carlo quantities, which draw from `jax.random.fold_in(key, 1)`.
     """
     names = _check(model, which, "value_and_grad_with")
     check_mode(mode, "value_and_grad_with")
@@ -121,8 +131,9 @@ def value_and_grad_with(
         )
 
     def f(params, x, y, *, key=None, state=None, train=False):
-        value, new_state, grads, extra = run(model, loss, names, params, x, y, key, state, train)
-        return ((value, new_state) if state is not None else value), grads, extra
+        value, out, new_state, grads, extra = run(model, loss, names, params, x, y, key, state, train)
+        aux = ((out,) if with_outputs else ()) + ((new_state,) if state is not None else ())
+        return ((value, *aux) if aux else value), grads, extra
 
     f.rules = sweep.rules(model) if mode == "manual" else "autodiff"  # type: ignore[attr-defined]
     return f
@@ -183,3 +194,37 @@ def hessian_vector_product(model: Layer, loss: LossFn | Callable) -> Callable[..
         return jax.jvp(lambda p: f(p, x, y, state=state, train=False)[1], (params,), (v,))[1]
 
     return hvp
+
+
+def kfac_step_gradients(model: Layer, loss: LossFn | Callable) -> Callable[..., Any]:
+    """What a training step hands a `KFAC` optimiser, from one extended sweep.
+
+    **Arguments:** `model`, `loss` as for `value_and_grad_with`.
+
+    **Returns:** `f(params, x, y, key, state=None, train=True) -> ((loss, outputs, new_state),
+    grads, update_kwargs)`, where `opt.update(grads, opt_state, params, **update_kwargs)` is the
+    K-FAC step: the factors and diagonal of this batch, its loss, its GGN-vector product and its
+    loss at other parameters (same batch, same key).
+    """
+    quantities = value_and_grad_with(model, loss, ("kfac", "diag_ggn_mc"), with_outputs=True)
+    gvp = ggn_vector_product(model, loss)
+    loss = as_loss(loss, "kfac_step_gradients")
+
+    def f(params, x, y, key, state=None, train=True):
+        value, grads, extra = quantities(params, x, y, key=key, state=state, train=train)
+        value, out, new_state = value if state is not None else (*value, state)
+
+        def loss_at(p):
+            out = model.apply(p, x, key=key, state=state, train=train)
+            return loss(out if state is None else out[0], y)
+
+        kwargs = dict(
+            kfac=extra["kfac"],
+            diag_ggn_mc=extra["diag_ggn_mc"],
+            value=value,
+            ggn=lambda v: gvp(params, x, y, v, state=state),
+            loss_at=loss_at,
+        )
+        return (value, out, new_state), grads, kwargs
+
+    return f

@@ -19,8 +19,8 @@ HESSIAN_PARAMS_LIMIT = 4096
 
 def run(
     model: Layer, loss: Any, which: set, params: Any, x: Any, y: Any, key: Any, state: Any, train: Any
-) -> tuple[Any, Any, Any, dict]:
-    """(value, new_state, grads, extra), as `sweep.run` gives them."""
+) -> tuple[Any, Any, Any, Any, dict]:
+    """(value, outputs, new_state, grads, extra), as `sweep.run` gives them."""
     if which & {"kflr", "kfac"}:
         raise InputError("curvature: kflr and kfac have no autodiff form here; use mode='manual'")
     if model.stochastic and train:
@@ -73,4 +73,4 @@ def run(
         hessian = jax.hessian(lambda f: loss(outputs(unravel(f), x), y))(flat_params)
         extra["diag_hessian"] = unravel(jnp.diagonal(hessian))
     extra = {name: value for name, value in extra.items() if name in which}
-    return value, new_state, grads, extra
+    return value, out, new_state, grads, extra

@@ -259,7 +259,7 @@ def rules(model: Layer) -> Any:
 def run(
     model: Layer, loss: Any, which: set, params: Any, x: Any, y: Any, key: Any, state: Any, train: Any
 ) -> tuple[Any, Any, Any, dict]:
-    """(value, new_state, grads, extra) of one extended sweep."""
+    """(value, outputs, new_state, grads, extra) of one extended sweep."""
     chain = leaves(model, key)
     out, records = forward(chain, params, x, state, train)
     value, loss_residuals = loss.forward(out, y)
@@ -283,4 +283,4 @@ def run(
             if "diag_hessian" in which:
                 columns = columns.add_residual(residual_columns(layer, record, dy))
         dy = dx
-    return value, state, grads, extra
+    return value, out, state, grads, extra

@@ -6,9 +6,10 @@ opt = optimizer("nesterov", 0.1, "onecycle", total_steps=1400, weight_decay=5e-4
 
 import optax
 
+from ..curvature import kfac
 from ..errors import InputError
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "kfac")
 """The optimiser names `optimizer` accepts."""
 SCHEDULES = ("constant", "cosine", "onecycle", "warmup_cosine")
 """The schedule names `schedule` accepts."""
@@ -21,7 +22,8 @@ def schedule(kind: str, learning_rate: float, total_steps: int | None = None) ->
 
     - `kind`: "constant", "cosine" (decay to 0), "onecycle" (warm up to the peak, then anneal) or
       "warmup_cosine" (linear warmup over the first 5%, then cosine decay).
-    - `learning_rate`: the (peak) learning rate.
+    - `learning_rate`: the (peak) learning rate. For "kfac" (`jaxnn.curvature.kfac`, a constant
+      rate, no weight decay) None lets the quadratic model choose the rate and the momentum.
     - `total_steps`: the run's length in steps; needed by every kind but "constant".
 
     **Returns:** the learning rate, or an optax schedule (a function of the step).
@@ -42,7 +44,7 @@ def schedule(kind: str, learning_rate: float, total_steps: int | None = None) ->
 
 def optimizer(
     name: str = "adam",
-    learning_rate: float = 1e-3,
+    learning_rate: float | None = 1e-3,
     schedule_kind: str = "constant",
     total_steps: int | None = None,
     momentum: float = 0.9,
@@ -53,7 +55,8 @@ def optimizer(
     **Arguments:**
 
     - `name`: one of `OPTIMIZERS`.
-    - `learning_rate`: the (peak) learning rate.
+    - `learning_rate`: the (peak) learning rate. For "kfac" (`jaxnn.curvature.kfac`, a constant
+      rate, no weight decay) None lets the quadratic model choose the rate and the momentum.
     - `schedule_kind`, `total_steps`: the learning-rate schedule (see `schedule`).
     - `momentum`: for "momentum" and "nesterov".
     - `weight_decay`: AdamW's decoupled decay (default 1e-4); for the SGD family an L2 term
@@ -61,6 +64,12 @@ def optimizer(
 
     **Returns:** an optax GradientTransformation.
     """
+    if name == "kfac":
+        if schedule_kind != "constant" or weight_decay:
+            raise InputError("optimizer 'kfac' takes a constant learning rate (or None) and no weight decay")
+        return kfac(learning_rate, None if learning_rate is None else momentum)
+    if learning_rate is None:
+        raise InputError(f"optimizer {name!r} needs a learning rate (only 'kfac' chooses its own)")
     lr = schedule(schedule_kind, learning_rate, total_steps)
     if name == "adamw":
         return optax.adamw(lr, weight_decay=1e-4 if weight_decay is None else weight_decay)

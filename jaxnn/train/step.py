@@ -21,6 +21,7 @@ import optax
 
 from .. import parallel
 from ..core import Layer, model_input_shape
+from ..curvature import KFAC, kfac_step_gradients
 from ..errors import InputError
 from ..gradients import check_mode, value_and_grad
 from ..losses import LossFn, accuracy
@@ -149,7 +150,7 @@ def make_step(
     each batch is split over its "data" axis. The augmentation's key is drawn from the state's key and
     step, like Dropout's.
     """
-    f = value_and_grad(model, loss, check_mode(options.mode, "make_step"), with_outputs=True)
+    gradients = _gradients(model, loss, opt, check_mode(options.mode, "make_step"))
 
     def step(state, images, labels):
         x = images if input_shape is None else to_inputs(images, input_shape, options.dtype)
@@ -158,16 +159,39 @@ def make_step(
         step_key = jax.random.fold_in(state.key, state.step)
         if options.augment is not None:
             x = options.augment(jax.random.fold_in(step_key, 1), x)
-        key = step_key if model.stochastic else None  # for Dropout
-        (value, out, model_state), grads = f(
-            state.params, x, labels, key, state=state.model_state, train=True
+        key = step_key if model.stochastic or isinstance(opt, KFAC) else None  # Dropout, K-FAC's sample
+        (value, out, model_state), grads, curvature = gradients(
+            state.params, x, labels, key, state.model_state
         )
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params, **curvature)
         params = optax.apply_updates(state.params, updates)
         new = state._replace(params=params, opt_state=opt_state, step=state.step + 1, model_state=model_state)
         return new, StepMetrics(value, accuracy(out, labels), optax.global_norm(grads))
 
     return step
+
+
+def _gradients(model: Layer, loss: LossFn | Callable, opt: Any, mode: str) -> Callable[..., Any]:
+    """`g(params, x, labels, key, model_state) -> ((loss, outputs, new_state), grads, kwargs)`, with
+    kwargs what `opt.update` takes beside the gradient: nothing, or a K-FAC optimiser's curvature."""
+    if isinstance(opt, KFAC):
+        if mode != "manual":
+            raise InputError("a K-FAC optimiser reads the hand-derived Kronecker factors: use mode='manual'")
+        f = kfac_step_gradients(model, loss)
+
+        def with_curvature(params, x, labels, key, model_state):
+            state = model_state if model.stateful else None
+            (value, out, new_state), grads, kwargs = f(params, x, labels, key, state=state)
+            return (value, out, new_state if model.stateful else model_state), grads, kwargs
+
+        return with_curvature
+    f = value_and_grad(model, loss, mode, with_outputs=True)
+
+    def plain(params, x, labels, key, model_state):
+        (value, out, new_state), grads = f(params, x, labels, key, state=model_state, train=True)
+        return (value, out, new_state), grads, {}
+
+    return plain
 
 
 def epoch_order(state: TrainState, n: int, batch_size: int) -> tuple[TrainState, np.ndarray]:
