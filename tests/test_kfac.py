@@ -37,13 +37,13 @@ def _exact(model, loss, params, x, y):
     """(value, grads, update kwargs) with the exact factors (kflr) and the exact diagonal."""
     f = jax.jit(cv.value_and_grad_with(model, loss, ("kflr", "diag_ggn")))
     value, grads, extra = f(params, x, y)
-    gvp = cv.ggn_vector_product(model, loss)
+    inner = cv.ggn_inner_products(model, loss)
 
     def loss_at(p):
         return loss(model.apply(p, x), y)
 
     kwargs = dict(kfac=extra["kflr"], diag_ggn_mc=extra["diag_ggn"], value=value, loss_at=loss_at)
-    return value, grads, {**kwargs, "ggn": lambda v: gvp(params, x, y, v)}
+    return value, grads, {**kwargs, "ggn": lambda vectors: inner(params, x, y, vectors)}
 
 
 def _update(opt, grads, state, params, kwargs):
@@ -84,14 +84,17 @@ def test_the_damped_step_is_the_explicit_kronecker_solve_and_the_diagonal_elsewh
     opt = cv.kfac(1.0, 0.0, damping=lam, adapt_damping_every=None)
     _, grads, kwargs = _exact(model, SCE, params, x, y)
     updates, _ = _update(opt, grads, opt.init(params), params, kwargs)
-    for i in (0, 3):  # Conv2D and Dense: (A + pi sqrt(lam) I) kron (G + sqrt(lam) / pi I)
+    for i in (0, 3):  # Conv2D and Dense: (A~ + pi sqrt(lam) I) kron (G + sqrt(lam) / pi I)
         a, g = kwargs["kfac"][i]["A"], kwargs["kfac"][i]["G"]
-        pi = np.sqrt((np.trace(a) / len(a)) / (np.trace(g) / len(g)))
-        damped = np.kron(a + pi * np.sqrt(lam) * np.eye(len(a)), g + np.sqrt(lam) / pi * np.eye(len(g)))
-        dw = np.asarray(grads[i]["w"]).reshape(-1)  # row-major (K, O): kron(A, G)'s order
-        np.testing.assert_allclose(updates[i]["w"].reshape(-1), -np.linalg.solve(damped, dw), rtol=1e-8)
-        want_b = -np.linalg.solve(g + lam * np.eye(len(g)), grads[i]["b"])
-        np.testing.assert_allclose(updates[i]["b"], want_b, rtol=1e-8)
+        augmented = np.block([[a, np.zeros((len(a), 1))], [np.zeros((1, len(a))), np.ones((1, 1))]])
+        pi = np.sqrt((np.trace(augmented) / len(augmented)) / (np.trace(g) / len(g)))
+        eye_a, eye_g = np.eye(len(augmented)), np.eye(len(g))
+        damped = np.kron(augmented + pi * np.sqrt(lam) * eye_a, g + np.sqrt(lam) / pi * eye_g)
+        # the kernel's rows (K, O) then the bias as the row of the constant input: kron(A~, G)'s order
+        dwb = np.concatenate([np.asarray(grads[i]["w"]).reshape(-1), np.asarray(grads[i]["b"])])
+        want = -np.linalg.solve(damped, dwb)
+        np.testing.assert_allclose(updates[i]["w"].reshape(-1), want[: -len(g)], rtol=1e-8)
+        np.testing.assert_allclose(updates[i]["b"], want[-len(g) :], rtol=1e-8)
     diag = kwargs["diag_ggn_mc"][1]["alpha"]  # PReLU has no factors: its damped diagonal
     np.testing.assert_allclose(updates[1]["alpha"], -grads[1]["alpha"] / (diag + lam), rtol=1e-10)
 
@@ -109,8 +112,11 @@ def test_moving_averages_and_refreshes():
         for i in (0, 3):
             want = 0.75 * seen[0][i]["A"] + 0.25 * seen[1][i]["A"]
             np.testing.assert_allclose(state.factors[i]["A"], want, rtol=1e-12)
-            s_a = np.linalg.eigvalsh(want if every == 1 else seen[0][i]["A"])
-            np.testing.assert_allclose(state.eigen[i]["s_A"], np.maximum(s_a, 0), rtol=1e-8, atol=1e-12)
+            refreshed = want if every == 1 else seen[0][i]["A"]  # inverted at step 0 only, when every = 5
+            g = 0.75 * seen[0][i]["G"] + 0.25 * seen[1][i]["G"] if every == 1 else seen[0][i]["G"]
+            pi = np.sqrt(((np.trace(refreshed) + 1) / (len(refreshed) + 1)) / (np.trace(g) / len(g)))
+            damped = refreshed + pi * np.sqrt(float(state.damping)) * np.eye(len(refreshed))
+            np.testing.assert_allclose(state.inverses[i]["A"], np.linalg.inv(damped), rtol=1e-8)
 
 
 def test_levenberg_marquardt_damping():
@@ -150,6 +156,24 @@ def test_fit_trains_with_kfac_and_beats_tuned_sgd_per_step():
         assert np.all(np.isfinite(history["step_losses"]))
     assert history["epochs"][-1]["test_accuracy"] > 0.5
     assert losses["kfac"] < 0.5 * losses["sgd"], losses
+
+
+def test_ggn_inner_products_are_those_of_the_ggn_vector_product():
+    model, params, x, y = _conv_prelu()
+    keys = jax.random.split(jax.random.PRNGKey(4), 3)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    vs = [tree.unflatten([jax.random.normal(k, p.shape, p.dtype) for p in leaves]) for k in keys]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *vs)
+    found = cv.ggn_inner_products(model, SCE)(params, x, y, stacked)
+    gvp = cv.ggn_vector_product(model, SCE)
+
+    def dot(a, b):
+        return sum(
+            float(jnp.vdot(p, q)) for p, q in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+        )
+
+    want = [[dot(u, gvp(params, x, y, v)) for v in vs] for u in vs]
+    np.testing.assert_allclose(found, np.asarray(want), rtol=1e-10)
 
 
 def test_refusals():

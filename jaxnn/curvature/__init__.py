@@ -44,7 +44,7 @@ from ..errors import InputError, InputTypeError
 from ..gradients import check_mode, value_and_grad
 from ..losses import LossFn, as_loss
 from . import autodiff, sweep
-from .kfac_optimizer import KFAC, KFACState, kfac
+from .kfac_optimizer import KFAC, KFACState, kfac, needs_diagonal
 from .loss_factors import loss_curvature
 from .spectrum import lanczos, sharpness
 
@@ -52,6 +52,7 @@ __all__ = [
     "QUANTITIES",
     "value_and_grad_with",
     "ggn_vector_product",
+    "ggn_inner_products",
     "hessian_vector_product",
     "sharpness",
     "lanczos",
@@ -165,9 +166,7 @@ def ggn_vector_product(model: Layer, loss: LossFn | Callable) -> Callable[..., A
 
     def gvp(params, x, y, v, *, state=None):
         out, records = sweep.forward(chain, params, x, state, False)
-        tangent = None
-        for leaf, record in zip(chain, records):
-            tangent = _jvp(leaf.layer, record, sweep.at(v, leaf.path), tangent)
+        tangent = _output_tangent(chain, records, v)
         dy = rules.hvp(out, tangent) / out.shape[0]
         grads = params
         for leaf, record in zip(reversed(chain), reversed(records)):
@@ -176,6 +175,46 @@ def ggn_vector_product(model: Layer, loss: LossFn | Callable) -> Callable[..., A
         return grads
 
     return gvp
+
+
+def _output_tangent(chain: list, records: list, v: Any) -> jax.Array:
+    """J v: the outputs' change along the parameters' direction v, layer by layer (`_jvp`)."""
+    tangent = None
+    for leaf, record in zip(chain, records):
+        tangent = _jvp(leaf.layer, record, sweep.at(v, leaf.path), tangent)
+    return tangent
+
+
+def ggn_inner_products(model: Layer, loss: LossFn | Callable) -> Callable[..., Any]:
+    """The k x k matrix v_i^T G v_j of a few directions, G the generalized Gauss-Newton matrix of
+    the mean loss, from forward passes alone.
+
+    **Arguments:** `model`, `loss` as for `ggn_vector_product`.
+
+    **Returns:** `products(params, x, y, vectors, *, state=None) -> (k, k)`, `vectors` with
+    params' structure and a leading axis of k directions. v_i^T G v_j = sum_n (J_n v_i)^T H_n
+    (J_n v_j) / N needs each direction's J v (one forward sweep, shared by all k) and the loss's
+    closed-form Hessian; no backward pass. This is what a quadratic model over a few directions
+    reads (`kfac`'s learning rate and momentum).
+    """
+    _check(model, "diag_ggn", "ggn_inner_products")
+    loss = as_loss(loss, "ggn_inner_products")
+    rules = loss_curvature(loss)
+    chain = sweep.leaves(model)
+
+    def products(params, x, y, vectors, *, state=None):
+        out, records = sweep.forward(chain, params, x, state, False)
+        return _inner_products(rules, chain, records, out, vectors)
+
+    return products
+
+
+def _inner_products(rules: Any, chain: list, records: list, out: jax.Array, vectors: Any) -> jax.Array:
+    """v_i^T G v_j from a forward pass's records: each J v_i, then the loss's Hessian between them."""
+    tangents = jax.vmap(lambda v: _output_tangent(chain, records, v))(vectors)  # (k, N, ...)
+    curved = jax.vmap(lambda t: rules.hvp(out, t))(tangents)
+    k = tangents.shape[0]
+    return tangents.reshape(k, -1) @ curved.reshape(k, -1).T / out.shape[0]
 
 
 def hessian_vector_product(model: Layer, loss: LossFn | Callable) -> Callable[..., Any]:
@@ -203,16 +242,18 @@ def kfac_step_gradients(model: Layer, loss: LossFn | Callable) -> Callable[..., 
 
     **Returns:** `f(params, x, y, key, state=None, train=True) -> ((loss, outputs, new_state),
     grads, update_kwargs)`, where `opt.update(grads, opt_state, params, **update_kwargs)` is the
-    K-FAC step: the factors and diagonal of this batch, its loss, its GGN-vector product and its
-    loss at other parameters (same batch, same key).
+    K-FAC step: the factors (and, where needed, the diagonal) of this batch, its loss, its GGN's
+    inner products and its loss at other parameters (same batch, same key).
     """
-    quantities = value_and_grad_with(model, loss, ("kfac", "diag_ggn_mc"), with_outputs=True)
-    gvp = ggn_vector_product(model, loss)
+    _check(model, "kfac", "kfac_step_gradients")
     loss = as_loss(loss, "kfac_step_gradients")
+    rules = loss_curvature(loss)
+    sweep.leaves(model)  # refuse an unsupported layer now
 
     def f(params, x, y, key, state=None, train=True):
-        value, grads, extra = quantities(params, x, y, key=key, state=state, train=train)
-        value, out, new_state = value if state is not None else (*value, state)
+        which = {"kfac", "diag_ggn_mc"} if needs_diagonal(params) else {"kfac"}
+        found = sweep.run_keeping_forward(model, loss, which, params, x, y, key, state, train)
+        value, out, new_state, grads, extra, (chain, records) = found
 
         def loss_at(p):
             out = model.apply(p, x, key=key, state=state, train=train)
@@ -220,9 +261,9 @@ def kfac_step_gradients(model: Layer, loss: LossFn | Callable) -> Callable[..., 
 
         kwargs = dict(
             kfac=extra["kfac"],
-            diag_ggn_mc=extra["diag_ggn_mc"],
+            diag_ggn_mc=extra.get("diag_ggn_mc"),
             value=value,
-            ggn=lambda v: gvp(params, x, y, v, state=state),
+            ggn=lambda vectors: _inner_products(rules, chain, records, out, vectors),  # the same forward
             loss_at=loss_at,
         )
         return (value, out, new_state), grads, kwargs

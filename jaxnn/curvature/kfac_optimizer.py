@@ -9,22 +9,24 @@ of K O x K O:
 
     Delta_W = -(A + pi sqrt(lambda) I)^-1  dL/dW  (G + sqrt(lambda)/pi I)^-1
 
-The damping lambda is split between the factors by the pi-rule, pi^2 = (tr(A)/K) / (tr(G)/O),
-which keeps the two added multiples of I in proportion to each factor's size. A bias's block is
-G itself: Delta_b = -(G + lambda I)^-1 dL/db. A parameter without factors (PReLU's slope,
+The bias is the weight of a constant input 1, appended to A as one more row and column (its
+cross terms with the other inputs dropped), so that its step is Delta_b = -(G + sqrt(lambda)/pi
+I)^-1 dL/db / (1 + pi sqrt(lambda)). The damping lambda is split between the factors by the
+pi-rule, pi^2 = ((tr(A) + 1)/(K + 1)) / (tr(G)/O), which keeps the two added multiples of I in
+proportion to each factor's size. A parameter without factors (PReLU's slope,
 BatchNorm's scale and shift, a layer the sweep handles through `jax.vmap`) is preconditioned by
 its diagonal: Delta = -dL/dtheta / (diag_ggn_mc + lambda).
 
 Each step: the factors (and the diagonal) enter an exponential moving average, weight `ema` on
-the past; every `inverse_every` steps the averages are decomposed, A = U_A diag(s_A) U_A^T and
-G = U_G diag(s_G) U_G^T, so that any damping is applied in that basis for free:
-
-    (A + a I)^-1 X (G + g I)^-1 = U_A [(U_A^T X U_G) / ((s_A + a)(s_G + g)^T)] U_G^T
+the past; every `inverse_every` steps the damped averages are inverted (by Cholesky), with the
+damping of that step: (A + pi sqrt(lambda) I)^-1 and (G + sqrt(lambda)/pi I)^-1. Between
+refreshes the damping still changes the quadratic model below.
 
 The update is delta = alpha Delta + mu delta_0 (delta_0 the previous update). Given, alpha is the
 learning rate and mu the momentum. Left to the optimiser (learning_rate=None), they minimise the
 quadratic model M(delta) = g^T delta + (1/2) delta^T (F + lambda I) delta over (alpha, mu), with
-F the exact GGN of the batch applied to Delta and delta_0 (two GGN-vector products):
+F the exact GGN of the batch, of which only the four numbers below are needed (the outputs'
+changes J Delta and J delta_0 by forward passes, then the loss's Hessian: `ggn_inner_products`):
 
     [Delta^T C Delta    Delta^T C delta_0  ] [alpha]     [g^T Delta  ]
     [delta_0^T C Delta  delta_0^T C delta_0] [mu   ] = - [g^T delta_0],    C = F + lambda I
@@ -46,10 +48,6 @@ from ..errors import InputError
 
 __all__ = ["KFAC", "KFACState", "kfac"]
 
-NEEDS = ("kfac", "diag_ggn_mc")
-"""The quantities of `value_and_grad_with` each K-FAC step reads: the factors, and the diagonal
-for parameters without them."""
-
 
 class KFACState(NamedTuple):
     """K-FAC's state, one pytree.
@@ -60,7 +58,7 @@ class KFACState(NamedTuple):
     - `factors`: the moving averages of {"A", "G"} per Dense or Conv2D layer, None elsewhere
       (aligned with params, as `value_and_grad_with`'s "kfac").
     - `diagonal`: the moving average of the GGN's diagonal (params' structure).
-    - `eigen`: {"s_A", "U_A", "s_G", "U_G"} per layer, the decompositions of the last refresh.
+    - `inverses`: {"A", "G", "b"} per layer, the damped factors' inverses of the last refresh.
     - `damping`: lambda.
     - `previous`: the last update delta_0 (params' structure).
     - `rho`: the last reduction ratio measured by the damping's adaptation (1 before the first).
@@ -69,7 +67,7 @@ class KFACState(NamedTuple):
     count: Any
     factors: Any
     diagonal: Any
-    eigen: Any
+    inverses: Any
     damping: Any
     previous: Any
     rho: Any
@@ -84,7 +82,7 @@ class KFAC(optax.GradientTransformationExtraArgs):
 
 
 def _is_block(f: Any) -> bool:
-    return f is None or (isinstance(f, dict) and ("A" in f or "s_A" in f))
+    return f is None or (isinstance(f, dict) and "A" in f)
 
 
 def _per_layer(fn: Callable, factors: Any, *trees: Any) -> Any:
@@ -100,7 +98,21 @@ def _dot(a: Any, b: Any) -> jax.Array:
 
 def _has_factors(p: Any) -> bool:
     """Whether a layer's params are those of a Dense or Conv2D layer (what "kfac" gives factors)."""
-    return isinstance(p, dict) and set(p) in ({"w", "b"}, {"w"}) and jnp.ndim(p["w"]) in (2, 4)
+    return isinstance(p, dict) and set(p) == {"w", "b"} and jnp.ndim(p["w"]) in (2, 4)
+
+
+def _layer_params(p: Any) -> bool:
+    """Whether p is one layer's params: a dict (Dense's, Conv2D's, PReLU's...), an empty tuple, an array."""
+    return isinstance(p, dict) or (isinstance(p, tuple) and not p) or not isinstance(p, (tuple, list))
+
+
+def needs_diagonal(params: Any) -> bool:
+    """Whether some layer has parameters but no Kronecker factors (and so is preconditioned by its
+    diagonal)."""
+    found = jax.tree_util.tree_map(
+        lambda p: bool(jax.tree_util.tree_leaves(p)) and not _has_factors(p), params, is_leaf=_layer_params
+    )
+    return any(jax.tree_util.tree_leaves(found))
 
 
 def factors_like(params: Any) -> Any:
@@ -113,10 +125,7 @@ def factors_like(params: Any) -> Any:
         k, o = p["w"].size // p["w"].shape[-1], p["w"].shape[-1]
         return {"A": jnp.zeros((k, k), p["w"].dtype), "G": jnp.zeros((o, o), p["w"].dtype)}
 
-    def leaf(p):  # a layer's params: a dict (Dense's, Conv2D's, PReLU's...), an empty tuple, an array
-        return isinstance(p, dict) or (isinstance(p, tuple) and not p) or not isinstance(p, (tuple, list))
-
-    return jax.tree_util.tree_map(one, params, is_leaf=leaf)
+    return jax.tree_util.tree_map(one, params, is_leaf=_layer_params)
 
 
 def _check_factors(expected: Any, given: Any) -> None:
@@ -133,41 +142,50 @@ def _check_factors(expected: Any, given: Any) -> None:
         )
 
 
-def _decompose(factors: Any) -> Any:
+def _pi(f: dict) -> jax.Array:
+    """The pi-rule for the input factor with the bias's constant input 1 appended:
+    sqrt(((tr(A) + 1) / (dim A + 1)) / (tr(G) / dim G)), 1 where G's trace vanishes."""
+    mean_a = (jnp.trace(f["A"]) + 1) / (len(f["A"]) + 1)
+    mean_g = jnp.trace(f["G"]) / len(f["G"])
+    ok = mean_g > 0
+    return jnp.where(ok, jnp.sqrt(mean_a / jnp.where(ok, mean_g, 1.0)), 1.0)
+
+
+def _psd_inverse(m: jax.Array, shift: jax.Array) -> jax.Array:
+    """(m + shift I)^-1 of a symmetric positive semi-definite m, by Cholesky."""
+    eye = jnp.eye(len(m), dtype=m.dtype)
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(m + shift * eye), eye)
+
+
+def invert(factors: Any, damping: jax.Array) -> Any:
+    """Each layer's damped factors, inverted: {"A": (A + pi sqrt(d) I)^-1, "G": (G + sqrt(d)/pi I)^-1,
+    "b": 1 / (1 + pi sqrt(d))} (the pi-rule splits the damping d between the two factors; "b" is
+    the bias's entry of the input factor, whose input is the constant 1)."""
+
     def one(f):
         if f is None:
             return None
-        s_a, u_a = jnp.linalg.eigh(f["A"])
-        s_g, u_g = jnp.linalg.eigh(f["G"])  # clipped: round-off can leave tiny negative eigenvalues
-        return {"s_A": jnp.maximum(s_a, 0.0), "U_A": u_a, "s_G": jnp.maximum(s_g, 0.0), "U_G": u_g}
+        pi, root = _pi(f), jnp.sqrt(damping)
+        return {
+            "A": _psd_inverse(f["A"], pi * root),
+            "G": _psd_inverse(f["G"], root / pi),
+            "b": 1 / (1 + pi * root),
+        }
 
     return jax.tree_util.tree_map(one, factors, is_leaf=_is_block)
 
 
-def _pi(e: dict) -> jax.Array:
-    """The pi-rule: sqrt((tr(A) / dim A) / (tr(G) / dim G)), 1 where a trace vanishes."""
-    mean_a, mean_g = jnp.mean(e["s_A"]), jnp.mean(e["s_G"])
-    ok = (mean_a > 0) & (mean_g > 0)
-    return jnp.where(ok, jnp.sqrt(jnp.where(ok, mean_a / jnp.where(ok, mean_g, 1.0), 1.0)), 1.0)
+def precondition(inverses: Any, diagonal: Any, grads: Any, damping: jax.Array) -> Any:
+    """-(F~ + damping)^-1 grads: each Dense or Conv2D layer by its damped Kronecker factors'
+    inverses, every other parameter by its damped diagonal."""
 
-
-def precondition(eigen: Any, diagonal: Any, grads: Any, damping: jax.Array) -> Any:
-    """-(F~ + damping)^-1 grads: each Dense or Conv2D layer by its damped Kronecker factors (the
-    pi-rule), every other parameter by its damped diagonal."""
-
-    def one(e, diag, g):
-        if e is None:
+    def one(inv, diag, g):
+        if inv is None:
             return jax.tree_util.tree_map(lambda gi, di: -gi / (di + damping), g, diag)
-        pi, root = _pi(e), jnp.sqrt(damping)
-        w = g["w"].reshape(e["U_A"].shape[0], e["U_G"].shape[0])  # (K, O) as the factors read it
-        rotated = e["U_A"].T @ w @ e["U_G"]
-        scale = jnp.outer(e["s_A"] + pi * root, e["s_G"] + root / pi)
-        out = {"w": -(e["U_A"] @ (rotated / scale) @ e["U_G"].T).reshape(g["w"].shape)}
-        if "b" in g:
-            out["b"] = -(e["U_G"] @ ((e["U_G"].T @ g["b"]) / (e["s_G"] + damping)))
-        return out
+        w = g["w"].reshape(len(inv["A"]), len(inv["G"]))  # (K, O) as the factors read it
+        return {"w": -(inv["A"] @ w @ inv["G"]).reshape(g["w"].shape), "b": -inv["b"] * (inv["G"] @ g["b"])}
 
-    return _per_layer(one, eigen, diagonal, grads)
+    return _per_layer(one, inverses, diagonal, grads)
 
 
 def kfac(
@@ -194,9 +212,11 @@ def kfac(
     - `min_damping`, `max_damping`: the bounds of the adapted damping.
 
     **Returns:** a `KFAC` transformation: `init(params) -> KFACState` and
-    `update(grads, state, params, *, kfac, diag_ggn_mc, value, ggn=None, loss_at=None) ->
-    (updates, state)`, where `kfac` and `diag_ggn_mc` are those of `value_and_grad_with`, `value`
-    the batch's loss, `ggn(v) -> G v` the batch's GGN-vector product and `loss_at(params) -> loss`
+    `update(grads, state, params, *, kfac, value, diag_ggn_mc=None, ggn=None, loss_at=None) ->
+    (updates, state)`, where `kfac` and `diag_ggn_mc` are those of `value_and_grad_with` (the
+    diagonal needed only where a layer with parameters has no factors, `needs_diagonal`), `value`
+    the batch's loss, `ggn(vectors) -> (k, k)` the batch's GGN inner products of k stacked
+    directions (`ggn_inner_products`) and `loss_at(params) -> loss`
     the batch's loss at other parameters. `ggn` is needed when the learning rate is left to the
     quadratic model or the damping adapts, `loss_at` when the damping adapts. `jaxnn.train`'s
     steps pass them all.
@@ -220,15 +240,15 @@ def kfac(
             count=jnp.zeros((), jnp.int32),
             factors=factors,
             diagonal=jax.tree_util.tree_map(jnp.zeros_like, params),
-            eigen=_decompose(factors),
-            damping=jnp.asarray(float(damping)),  # float64 under x64
+            inverses=invert(factors, jnp.asarray(1.0, jnp.result_type(float))),  # replaced at step 0
+            damping=jnp.asarray(damping, jnp.result_type(float)),  # strongly typed: float64 under x64
             previous=jax.tree_util.tree_map(jnp.zeros_like, params),  # its own buffers: states are donated
-            rho=jnp.asarray(1.0),
+            rho=jnp.asarray(1.0, jnp.result_type(float)),
         )
 
-    def update(grads, state, params=None, *, kfac, diag_ggn_mc, value, ggn=None, loss_at=None, **_):
+    def update(grads, state, params=None, *, kfac, value, diag_ggn_mc=None, ggn=None, loss_at=None, **_):
         if (adaptive or adapt_damping_every) and ggn is None:
-            raise InputError("kfac: update needs ggn= (the batch's GGN-vector product)")
+            raise InputError("kfac: update needs ggn= (the batch's GGN inner products)")
         if adapt_damping_every and (loss_at is None or params is None):
             raise InputError("kfac: adapting the damping needs params and loss_at=")
         _check_factors(state.factors, kfac)
@@ -239,11 +259,11 @@ def kfac(
 
         new_factors = _per_layer(lambda f: None if f is None else {"A": f["A"], "G": f["G"]}, kfac)
         factors = average(state.factors, new_factors)
-        diagonal = average(state.diagonal, diag_ggn_mc)
+        diagonal = state.diagonal if diag_ggn_mc is None else average(state.diagonal, diag_ggn_mc)
         refresh = state.count % inverse_every == 0
-        eigen = jax.lax.cond(refresh, _decompose, lambda _: state.eigen, factors)
         lam = state.damping.astype(jnp.result_type(value))
-        step = precondition(eigen, diagonal, grads, lam)
+        inverses = jax.lax.cond(refresh, lambda f: invert(f, lam), lambda _: state.inverses, factors)
+        step = precondition(inverses, diagonal, grads, lam)
         delta, quadratic = _combine(step, state.previous, grads, lam, ggn, learning_rate, momentum)
         damping_, rho = state.damping, state.rho
         if adapt_damping_every:
@@ -256,7 +276,7 @@ def kfac(
                 due, jnp.clip(state.damping * factor, min_damping, max_damping), state.damping
             )
             rho = jnp.where(due, measured, state.rho).astype(state.rho.dtype)
-        new_state = KFACState(state.count + 1, factors, diagonal, eigen, damping_, delta, rho)
+        new_state = KFACState(state.count + 1, factors, diagonal, inverses, damping_, delta, rho)
         return delta, new_state
 
     return KFAC(init, update)
@@ -271,11 +291,7 @@ def _combine(step, previous, grads, lam, ggn, learning_rate, momentum):
             -1.0
         )
     both = jax.tree_util.tree_map(lambda s, p: jnp.stack([s, p]), step, previous)
-    products = jax.vmap(ggn)(both)  # one sweep for the two vectors: the forward pass is shared
-    f_step, f_prev = (jax.tree_util.tree_map(lambda v, i=i: v[i], products) for i in (0, 1))
-    ff = jnp.array(
-        [[_dot(step, f_step), _dot(step, f_prev)], [_dot(previous, f_step), _dot(previous, f_prev)]]
-    )
+    ff = ggn(both)  # [[Delta F Delta, Delta F delta_0], [delta_0 F Delta, delta_0 F delta_0]]
     dd = jnp.array(
         [[_dot(step, step), _dot(step, previous)], [_dot(previous, step), _dot(previous, previous)]]
     )

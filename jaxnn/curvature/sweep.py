@@ -258,8 +258,15 @@ def rules(model: Layer) -> Any:
 
 def run(
     model: Layer, loss: Any, which: set, params: Any, x: Any, y: Any, key: Any, state: Any, train: Any
-) -> tuple[Any, Any, Any, dict]:
+) -> tuple[Any, Any, Any, Any, dict]:
     """(value, outputs, new_state, grads, extra) of one extended sweep."""
+    return run_keeping_forward(model, loss, which, params, x, y, key, state, train)[:5]
+
+
+def run_keeping_forward(
+    model: Layer, loss: Any, which: set, params: Any, x: Any, y: Any, key: Any, state: Any, train: Any
+) -> tuple[Any, Any, Any, Any, dict, tuple]:
+    """`run`'s results and the forward pass it made, `(chain, records)`, for more sweeps from it."""
     chain = leaves(model, key)
     out, records = forward(chain, params, x, state, train)
     value, loss_residuals = loss.forward(out, y)
@@ -283,4 +290,4 @@ def run(
             if "diag_hessian" in which:
                 columns = columns.add_residual(residual_columns(layer, record, dy))
         dy = dx
-    return value, out, state, grads, extra
+    return value, out, state, grads, extra, (chain, records)

@@ -56,7 +56,8 @@ class StepMetrics(NamedTuple):
     **Fields:**
 
     - `loss`: the training loss of the batch.
-    - `accuracy`: the fraction of the batch classified right.
+    - `accuracy`: the fraction of the batch classified right (NaN for targets that are not class
+      labels: an autoencoder's images, a regression's values).
     - `grad_norm`: the global L2 norm of the gradient (all leaves together), before the optimiser.
     """
 
@@ -166,7 +167,8 @@ def make_step(
         updates, opt_state = opt.update(grads, state.opt_state, state.params, **curvature)
         params = optax.apply_updates(state.params, updates)
         new = state._replace(params=params, opt_state=opt_state, step=state.step + 1, model_state=model_state)
-        return new, StepMetrics(value, accuracy(out, labels), optax.global_norm(grads))
+        hits = accuracy(out, labels) if jnp.issubdtype(labels.dtype, jnp.integer) else jnp.nan  # targets
+        return new, StepMetrics(value, hits, optax.global_norm(grads))
 
     return step
 
