@@ -12,9 +12,10 @@ pixels and averaged over the images (jaxnn's `binary_cross_entropy`), no weight 
 full-batch (deterministic) on the first N training images, as that example trains on all 60,000;
 at N = 2,000 one step fits this 2-core CPU's budget. Each run is a process of its own, one after
 the other; the first step (compilation) is not timed. Adam and SGD with momentum are tuned by the
-small sweep given in SWEEPS (committed with the result); both K-FACs choose their own learning rate
-and momentum (the quadratic model) and adapt their damping, from kfac-jax's example settings
-(initial damping 150, moving average 0.95, inverses every 5 steps, damping adapted every 5).
+small sweep given in SWEEPS (committed with the result). Both K-FACs choose their own learning
+rate and momentum (the quadratic model) and adapt their damping, with kfac-jax's example settings
+(moving average 0.95, inverses every 5 steps, damping adapted every 5); jaxnn's is tuned by a
+sweep of the initial damping (the example's 150 among them), and kfac-jax runs with the best.
 
 kfac-jax runs in its own interpreter (`--kfac-jax-python`), in an environment where it imports:
 kfac-jax 0.0.8 does not run on jax 0.10 (its graph matcher unpacks `get_bind_params`, whose result
@@ -35,8 +36,10 @@ import time
 
 import numpy as np
 
+KFAC_OTHER_JAX = "kfac, on kfac-jax's jax"
 SIZES = (784, 1000, 500, 250, 30, 250, 500, 1000, 784)
-SWEEPS = {"adam": (3e-4, 1e-3, 3e-3), "momentum": (0.001, 0.003, 0.01, 0.03)}
+SWEEPS = {"adam": (3e-4, 1e-3, 3e-3), "momentum": (0.001, 0.003, 0.01, 0.03), "kfac": (1.0, 10.0, 150.0)}
+"""Adam's and SGD's learning rates; K-FAC's initial damping (it chooses its own rate)."""
 KFAC = dict(
     damping=150.0, ema=0.95, inverse_every=5, adapt_damping_every=5, min_damping=1e-5, max_damping=1000.0
 )
@@ -93,8 +96,8 @@ def run_jaxnn(name, lr, x, seconds, max_steps):
     from jaxnn import train  # noqa: PLC0415
 
     model, loss = autoencoder(), nn.losses.binary_cross_entropy
-    if name == "kfac":
-        opt = cv.kfac(None, **KFAC)
+    if name == "kfac":  # lr is the initial damping here
+        opt = cv.kfac(None, **{**KFAC, "damping": lr})
     else:
         opt = train.optimizer(name, lr, momentum=0.9)
     _, params = model.init(jax.random.PRNGKey(0), (784,))  # the initial parameters of every run
@@ -111,7 +114,7 @@ def run_jaxnn(name, lr, x, seconds, max_steps):
     return {"rows": rows, "squared_error": squared_error(model, state.params, xs), "jax": jax.__version__}
 
 
-def run_kfac_jax(x, seconds, max_steps):
+def run_kfac_jax(damping, x, seconds, max_steps):
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
     import kfac_jax  # noqa: PLC0415
@@ -140,7 +143,7 @@ def run_kfac_jax(x, seconds, max_steps):
         use_adaptive_learning_rate=True,
         use_adaptive_momentum=True,
         use_adaptive_damping=True,
-        initial_damping=KFAC["damping"],
+        initial_damping=damping,
         curvature_ema=KFAC["ema"],
         inverse_update_period=KFAC["inverse_every"],
         damping_adaptation_interval=KFAC["adapt_damping_every"],
@@ -195,14 +198,14 @@ def summarise(result):
         tried = {k: v for k, v in runs.items() if k.startswith(f"{name} ") and np.isfinite(v["final_loss"])}
         best[name] = min(tried, key=lambda k: tried[k]["final_loss"]) if tried else None
     result["best"] = best
-    adam, kfac = runs.get(best["adam"] or ""), runs.get("jaxnn kfac")
+    adam, kfac = runs.get(best["adam"] or ""), runs.get(best["kfac"] or "")
     ratios = {}
     if adam and kfac:  # the time jaxnn's K-FAC needs to reach Adam's final loss
         reached = [r[1] for r in kfac["rows"] if r[2] <= adam["final_loss"]]
         ratios["kfac_time_to_adam_final_over_adam_time"] = (
             (reached[0] / adam["rows"][-1][1]) if reached else None
         )
-    theirs, ours = runs.get("kfac-jax"), runs.get("jaxnn kfac (kfac-jax's jax)")
+    theirs, ours = runs.get("kfac-jax"), runs.get(KFAC_OTHER_JAX)
     if theirs and ours:
         n = min(len(theirs["rows"]), len(ours["rows"]))
         gaps = [abs(a[2] - b[2]) / b[2] for a, b in zip(ours["rows"][:n], theirs["rows"][:n])]
@@ -215,26 +218,43 @@ def summarise(result):
     return result
 
 
+def is_swept(name):
+    """Whether a run is one of a sweep's ("adam 0.001", "kfac 150", ...)."""
+    return any(name.startswith(f"{sweep} ") for sweep in SWEEPS)
+
+
+def legend(name, result):
+    """A run's label for a reader: the optimizer and its setting."""
+    kind, _, value = name.partition(" ")
+    if kind == "adam":
+        return f"Adam, lr {value}"
+    if kind == "momentum":
+        return f"SGD with momentum 0.9, lr {value}"
+    if kind == "kfac":
+        return f"jaxnn's K-FAC, initial damping {value}"
+    if name == "kfac-jax":
+        return f"kfac-jax, initial damping {result.get('kfac_jax_damping', '?'):g} (jax 0.6.2)"
+    return f"jaxnn's K-FAC, initial damping {result.get('kfac_jax_damping', '?'):g} (jax 0.6.2)"
+
+
 def draw(result, path):
     from jaxnn_lab import plots  # noqa: PLC0415
 
     plt = plots._plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for name, run in result["runs"].items():
-        if name.startswith(("adam", "momentum")) and name not in result["best"].values():
+        if is_swept(name) and name not in result["best"].values():
             continue
         rows = np.asarray(run["rows"])
-        axes[0].plot(rows[:, 1], rows[:, 2], label=name)
-        axes[1].plot(rows[:, 0], rows[:, 2], label=name)
+        axes[0].plot(rows[:, 1], rows[:, 2], label=legend(name, result))
+        axes[1].plot(rows[:, 0], rows[:, 2], label=legend(name, result))
     for ax, xlabel in zip(axes, ("seconds (after the first, compiling step)", "step")):
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("training loss (sigmoid cross-entropy per image)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(
-        f"deep autoencoder, full batch of {result['examples']} MNIST images (best Adam and SGD of a sweep)"
-    )
+    fig.suptitle(f"deep autoencoder, full batch of {result['examples']} MNIST images (each sweep's best)")
     return plots._save(fig, path)
 
 
@@ -254,7 +274,10 @@ def main():
     p.add_argument("--figure", default=None)
     p.add_argument("--redraw", default=None, metavar="FILE")
     p.add_argument(
-        "--keep", default=None, metavar="FILE", help="keep the runs of this earlier result (same settings)"
+        "--keep",
+        default=None,
+        metavar="FILE",
+        help="keep the runs of this earlier result (same data and budget)",
     )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -262,10 +285,10 @@ def main():
         with open(args.redraw) as f:
             print(draw(json.load(f), args.figure or "second_order.png"))
         return
-    if args.child:  # "jaxnn:adam:0.001", "jaxnn:kfac:0", "kfac-jax"
+    if args.child:  # "jaxnn:adam:0.001", "jaxnn:kfac:150" (the initial damping), "kfac-jax:150"
         x = images(args.data_dir, args.examples)
-        if args.child == "kfac-jax":
-            found = run_kfac_jax(x, args.seconds, args.max_steps)
+        if args.child.startswith("kfac-jax:"):
+            found = run_kfac_jax(float(args.child.split(":")[1]), x, args.seconds, args.max_steps)
         else:
             _, name, lr = args.child.split(":")
             found = run_jaxnn(name, float(lr), x, args.seconds, args.max_steps)
@@ -278,22 +301,24 @@ def main():
     if args.keep:  # runs measured before with the same settings (a sweep widened afterwards)
         with open(args.keep) as f:
             earlier = json.load(f)
-        if (earlier["examples"], earlier["seconds"], earlier["kfac"]) != (args.examples, args.seconds, KFAC):
-            sys.exit(f"error: {args.keep} was measured with other settings")
+        if (earlier["examples"], earlier["seconds"]) != (args.examples, args.seconds):
+            sys.exit(f"error: {args.keep} was measured on other data or for another budget")
         result["runs"] = earlier["runs"]
+        result["kept"] = {"from": earlier.get("machine", {}), "runs": sorted(earlier["runs"])}
     specs = [(f"{name} {lr:g}", f"jaxnn:{name}:{lr}") for name, rates in SWEEPS.items() for lr in rates]
-    specs.append(("jaxnn kfac", "jaxnn:kfac:0"))
-    if args.kfac_jax_python:
-        specs += [("kfac-jax", "kfac-jax"), ("jaxnn kfac (kfac-jax's jax)", "jaxnn:kfac:0")]
     for label, spec in specs:
         if label not in result["runs"]:
-            python = (
-                args.kfac_jax_python
-                if label in ("kfac-jax", "jaxnn kfac (kfac-jax's jax)")
-                else sys.executable
-            )
-            result["runs"][label] = child(python, spec, args)
+            result["runs"][label] = child(sys.executable, spec, args)
+            write_json(args.out, result)  # each run as it ends: a later failure keeps the earlier ones
         report(label, result["runs"][label])
+    if args.kfac_jax_python:  # at the best initial damping of jaxnn's sweep, both on kfac-jax's jax
+        damping = min(SWEEPS["kfac"], key=lambda d: result["runs"][f"kfac {d:g}"]["rows"][-1][2])
+        result["kfac_jax_damping"] = damping
+        for label, spec in (("kfac-jax", f"kfac-jax:{damping}"), (KFAC_OTHER_JAX, f"jaxnn:kfac:{damping}")):
+            if label not in result["runs"]:
+                result["runs"][label] = child(args.kfac_jax_python, spec, args)
+                write_json(args.out, result)
+            report(label, result["runs"][label])
     summarise(result)
     print(json.dumps(result["ratios"], indent=1), flush=True)
     write_json(args.out, result)
