@@ -177,7 +177,7 @@ def ggn_vector_product(model: Layer, loss: LossFn | Callable) -> Callable[..., A
     return gvp
 
 
-def _output_tangent(chain: list, records: list, v: Any) -> jax.Array:
+def _output_tangent(chain: list, records: list, v: Any) -> Any:
     """J v: the outputs' change along the parameters' direction v, layer by layer (`_jvp`)."""
     tangent = None
     for leaf, record in zip(chain, records):

@@ -90,7 +90,7 @@ def _per_layer(fn: Callable, factors: Any, *trees: Any) -> Any:
     return jax.tree_util.tree_map(fn, factors, *trees, is_leaf=_is_block)
 
 
-def _dot(a: Any, b: Any) -> jax.Array:
+def _dot(a: Any, b: Any) -> Any:
     return sum(
         (jnp.vdot(u, v) for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))), 0.0
     )
@@ -246,11 +246,13 @@ def kfac(
             rho=jnp.asarray(1.0, jnp.result_type(float)),
         )
 
-    def update(grads, state, params=None, *, kfac, value, diag_ggn_mc=None, ggn=None, loss_at=None, **_):
+    def update(updates, state, params=None, **extra):  # optax's extra-args form
+        grads, kfac, value = updates, extra.get("kfac"), extra.get("value")
+        diag_ggn_mc, ggn, loss_at = extra.get("diag_ggn_mc"), extra.get("ggn"), extra.get("loss_at")
+        if kfac is None or value is None:
+            raise InputError("kfac: update needs kfac= (the Kronecker factors) and value= (the loss)")
         if (adaptive or adapt_damping_every) and ggn is None:
             raise InputError("kfac: update needs ggn= (the batch's GGN inner products)")
-        if adapt_damping_every and (loss_at is None or params is None):
-            raise InputError("kfac: adapting the damping needs params and loss_at=")
         _check_factors(state.factors, kfac)
         weight = jnp.where(state.count == 0, 0.0, ema)
 
@@ -264,11 +266,15 @@ def kfac(
         lam = state.damping.astype(jnp.result_type(value))
         inverses = jax.lax.cond(refresh, lambda f: invert(f, lam), lambda _: state.inverses, factors)
         step = precondition(inverses, diagonal, grads, lam)
-        delta, quadratic = _combine(step, state.previous, grads, lam, ggn, learning_rate, momentum)
+        modelled = ggn if adaptive or adapt_damping_every else None  # the quadratic model, when read
+        delta, quadratic = _combine(step, state.previous, grads, lam, modelled, learning_rate, momentum)
         damping_, rho = state.damping, state.rho
         if adapt_damping_every:
+            if loss_at is None or params is None:
+                raise InputError("kfac: adapting the damping needs params and loss_at=")
             due = (state.count + 1) % adapt_damping_every == 0
-            new_value = jax.lax.cond(due, lambda: loss_at(optax.apply_updates(params, delta)), lambda: value)
+            measure, start = loss_at, params  # narrowed, for the closure below
+            new_value = jax.lax.cond(due, lambda: measure(optax.apply_updates(start, delta)), lambda: value)
             measured = (new_value - value) / jnp.where(quadratic < 0, quadratic, -1.0)
             measured = jnp.where(quadratic < 0, measured, -1.0)  # a step the model calls uphill: grow
             factor = jnp.where(measured > 0.75, omega, jnp.where(measured < 0.25, 1 / omega, 1.0))
