@@ -132,9 +132,7 @@ def _check_factors(expected: Any, given: Any) -> None:
     """A model whose factors are not where the state (made from params) expects them: say which."""
     found = _per_layer(lambda f: f is not None, given)
     wanted = _per_layer(lambda f: f is not None, expected)
-    if jax.tree_util.tree_structure(found) != jax.tree_util.tree_structure(
-        wanted
-    ) or jax.tree_util.tree_leaves(found) != jax.tree_util.tree_leaves(wanted):
+    if found != wanted:  # nested tuples and dicts of bools: Python compares structure and values
         raise InputError(
             "kfac: the Kronecker factors given do not match the parameters the state was made for "
             f"(layers with factors: expected {jax.tree_util.tree_leaves(wanted)}, got "
