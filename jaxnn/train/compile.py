@@ -12,43 +12,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import Layer, model_input_shape
+from ..renamed import removed_keywords
 from ..types import Shape
 
-# XLA's CPU default hands single dots, single convolutions and reductions to YNNPACK; adding
-# element-wise ops lets YNNPACK fuse a convolution with its neighbours (bias add, ReLU, max) and run
-# it on every core, where a lone convolution runs on one. That helps programs with convolutions and
-# hurts those of dots alone (the compile-options benchmark page), so only the former get it.
+# XLA's CPU default hands single dots, single convolutions and reductions to YNNPACK. A convolution
+# that YNNPACK runs alone (INDIVIDUAL_CONVOLUTION) runs on one core; fused with an element-wise
+# neighbour (ELTWISE: the bias add, a ReLU) it runs on every core, and one with no such neighbour
+# (the input gradient's transposed convolution) runs faster on XLA's own multi-threaded kernel.
+# So: dots alone, reductions, and element-wise fusions, no lone convolutions. Measured on the MNIST
+# CNN's Adam step at batch 128, one call per step and scanned (the CNN step's benchmark page):
+# 0.75x the time of the earlier set with lone convolutions, in both.
 _CPU_CONV_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": ",".join(
-        f"LIBRARY_FUSION_TYPE_{kind}"
-        for kind in ("INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION", "REDUCE", "ELTWISE")
+        f"LIBRARY_FUSION_TYPE_{kind}" for kind in ("INDIVIDUAL_DOT", "REDUCE", "ELTWISE")
     )
 }
 
 
-# A program called once per step (nn.jit) gains from YNNPACK also fusing each dot with its
-# neighbours (DOT for INDIVIDUAL_DOT); fit's scan of whole epochs loses by it, so fit keeps the set
-# above (the own-loop benchmark page compares both).
-_CPU_CONV_OPTIONS_PER_CALL = {
-    "xla_cpu_experimental_ynn_fusion_type": ",".join(
-        f"LIBRARY_FUSION_TYPE_{kind}" for kind in ("DOT", "INDIVIDUAL_CONVOLUTION", "REDUCE", "ELTWISE")
-    )
-}
-
-
-def compiler_options(lowered: Any, per_call: bool = False) -> dict | None:
+@removed_keywords(per_call="nothing: programs called once per step and scans now compile alike")
+def compiler_options(lowered: Any) -> dict | None:
     """The one decision of this module: XLA options for compiling a lowered program here.
 
-    **Arguments:** `lowered` a `jax.jit(f).lower(...)` program; `per_call` True for a program
-    called once per training step (as `jit` compiles), False for one that scans many steps (as
-    `fit` compiles).
+    **Arguments:** `lowered` a `jax.jit(f).lower(...)` program (a step called once per call, or a
+    scan of many steps: both compile alike).
 
-    **Returns:** on the CPU, for a program with a convolution, YNNPACK's fusions (the set for
-    `per_call`), where this XLA knows them; else None (XLA's defaults).
+    **Returns:** on the CPU, for a program with a convolution, YNNPACK's fusions, where this XLA
+    knows them; else None (XLA's defaults).
     """
     if jax.default_backend() != "cpu" or "convolution" not in lowered.as_text():
         return None
-    return known_options(dict(_CPU_CONV_OPTIONS_PER_CALL if per_call else _CPU_CONV_OPTIONS))
+    return known_options(dict(_CPU_CONV_OPTIONS))
 
 
 def known_options(options: dict | None) -> dict | None:
@@ -84,12 +77,11 @@ def compile_lowered(lowered: Any) -> tuple[Any, dict | None]:
     return lowered.compile(options), options
 
 
-def model_compiler_options(model: Layer, input_shape: Shape, per_call: bool = False) -> dict | None:
+@removed_keywords(per_call="nothing: programs called once per step and scans now compile alike")
+def model_compiler_options(model: Layer, input_shape: Shape) -> dict | None:
     """`compiler_options` for the programs that run a model, decided before any data are seen.
 
-    **Arguments:** `model` a Layer; `input_shape` the shape of one example; `per_call` True for a
-    program called once per training step (as `jit` compiles), False for one that scans many steps
-    (as `fit` compiles).
+    **Arguments:** `model` a Layer; `input_shape` the shape of one example.
 
     **Returns:** `compiler_options` of the model's init and forward pass on one example (lowered,
     not run or compiled). For jitting a function of the model:
@@ -103,7 +95,7 @@ def model_compiler_options(model: Layer, input_shape: Shape, per_call: bool = Fa
         x = jnp.zeros((1,) + input_shape, jnp.float32)  # the params init gives: float32
         return model.apply(params, x, state=model.init_state(input_shape), train=False)
 
-    return compiler_options(jax.jit(forward).lower(jax.random.PRNGKey(0)), per_call)
+    return compiler_options(jax.jit(forward).lower(jax.random.PRNGKey(0)))
 
 
 def jit(fun: Callable, model: Layer, input_shape: Shape | None = None, **jit_kwargs: Any) -> Callable:
@@ -112,22 +104,21 @@ def jit(fun: Callable, model: Layer, input_shape: Shape | None = None, **jit_kwa
     **Arguments:**
 
     - `fun`: the function to compile, e.g. a training step built on `nn.value_and_grad(model, ...)`.
-    - `model`: the Layer that `fun` runs; its programs get `model_compiler_options(..., per_call=True)`
+    - `model`: the Layer that `fun` runs; its programs get `model_compiler_options(model, shape)`
       (on the CPU, YNNPACK's fusions when the model has convolutions; else XLA's defaults).
     - `input_shape`: one example's shape (default: `model.input_shape`). A model that records none
       (built with `serial`) needs none either: the options are then decided from the program that
       the first call lowers, as `compile_lowered` decides them.
     - `jit_kwargs`: passed on to `jax.jit` (`donate_argnums`, `static_argnums`, ...).
 
-    **Returns:** the jitted function, one compiled program per input signature as with `jax.jit`.
-    For a training step called once per step (a scan of many steps compiles better with
-    `model_compiler_options(model, shape)`, as `fit` does). Each call allocates its temporaries
+    **Returns:** the jitted function, one compiled program per input signature as with `jax.jit`,
+    compiled with the options `fit` compiles its scans with. Each call allocates its temporaries
     afresh unless the script opted in to `nn.reuse_host_memory()` first thing (`jaxnn.hostmem`).
     """
     if input_shape is None and model.input_shape is None:
         return _jit_on_first_call(fun, jit_kwargs)
     shape = model_input_shape(model, input_shape, "jit")
-    options = model_compiler_options(model, shape, per_call=True)
+    options = model_compiler_options(model, shape)
     return jax.jit(fun, compiler_options=options, **jit_kwargs)
 
 
@@ -138,7 +129,7 @@ def _jit_on_first_call(fun: Callable, jit_kwargs: dict) -> Callable:
     @functools.wraps(fun)
     def call(*args, **kwargs):
         if not compiled:
-            options = compiler_options(jax.jit(fun, **jit_kwargs).lower(*args, **kwargs), per_call=True)
+            options = compiler_options(jax.jit(fun, **jit_kwargs).lower(*args, **kwargs))
             compiled.append(jax.jit(fun, compiler_options=options, **jit_kwargs))
         return compiled[0](*args, **kwargs)
 
