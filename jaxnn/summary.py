@@ -2,6 +2,11 @@
 how its backward pass is made (by hand, or by autodiff for a layer built without a hand rule).
 
     print(nn.summary(model, (28, 28, 1)))
+    print(nn.summary(model, (28, 28, 1), batch_size=128))   # and one training step's FLOPs
+
+With a batch size, the table ends with the FLOPs of a training step's loss and hand gradient at that
+batch (XLA's count of the compiled program) and the least time the step can take at this machine's
+matmul ceiling (`jaxnn.throughput`): how far a measured step is from what the arithmetic allows.
 
 FLOPs are XLA's own count for one example's forward pass (`cost_analysis` of the compiled layer):
 a multiply-add is 2, a bias add or a ReLU one per element, and a SAME convolution counts only the
@@ -14,11 +19,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import throughput
 from .core import Layer, init_shapes, model_input_shape
+from .errors import InputError
+from .gradients import value_and_grad
+from .losses import LossFn, softmax_cross_entropy
 from .renamed import removed_keywords
 from .types import DTypeLike, Shape
 
-__all__ = ["summary", "rows", "layer_flops", "Row"]
+__all__ = ["summary", "rows", "layer_flops", "step_flops", "Row"]
 
 
 class Row(NamedTuple):
@@ -50,9 +59,43 @@ def layer_flops(layer: Layer, input_shape: Shape, input_dtype: DTypeLike = jnp.f
     def forward(p, s, x):
         return layer.apply(p, x, state=s, train=False)[0]
 
-    cost = jax.jit(forward).lower(params, state, x).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float((cost or {}).get("flops", 0.0))
+    return throughput.program_flops(jax.jit(forward).lower(params, state, x).compile())
+
+
+def step_flops(
+    model: Layer,
+    batch_size: int,
+    loss: LossFn = softmax_cross_entropy,
+    input_shape: Shape | None = None,
+    input_dtype: DTypeLike = jnp.float32,
+) -> float:
+    """XLA's FLOP count of a training step's loss and hand gradient at `batch_size`.
+
+    **Arguments:**
+
+    - `model`: any Layer.
+    - `batch_size`: examples per step.
+    - `loss`: the loss (default softmax cross-entropy, against integer labels: one per output row).
+    - `input_shape`: the shape of one example (default `model.input_shape`).
+    - `input_dtype`: the dtype of the input (integer for token ids).
+
+    **Returns:** the count for the compiled `value_and_grad(model, loss)` (the optimiser's update,
+    a few FLOPs per parameter, not included); 0.0 where XLA gives none.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"step_flops: batch_size must be a positive int, got {batch_size!r}")
+    shape = _shape_of(model, input_shape)
+    out_shape, params = init_shapes(model, shape)
+    state = jax.eval_shape(lambda: model.init_state(tuple(shape)))
+    x = jax.ShapeDtypeStruct((batch_size,) + tuple(shape), input_dtype)
+    labels = jax.ShapeDtypeStruct((batch_size,) + tuple(out_shape[:-1]), jnp.int32)
+    grad = value_and_grad(model, loss)
+    extra = {"state": state, "train": True} if jax.tree_util.tree_leaves(state) else {}
+
+    def step(p, x, y):
+        return grad(p, x, y, jax.random.PRNGKey(0), **extra)
+
+    return throughput.program_flops(jax.jit(step).lower(params, x, labels).compile())
 
 
 def _shape_of(model: Layer, input_shape: Shape | None) -> Shape:
@@ -81,7 +124,14 @@ def rows(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike 
 
 
 @removed_keywords(dtype="input_dtype=...")
-def summary(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike = jnp.float32) -> str:
+def summary(
+    model: Layer,
+    input_shape: Shape | None = None,
+    input_dtype: DTypeLike = jnp.float32,
+    *,
+    batch_size: int | None = None,
+    loss: LossFn = softmax_cross_entropy,
+) -> str:
     """The model's table as text.
 
     **Arguments:**
@@ -89,6 +139,9 @@ def summary(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLi
     - `model`: any Layer (a `serial` model gets a row per layer).
     - `input_shape`: the shape of one example (default `model.input_shape`).
     - `input_dtype`: the dtype of the input (integer for token ids).
+    - `batch_size`: if given, a last line with a training step's FLOPs at this batch (`step_flops`,
+      with `loss`) and the least time it can take at this machine's matmul ceiling.
+    - `loss`: the training step's loss (default softmax cross-entropy).
 
     **Returns:** the table: layer, output shape (one example), parameters, forward FLOPs, backward
     ("hand" or "autodiff"), and a line of totals.
@@ -102,4 +155,11 @@ def summary(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLi
     ]
     total_params, total_flops = sum(r.params for r in table), sum(r.flops for r in table)
     lines.append(f"{'total':<{width}}  {'':<16} {total_params:>12,} {total_flops:>14,.0f}  {model.rule}")
+    if batch_size is not None:
+        flops = step_flops(model, batch_size, loss, input_shape, input_dtype)
+        ceiling = throughput.matmul_ceiling()  # GFLOP/s, so flops / ceiling is in nanoseconds
+        lines.append(
+            f"training step at batch {batch_size} (loss and gradient): {flops / 1e9:.3g} GFLOP; at this "
+            f"machine's matmul ceiling ({ceiling:.0f} GFLOP/s) at least {flops / ceiling / 1e6:.3g} ms"
+        )
     return "\n".join(lines)

@@ -28,12 +28,15 @@ def pytest_addoption(parser):
 
 @pytest.fixture(autouse=True, scope="session")
 def compile_cache_of_its_own(tmp_path_factory):
-    """Experiment scripts run by the tests keep their compiled programs in a folder of the test
-    session's, not in the user's cache."""
-    old = os.environ.get("JAXNN_COMPILE_CACHE")
-    os.environ["JAXNN_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("compile-cache"))
+    """Experiment scripts run by the tests keep their compiled programs, and fit its measured matmul
+    ceiling, in a folder of the test session's, not in the user's cache."""
+    folder = tmp_path_factory.mktemp("compile-cache")
+    settings = {"JAXNN_COMPILE_CACHE": str(folder), "JAXNN_CEILING_FILE": str(folder / "matmul_ceiling.json")}
+    old = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     yield
-    if old is None:
-        del os.environ["JAXNN_COMPILE_CACHE"]
-    else:
-        os.environ["JAXNN_COMPILE_CACHE"] = old
+    for name, value in old.items():
+        if value is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = value

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from .. import checkpoint, parallel
+from .. import checkpoint, parallel, throughput
 from ..core import Layer, check_params, init_shapes, model_input_shape
 from ..errors import CheckpointError, InputError, TrainingDiverged
 from ..losses import LossFn
@@ -64,6 +64,9 @@ class Reporting(NamedTuple):
       accuracies, test loss and samples per second per epoch), or None.
     - `learning_rate`: the optimiser's learning rate, a number or a schedule (a function of the step),
       for the TensorBoard log; None leaves it out.
+    - `throughput`: report each step's FLOPs (XLA's count) and the GFLOP/s reached per epoch, as a
+      fraction of this machine's matmul ceiling (`jaxnn.throughput.matmul_ceiling`: measured once
+      per machine, under a second, then kept), on the bar and in the history.
     """
 
     progress: bool = True
@@ -71,6 +74,7 @@ class Reporting(NamedTuple):
     eval_every_epoch: bool = True
     tensorboard: str | None = None
     learning_rate: float | Callable | None = None
+    throughput: bool = True
 
 
 __all__ = ["Checkpointing", "Reporting", "chunk_steps", "fit", "load_checkpoint"]
@@ -89,6 +93,8 @@ class Run(NamedTuple):
     evaluate: Callable  # (params, x, y, model_state) -> (loss, accuracy)
     place: Callable  # a host array onto the devices (replicated over a mesh)
     replicate: Callable  # the state over the mesh's devices (as it is without a mesh)
+    step_flops: float = 0.0  # XLA's count for one step on one device (0 until `compile_run`)
+    ceiling: float = 0.0  # this machine's matmul ceiling, GFLOP/s (0: not reported)
 
 
 class Position(NamedTuple):
@@ -148,7 +154,9 @@ def fit(
     **Returns:** `(state, history)`: the final TrainState, and a dict with one row per epoch under
     "epochs" (train/test loss and accuracy, seconds, samples per second), every step's loss under
     "step_losses", "train_seconds" (training only: compilation included, evaluation and loading
-    excluded) and "compile_seconds".
+    excluded) and "compile_seconds". With `reporting.throughput`, also "step_flops" (XLA's count
+    of one step, per device) and "matmul_ceiling_gflops", and each epoch's row "gflops" (GFLOP/s
+    per device) and "fraction_of_ceiling".
 
     A NaN/inf loss or parameter raises TrainingDiverged; the last good checkpoint stays. A model
     whose last epoch is no more accurate than always answering the most frequent class (a
@@ -169,6 +177,9 @@ def fit(
         reporting.log(f"resumed from {path} after epoch {at.epoch}{_mid_epoch(at, run.steps)}")
     run, history["compile_seconds"] = compile_run(run, state, order)
     history["train_seconds"] += history["compile_seconds"]
+    if reporting.throughput:
+        run = run._replace(ceiling=throughput.matmul_ceiling())
+        history.update(step_flops=run.step_flops, matmul_ceiling_gflops=run.ceiling)
     save = saver(path, checkpointing.every)
     bar = progress_bar(reporting, at.epoch, epochs)
     with tensorboard_writer(reporting.tensorboard) as writer:
@@ -248,7 +259,8 @@ def compile_run(run: Run, state: TrainState, order: np.ndarray) -> tuple[Run, fl
     program = run.program
     if options:
         program = jax.jit(run.steps_fn, donate_argnums=0, compiler_options=options)
-    return run._replace(compiled=compiled, program=program), time.perf_counter() - t0
+    flops = throughput.program_flops(compiled)  # the chunk's scan: XLA counts its body, one step, once
+    return run._replace(compiled=compiled, program=program, step_flops=flops), time.perf_counter() - t0
 
 
 def _rows(run: Run, order: np.ndarray, start: int, end: int) -> Any:
@@ -283,13 +295,17 @@ def train_epoch(run, state, order, at, history, writer, learning_rate, save, pat
 
 def epoch_row(at: Position, run: Run, seconds: float) -> dict:
     """The history's row of a finished epoch (before its evaluation)."""
-    return {
+    row = {
         "epoch": at.epoch + 1,
         "train_loss": float(np.mean(at.losses)),
         "train_accuracy": float(np.mean(at.accuracies)),
         "seconds": seconds,
         "samples_per_second": run.steps * run.batch_size / seconds,
     }
+    if run.ceiling:
+        gflops = run.step_flops * run.steps / seconds / 1e9
+        row.update(gflops=gflops, fraction_of_ceiling=gflops / run.ceiling)
+    return row
 
 
 def saver(path: str | None, every: float | None) -> Callable[..., None]:
@@ -323,12 +339,15 @@ def progress_bar(reporting: Reporting, start: int, epochs: int) -> Any:
 
 
 def _postfix(row: dict) -> dict:
-    return {
+    shown = {
         "loss": f"{row['train_loss']:.4f}",
         "acc": f"{row['train_accuracy']:.4f}",
         "test": f"{row.get('test_accuracy', float('nan')):.4f}",
         "sps": f"{row['samples_per_second']:.0f}",
     }
+    if "gflops" in row:
+        shown["GFLOP/s"] = f"{row['gflops']:.0f} ({row['fraction_of_ceiling']:.0%} of matmul)"
+    return shown
 
 
 def _mid_epoch(at: Position, steps: int) -> str:
