@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # loaded on first use, with jaxnn.train (see __getattr__)
 
 __version__ = "0.3.0"
 
-_LAZY = ("train", "data", "language", "checkpoint", "parallel", "io", "curvature", "throughput")
+_LAZY = ("train", "data", "language", "checkpoint", "parallel", "io", "curvature")
 
 
 def __getattr__(name: str) -> Any:
