@@ -32,7 +32,7 @@ def test_matmul_ceiling_is_measured_once_then_read_from_its_file(tmp_path, monke
     path = tmp_path / "cache" / "ceiling.json"
     monkeypatch.setenv("JAXNN_CEILING_FILE", str(path))
     calls = []
-    monkeypatch.setattr(throughput, "_measure_ceiling", lambda: calls.append(1) or 123.0)
+    monkeypatch.setattr(throughput, "measure_ceiling", lambda: calls.append(1) or 123.0)
     assert throughput.matmul_ceiling() == 123.0
     assert throughput.matmul_ceiling() == 123.0
     assert len(calls) == 1  # the second came from the file
@@ -47,7 +47,7 @@ def test_an_unwritable_ceiling_file_costs_a_measurement_not_an_error(tmp_path, m
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("JAXNN_CEILING_FILE", str(blocker / "ceiling.json"))  # its folder is a file
-    monkeypatch.setattr(throughput, "_measure_ceiling", lambda: 50.0)
+    monkeypatch.setattr(throughput, "measure_ceiling", lambda: 50.0)
     assert throughput.matmul_ceiling() == 50.0
 
 
