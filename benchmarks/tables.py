@@ -580,6 +580,83 @@ def second_order(result):
     return "\n".join(lines)
 
 
+def _rate(spread, digits=0):
+    return f"{spread['median']:.{digits}f} [{spread['min']:.{digits}f}, {spread['max']:.{digits}f}]"
+
+
+def roofline(result):
+    """benchmarks/roofline.py: four training steps' GFLOP/s and intensity against the matmul ceiling
+    and the memory bandwidth, measured in the same process."""
+    rows = [
+        [
+            name,
+            f"{s['flops_per_step'] / 1e9:.2f}",
+            f"{s['bytes_per_step'] / 1e6:.0f}",
+            f"{s['intensity_flops_per_byte']:.1f}",
+            ms(s["seconds_per_step"]),
+            _rate(s["gflops"]),
+            _rate(s["fraction_of_ceiling"], 2),
+        ]
+        for name, s in result["steps"].items()
+    ]
+    header = ["step", "GFLOP per step", "MB moved per step", "FLOPs per byte", "ms per step",
+              "GFLOP/s", "fraction of the matmul ceiling"]  # fmt: skip
+    ceiling, bandwidth = result["matmul_ceiling_gflops"], result["bandwidth_gb_per_s"]
+    lines = [
+        f"Matmul ceiling {_rate(ceiling)} GFLOP/s; memory bandwidth {_rate(bandwidth, 1)} GB/s "
+        f"(medians over {result['config']['rounds']} rounds, [min, max]); the ridge, where a step "
+        f"stops being bound by memory, is at {ceiling['median'] / bandwidth['median']:.1f} FLOPs per byte.",
+        "",
+        markdown(header, rows),
+    ]
+    if "before" in result:
+        lines += ["", "Before (the same script on the commit before the change of compiler options):", ""]
+        lines += [
+            markdown(
+                ["step", "GFLOP/s before", "fraction before", "GFLOP/s after", "fraction after"],
+                [
+                    [name, _rate(b["gflops"]), _rate(b["fraction_of_ceiling"], 2),
+                     _rate(a["gflops"]), _rate(a["fraction_of_ceiling"], 2)]
+                    for (name, b), a in zip(result["before"]["steps"].items(), result["steps"].values())
+                ],
+            )
+        ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def step_profile(result):
+    """benchmarks/step_profile.py: the compiled step's operations, each with its time, FLOPs and bytes."""
+    step = result["step_seconds"]["median"]
+    rate = result["step_flops"] / step / 1e9
+    rows = [
+        [f"`{r['op']}`", r["source"] or "-", f"{r['ms']:.2f}", f"{r['flops'] / 1e6:,.0f}",
+         f"{r['bytes'] / 1e6:.1f}", f"{r['gflops']:.0f}", f"{r['gb_per_s']:.1f}"]
+        for r in result["ops"][:20]
+    ]  # fmt: skip
+    by_source = [
+        [source or "-", f"{e['ms']:.2f}", f"{e['flops'] / 1e6:,.0f}", f"{e['bytes'] / 1e6:.1f}", e["ops"]]
+        for source, e in list(result["by_source"].items())[:12]
+    ]
+    return "\n".join(
+        [
+            f"The {result['model']} step (compiled by `nn.jit`, host memory reused): "
+            f"{ms(result['step_seconds'])} ms, "
+            f"{result['step_flops'] / 1e9:.2f} GFLOP, {rate:.0f} GFLOP/s, "
+            f"{rate / result['matmul_ceiling_gflops']:.2f} of this process's matmul ceiling "
+            f"({result['matmul_ceiling_gflops']:.0f} GFLOP/s). The operations' times add to "
+            f"{result['ops_ms_total']:.1f} ms: the two threads run independent operations side by side.",
+            "",
+            "The 20 slowest operations (mean over the profiled calls):",
+            "",
+            markdown(["operation", "made by", "ms", "MFLOP", "MB moved", "GFLOP/s", "GB/s"], rows),
+            "",
+            "By the line of code that made them:",
+            "",
+            markdown(["source", "ms", "MFLOP", "MB moved", "operations"], by_source),
+        ]
+    )
+
+
 class Section(NamedTuple):
     title: str
     source: str  # relative to the repository root: a file, or a glob of folders (ResNet runs)
@@ -738,6 +815,31 @@ PAGES = (
                 R + "curvature.json",
                 "curvature",
                 "python benchmarks/curvature.py --out FILE --figure docs/figures/curvature.png",
+            ),
+        ),
+    ),
+    Page(
+        "roofline",
+        "Roofline",
+        "How close each training step runs to what this machine's arithmetic allows: its FLOPs (XLA's count "
+        "of the compiled step) per second against the matmul ceiling (a jitted 1024x1024 float32 matmul) "
+        "and its FLOPs per byte against the memory bandwidth (a jitted in-place scale-and-add of 256 MiB), "
+        "all "
+        "measured in one process, taking turns. `fit` reports the same fraction on its progress bar and in "
+        "its history; `nn.summary(model, batch_size=...)` gives a step's FLOPs and its least time at the "
+        "ceiling. Then where the CNN step's time goes, operation by operation.",
+        (
+            Section(
+                "Training steps on the roofline",
+                R + "roofline.json",
+                "roofline",
+                "python benchmarks/roofline.py --rounds 5 --out FILE --figure docs/figures/roofline.png",
+            ),
+            Section(
+                "Where the CNN step's time goes",
+                R + "step_profile_cnn.json",
+                "step_profile",
+                "python benchmarks/step_profile.py --model cnn --out FILE",
             ),
         ),
     ),

@@ -28,7 +28,7 @@ _CPU_CONV_OPTIONS = {
 }
 
 
-@removed_keywords(per_call="nothing: programs called once per step and scans now compile alike")
+@removed_keywords(per_call="compiler_options(lowered) (steps called once and scans now compile alike)")
 def compiler_options(lowered: Any) -> dict | None:
     """The one decision of this module: XLA options for compiling a lowered program here.
 
@@ -76,7 +76,7 @@ def compile_lowered(lowered: Any) -> tuple[Any, dict | None]:
     return lowered.compile(options), options
 
 
-@removed_keywords(per_call="nothing: programs called once per step and scans now compile alike")
+@removed_keywords(per_call="model_compiler_options(model, shape) (steps called once and scans compile alike)")
 def model_compiler_options(model: Layer, input_shape: Shape) -> dict | None:
     """`compiler_options` for the programs that run a model, decided before any data are seen.
 
