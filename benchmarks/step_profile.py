@@ -7,7 +7,8 @@ The step is the loss and hand gradient (`nn.value_and_grad`) and Adam at the mod
 128), compiled once with `nn.jit` and called --calls times under JAX's profiler. The script opts in to
 `nn.reuse_host_memory()` first, so that page faults (a cost of the allocator, measured on the own-loop
 page) do not blur where the arithmetic's time goes. Each operation XLA runs (a fusion, a convolution,
-a dot, a copy) is a thunk in the profile; its time is the mean over the calls. FLOPs are counted from
+a dot, a copy) is a thunk in the profile; its time is the median over the calls (an asynchronous one,
+XLA's own convolution: from its start to its "end:" event). FLOPs are counted from
 the operation's shapes (a convolution or a dot: 2 per multiply-add; an element-wise fusion: one per
 output element), bytes as its operands read plus its output written. The two CPU threads run
 independent thunks side by side, so the operations' times add up to more than the step's. Written
@@ -85,26 +86,33 @@ def parse_hlo(text):
 
 
 def flops_of(lines, out_shapes):
-    """FLOPs of an instruction from its own text and its called computation's lines: convolutions
-    and dots from their shapes, else one per output element."""
+    """FLOPs of an instruction from its own line and its called computation's lines: convolutions
+    and dots from their operands' shapes, else one per output element."""
+    shapes = {}  # each value's dims, from the lines that define it
+    for line in lines:
+        m = re.match(r"\s+(?:ROOT )?%(\S+) = (\S+)", line)
+        if m and shapes_of(m.group(2)):
+            shapes[m.group(1)] = shapes_of(m.group(2))[0][1]
     total = 0
     for line in lines:
-        if " convolution(" in line:
-            out = shapes_of(line.split(" convolution(")[0])
-            window = re.search(r"window=\{size=([\dx]+)", line)
-            taps = math.prod(int(s) for s in window.group(1).split("x")) if window else 1
-            labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", line)
-            rhs = [s for s in shapes_of(line) if len(s[1]) == len(out[0][1])]
-            kernel = rhs[-1][1] if rhs else ()
-            in_features = kernel[labels.group(2).index("i")] if labels and kernel else 1
-            total += 2 * math.prod(out[0][1]) * taps * in_features
-        elif " dot(" in line:
-            out = shapes_of(line.split(" dot(")[0])
-            lhs = shapes_of(line.split(" dot(")[1])
-            contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line)
+        m = re.match(r"\s+(?:ROOT )?%\S+ = (\S+) (convolution|dot)\(%([^,]+), %([^)]+)\)(.*)$", line)
+        if not m:
+            continue
+        out, opcode, lhs, rhs, rest = m.groups()
+        out_elements = math.prod(shapes_of(out)[0][1])
+        if opcode == "convolution":
+            window = re.search(r"window=\{size=([\dx]+)", rest)
+            taps = math.prod(int(v) for v in window.group(1).split("x")) if window else 1
+            labels = re.search(r"dim_labels=\w+_(\w+)->", rest)
+            kernel = shapes.get(rhs, ())
+            inputs = kernel[labels.group(1).index("i")] if labels and kernel else 1
+            total += 2 * out_elements * taps * inputs
+        else:
+            contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
             dims = [int(d) for d in contracting.group(1).split(",") if d] if contracting else []
-            k = math.prod(lhs[0][1][d] for d in dims) if lhs and dims else 1
-            total += 2 * math.prod(out[0][1]) * k
+            lhs_dims = shapes.get(lhs, ())
+            if all(d < len(lhs_dims) for d in dims):  # else the operand's shape is not in sight
+                total += 2 * out_elements * math.prod(lhs_dims[d] for d in dims)
     if total == 0 and out_shapes:
         total = sum(math.prod(s[1]) for s in out_shapes)
     return total
@@ -159,15 +167,26 @@ def profile(model_name, calls):
     trace = glob.glob(os.path.join(folder, "**", "perfetto_trace.json.gz"), recursive=True)[0]
     events = json.load(gzip.open(trace))
     events = events["traceEvents"] if isinstance(events, dict) else events
-    busy = collections.defaultdict(float)
-    for e in events:
-        if e.get("ph") == "X" and e.get("name") in instructions:
-            busy[e["name"]] += e.get("dur", 0.0) / 1e6 / calls
+    busy = collections.defaultdict(list)  # each call's seconds
+    starts = collections.defaultdict(list)  # an asynchronous operation: its start, then "end: NAME"
+    for e in sorted((e for e in events if e.get("ph") == "X"), key=lambda e: e.get("ts", 0.0)):
+        name = e.get("name", "")
+        if name.startswith("end: ") and starts[name[5:]]:
+            ended = e["ts"] + e.get("dur", 0.0)  # the time from its start's end to its end's end
+            busy[name[5:]][-1] += (ended - starts[name[5:]].pop(0)) / 1e6
+        elif name in instructions:
+            busy[name].append(e.get("dur", 0.0) / 1e6)
+            starts[name].append(e["ts"] + e.get("dur", 0.0))
+    import numpy as np  # noqa: PLC0415
+
+    typical = {name: float(np.median(seconds)) for name, seconds in busy.items()}  # robust to a stall
     rows = []
-    for name, spent in sorted(busy.items(), key=lambda kv: -kv[1]):
+    for name, spent in sorted(typical.items(), key=lambda kv: -kv[1]):
         ins = instructions[name]
         lines = bodies.get(ins["calls"], []) if ins["calls"] else []
-        own = [line for line in bodies[next(k for k in bodies if "main" in k)] if f"%{name} = " in line]
+        entry = bodies[next(k for k in bodies if "main" in k)]
+        own = [line for line in entry if f"%{name} = " in line]
+        own += [line for line in entry if any(f"%{o} = " in line for o in ins["operands"])]  # their shapes
         operands = [instructions[o]["out"] for o in ins["operands"] if o in instructions]
         moved = sum(nbytes(s) for s in ins["out"]) + sum(nbytes(s) for group in operands for s in group)
         flops = flops_of(lines + own, ins["out"])
@@ -192,8 +211,6 @@ def profile(model_name, calls):
         entry["flops"] += row["flops"]
         entry["bytes"] += row["bytes"]
         entry["ops"] += 1
-    import numpy as np  # noqa: PLC0415
-
     from jaxnn_lab.bench import machine, spread  # noqa: PLC0415
 
     return {
