@@ -73,7 +73,7 @@ class AttentionResiduals(NamedTuple):
 
 
 def MultiHeadAttention(heads: int, causal: bool = False, block_size: int | None = None) -> Layer:
-    """Multi-head self-attention.
+    r"""Multi-head self-attention.
 
     **Arguments:**
 
@@ -87,21 +87,37 @@ def MultiHeadAttention(heads: int, causal: bool = False, block_size: int | None 
     **Returns:** a Layer with params `{"wq", "wk", "wv", "wo": (d, d); "bq", "bk", "bv", "bo": (d,)}`
     mapping x `(batch, time, d)` to `(batch, time, d)`:
 
-        q = x wq + bq, k = x wk + bk, v = x wv + bv;  head j uses features [j h, (j + 1) h)
-        s = q k^T / sqrt(h)  (positions t' > t set to -inf when causal);  a = softmax(s) over t'
-        o = a v, the heads concatenated;  y = o wo + bo
+    $$
+    \begin{aligned}
+    q &= x w_q + b_q, \quad k = x w_k + b_k, \quad v = x w_v + b_v \\
+    s &= q k^\top / \sqrt{h}, \quad a = \operatorname{softmax}_{t'}(s) \\
+    o &= a v, \quad y = o w_o + b_o
+    \end{aligned}
+    $$
 
-    Backward (dy: (batch, time, d)); sums over batch and time for the weights:
-        dwo = o^T dy   dbo = sum dy   do = dy wo^T (split into heads)
-        da = do v^T    dv = a^T do
-        ds = a (da - sum_t' da a)            (the softmax backward, row by row; 0 where masked)
-        dq = ds k / sqrt(h)   dk = ds^T q / sqrt(h)
-        dw* = x^T d*   db* = sum d*   (* = q, k, v, heads merged back)
-        dbk = 0 exactly: adding one vector to every key shifts each row of scores by a constant,
-              which the softmax ignores (the rows of ds sum to 0)
-        dx = dq wq^T + dk wk^T + dv wv^T
-    With `block_size`, the middle lines (from o = a v back to dq, dk, dv) are `jaxnn.blockwise`'s,
-    which recompute a block by block from q, k and the log-sum-exp (derived there).
+    per head, head j using features [j h, (j + 1) h) of q, k and v, with $s_{t t'} = -\infty$ for
+    $t' > t$ when causal; o is the heads concatenated.
+
+    Backward, with dy of shape (batch, time, d), the weights' gradients summed over batch and time:
+
+    $$
+    \begin{aligned}
+    dw_o &= o^\top dy, \quad db_o = \textstyle\sum dy, \quad do = dy\, w_o^\top \\
+    da &= do\, v^\top, \quad dv = a^\top do \\
+    ds_{t t'} &= a_{t t'} \big(da_{t t'} - \textstyle\sum_{t''} da_{t t''}\, a_{t t''}\big) \\
+    dq &= ds\, k / \sqrt{h}, \quad dk = ds^\top q / \sqrt{h} \\
+    dw_* &= x^\top d_*, \quad db_* = \textstyle\sum d_* \qquad (* = q, k, v) \\
+    dx &= dq\, w_q^\top + dk\, w_k^\top + dv\, w_v^\top
+    \end{aligned}
+    $$
+
+    with do split into heads and the heads' dq, dk, dv merged back; ds is the softmax's backward,
+    row by row (0 where masked).
+
+    $db_k = 0$ exactly: adding one vector to every key shifts each row of scores by a constant,
+    which the softmax ignores (the rows of ds sum to 0). With `block_size`, the middle lines (from
+    $o = a v$ back to dq, dk, dv) are `jaxnn.blockwise`'s, which recompute a block by block from q,
+    k and the log-sum-exp (derived there).
     """
     if not isinstance(heads, int) or heads < 1:
         raise InputError(f"MultiHeadAttention: heads must be a positive int, got {heads!r}")

@@ -39,7 +39,7 @@ def Conv2D(
     w_init: Callable[..., Array] = lecun_normal,
     backward: str = "auto",
 ) -> Layer:
-    """2-D convolution (cross-correlation, as in every framework), NHWC.
+    r"""2-D convolution (cross-correlation, as in every framework), NHWC.
 
     **Arguments:**
 
@@ -54,27 +54,37 @@ def Conv2D(
     x `(batch, H, W, c_in)` to `(batch, P, Q, features)`.
 
     With x padded by (lo, hi) and stride s:
-        y[n, p, q, o] = sum_{i, j, c} x[n, s p + i, s q + j, c] w[i, j, c, o] + b[o]
 
-    Backward (dy: (batch, P, Q, features)):
-      dL/db = sum_{n,p,q} dy
-      dL/dw[i, j, c, o] = sum_{n,p,q} x[n, s p + i, s q + j, c] dy[n, p, q, o]
-      dL/dx[n, s p + i, s q + j, c] += sum_o dy[n, p, q, o] w[i, j, c, o]     (then drop the padding)
+    $$
+    y_{n,p,q,o} = \sum_{i,j,c} x_{n,\, sp+i,\, sq+j,\, c}\, w_{i,j,c,o} + b_o
+    $$
+
+    Backward, with dy of shape (batch, P, Q, features):
+
+    $$
+    \begin{aligned}
+    \frac{\partial L}{\partial b_o} &= \sum_{n,p,q} dy_{n,p,q,o} \\
+    \frac{\partial L}{\partial w_{i,j,c,o}} &= \sum_{n,p,q} x_{n,\, sp+i,\, sq+j,\, c}\; dy_{n,p,q,o} \\
+    \frac{\partial L}{\partial x_{n,\, sp+i,\, sq+j,\, c}} &\mathrel{+}= \sum_o dy_{n,p,q,o}\, w_{i,j,c,o}
+    \qquad \text{(then the padding is dropped)}
+    \end{aligned}
+    $$
 
     Exact formulations of these sums, chosen by `backward`:
-      "conv": as convolutions: dw is x correlated with dy dilated by s (batch and feature axes
-              swapped so the sum runs over n); dx is the transposed convolution: dy dilated by s,
-              correlated with w flipped in space and its in/out channels swapped, written as an
-              ordinary forward convolution (kernel laid out (kh, kw, features, c_in)).
-      "taps": one matmul per kernel tap (i, j) on the strided view x[:, i::s, j::s]: kh*kw matmuls,
-              no loop over pixels; dx adds each tap's dy w[i, j]^T into its view of the padded dx
-              (a fori_loop for stride 1, one view in memory at a time). With few input channels
-              (kh kw c_in <= 32, a first layer) dw is one matmul of the patches (all taps' views
-              side by side) instead.
-      "auto" (default): on the CPU dw as in "taps", dx as in "conv"; "conv" elsewhere. XLA's CPU
-              backend runs the swapped-axes convolution of "conv"'s dw slowly inside a `lax.scan`
-              (the whole-epoch loop), while dx's forward convolution runs at full speed (the CNN
-              step's benchmark page compares the formulations).
+
+    - "conv": as convolutions. dw is x correlated with dy dilated by s (batch and feature axes
+      swapped so that the sum runs over n); dx is the transposed convolution: dy dilated by s,
+      correlated with w flipped in space and its in and out channels swapped, written as an
+      ordinary forward convolution (kernel laid out (kh, kw, features, c_in)).
+    - "taps": one matmul per kernel tap (i, j) on the strided view x[:, i::s, j::s]: kh kw matmuls,
+      no loop over pixels; dx adds each tap's $dy\, w_{i,j}^\top$ into its view of the padded dx
+      (a fori_loop for stride 1, one view in memory at a time). With few input channels
+      (kh kw c_in <= 32, a first layer) dw is one matmul of the patches (all taps' views side by
+      side) instead.
+    - "auto" (default): on the CPU dw as in "taps", dx as in "conv"; "conv" elsewhere. XLA's CPU
+      backend runs the swapped-axes convolution of "conv"'s dw slowly inside a `lax.scan` (the
+      whole-epoch loop), while dx's forward convolution runs at full speed (the roofline page
+      measures seven formulations of dw).
     """
     kernel_size, stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
     if padding not in ("SAME", "VALID"):
@@ -282,7 +292,7 @@ def ConvTranspose2D(
     padding: str = "VALID",
     w_init: Callable[..., Array] | None = None,
 ) -> Layer:
-    """Transposed convolution (the adjoint of a strided Conv2D: it spreads each input pixel over a
+    r"""Transposed convolution (the adjoint of a strided Conv2D: it spreads each input pixel over a
     kernel-sized patch of the output), NHWC.
 
     **Arguments:**
@@ -296,14 +306,23 @@ def ConvTranspose2D(
     **Returns:** a Layer with params `{"w": (kh, kw, c_in, features), "b": (features,)}` mapping x
     `(batch, H, W, c_in)` to `(batch, (H - 1) sh + kh, (W - 1) sw + kw, features)`:
 
-        y[n, s i + a, s j + b, o] += x[n, i, j, c] w[a, b, c, o]      (+ b[o])
+    $$
+    y_{n,\, si+a,\, sj+b,\, o} \mathrel{+}= \sum_c x_{n,i,j,c}\, w_{a,b,c,o} \qquad (+\, b_o)
+    $$
 
-    Backward (dy: (batch, (H - 1) s + kh, (W - 1) s + kw, features)):
-        dL/dx[n, i, j, c] = sum_{a, b, o} dy[n, s i + a, s j + b, o] w[a, b, c, o]
-                            (a strided convolution of dy with w, in/out channels swapped)
-        dL/dw[a, b] = x^T dy[:, a::s, b::s]      (one matmul per kernel tap; x's H x W positions)
-        dL/db = sum dy
-    The forward is the convolution of x dilated by s, padded by k - 1, with w flipped in space.
+    Backward, with dy of shape (batch, (H - 1) s + kh, (W - 1) s + kw, features):
+
+    $$
+    \begin{aligned}
+    \frac{\partial L}{\partial x_{n,i,j,c}} &= \sum_{a,b,o} dy_{n,\, si+a,\, sj+b,\, o}\, w_{a,b,c,o} \\
+    \frac{\partial L}{\partial w_{a,b}} &= x^\top dy_{:,\, a::s,\, b::s} \\
+    \frac{\partial L}{\partial b} &= \textstyle\sum dy
+    \end{aligned}
+    $$
+
+    dx is a strided convolution of dy with w, in and out channels swapped; dw is one matmul per
+    kernel tap, over x's H W positions. The forward is the convolution of x dilated by s, padded
+    by k - 1, with w flipped in space.
     """
     kernel_size, stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
     if padding != "VALID":

@@ -33,7 +33,7 @@ def lecun_normal(key: PRNGKey, shape: Shape, dtype: DTypeLike = jnp.float32) -> 
 
 
 def Dense(features: int, w_init: Callable[..., Array] = lecun_normal) -> Layer:
-    """Fully connected: y = x @ w + b (the lecture's F(W, x, b) = Wx + b, rows as examples).
+    r"""Fully connected: y = x @ w + b (the lecture's F(W, x, b) = Wx + b, rows as examples).
 
     **Arguments:**
 
@@ -44,8 +44,14 @@ def Dense(features: int, w_init: Callable[..., Array] = lecun_normal) -> Layer:
     x `(batch, n_in)` to y `(batch, features)`, or `(batch, ..., n_in)` to `(batch, ..., features)`
     position by position (sequences).
 
-    Backward, with dy = dL/dy of shape (batch, features) (more axes: every position is a row):
-        dL/dw = x^T dy        dL/db = sum over the batch of dy        dL/dx = dy w^T
+    Backward, with $dy = \partial L / \partial y$ of shape (batch, features) (more axes: every
+    position is a row):
+
+    $$
+    \frac{\partial L}{\partial w} = x^\top dy, \qquad
+    \frac{\partial L}{\partial b} = \sum_{\text{batch}} dy, \qquad
+    \frac{\partial L}{\partial x} = dy\, w^\top
+    $$
     """
     if not isinstance(features, int) or features < 1:
         raise InputError(f"Dense: features must be a positive int, got {features!r}")

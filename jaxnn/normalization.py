@@ -71,7 +71,7 @@ def _check_features(name, x, params):
 
 
 def LayerNorm(eps: float = 1e-5) -> Layer:
-    """Layer normalisation over the last axis, with a learned scale g and bias b.
+    r"""Layer normalisation over the last axis, with a learned scale g and bias b.
 
     **Arguments:**
 
@@ -79,13 +79,22 @@ def LayerNorm(eps: float = 1e-5) -> Layer:
 
     **Returns:** a Layer with params `{"scale": (d,), "bias": (d,)}` (1 and 0), for x `(batch, ..., d)`:
 
-        mu, var = mean and variance of x over the last axis;  xhat = (x - mu) / sqrt(var + eps)
-        y = g xhat + b
+    $$
+    \hat x = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}}, \qquad y = g \hat x + b
+    $$
 
-    Backward, with the means over the last axis (d entries):
-        dL/dg = sum over the other axes of dy xhat        dL/db = sum of dy
-        dxhat = dy g
-        dL/dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(var + eps)
+    with $\mu$ and $\sigma^2$ the mean and variance of x over the last axis. Backward, with the
+    means $\langle \cdot \rangle$ over the last axis (d entries) and the parameters' sums over the
+    other axes:
+
+    $$
+    \begin{aligned}
+    \frac{\partial L}{\partial g} &= \sum dy\, \hat x, \qquad
+    \frac{\partial L}{\partial b} = \sum dy, \qquad d\hat x = dy\, g \\
+    \frac{\partial L}{\partial x} &= \frac{d\hat x - \langle d\hat x \rangle
+        - \hat x \langle d\hat x\, \hat x \rangle}{\sqrt{\sigma^2 + \epsilon}}
+    \end{aligned}
+    $$
     """
 
     def init(key, input_shape, dtype=jnp.float32):
@@ -104,7 +113,7 @@ def LayerNorm(eps: float = 1e-5) -> Layer:
 
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
-    """Batch normalisation over every axis but the last (the C features or channels).
+    r"""Batch normalisation over every axis but the last (the C features or channels).
 
     **Arguments:**
 
@@ -114,18 +123,36 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
     **Returns:** a Layer with params `{"scale": (C,), "bias": (C,)}` (1 and 0) and state
     `{"mean": (C,), "var": (C,)}` (0 and 1):
 
-    train=True:  m, v = the batch's mean and biased variance per channel (over n = batch * H * W
-                 values);  xhat = (x - m) / sqrt(v + eps);  y = scale xhat + bias;
-                 new mean = momentum mean + (1 - momentum) m;
-                 new var  = momentum var  + (1 - momentum) v n / (n - 1)  (the unbiased variance)
-    otherwise:   the same y with the running mean and var: xhat = (x - mean) / sqrt(var + eps).
+    With `train=True`, m and v are the batch's mean and biased variance per channel, over
+    n = batch H W values, and the running statistics move towards them (the variance unbiased):
 
-    Backward (dxhat = dy scale; sums and means over all axes but the last):
-        dL/dscale = sum dy xhat        dL/dbias = sum dy
-        train:  dL/dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(v + eps)
-                (m and v depend on x: the two mean terms are their contributions)
-        eval:   dL/dx = dxhat / sqrt(var + eps)     (the running statistics are constants)
-    The state gets no gradient: it is not trained.
+    $$
+    \hat x = \frac{x - m}{\sqrt{v + \epsilon}}, \qquad y = \text{scale}\, \hat x + \text{bias},
+    \qquad
+    \begin{aligned}
+    \text{mean} &\leftarrow \beta\, \text{mean} + (1 - \beta)\, m \\
+    \text{var} &\leftarrow \beta\, \text{var} + (1 - \beta)\, v \tfrac{n}{n - 1}
+    \end{aligned}
+    $$
+
+    with $\beta$ the momentum; otherwise the same y with the running statistics,
+    $\hat x = (x - \text{mean}) / \sqrt{\text{var} + \epsilon}$.
+
+    Backward, with $d\hat x = dy\, \text{scale}$, sums and means $\langle \cdot \rangle$ over all
+    axes but the last:
+
+    $$
+    \begin{aligned}
+    \frac{\partial L}{\partial \text{scale}} &= \sum dy\, \hat x, \qquad
+    \frac{\partial L}{\partial \text{bias}} = \sum dy \\
+    \text{train:} \quad \frac{\partial L}{\partial x} &= \frac{d\hat x - \langle d\hat x \rangle
+        - \hat x \langle d\hat x\, \hat x \rangle}{\sqrt{v + \epsilon}} \\
+    \text{evaluation:} \quad \frac{\partial L}{\partial x} &= \frac{d\hat x}{\sqrt{\text{var} + \epsilon}}
+    \end{aligned}
+    $$
+
+    In training m and v depend on x: the two mean terms are their contributions; in evaluation the
+    running statistics are constants. The state gets no gradient: it is not trained.
     """
     if not 0 <= momentum <= 1:
         raise InputError(f"BatchNorm: momentum must be in [0, 1], got {momentum}")
@@ -172,7 +199,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
 
 
 def GroupNorm(groups: int, eps: float = 1e-5) -> Layer:
-    """Group normalisation: per example, over the spatial axes and the C/groups channels of each
+    r"""Group normalisation: per example, over the spatial axes and the C/groups channels of each
     group (groups are contiguous blocks of channels).
 
     **Arguments:**
@@ -183,12 +210,21 @@ def GroupNorm(groups: int, eps: float = 1e-5) -> Layer:
     **Returns:** a Layer with params `{"scale": (C,), "bias": (C,)}` for x `(batch, ..., C)`. No state:
     the statistics are the example's own, in training and evaluation.
 
-    With x viewed as (batch, S, groups, C/groups), S the spatial positions, and the means over
-    S and C/groups (m = S C/groups entries):
-        xhat = (x - mu) / sqrt(var + eps);  y = scale xhat + bias
-    Backward (dxhat = dy scale):
-        dL/dscale = sum dy xhat   dL/dbias = sum dy   (over batch and spatial axes)
-        dL/dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(var + eps)   per group
+    With x viewed as (batch, S, groups, C/groups), S the spatial positions, and the means
+    $\langle \cdot \rangle$ per example and group over S and C/groups (S C/groups entries):
+
+    $$
+    \hat x = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}}, \qquad y = \text{scale}\, \hat x + \text{bias}
+    $$
+
+    Backward, with $d\hat x = dy\, \text{scale}$ and the parameters' sums over batch and space:
+
+    $$
+    \frac{\partial L}{\partial \text{scale}} = \sum dy\, \hat x, \qquad
+    \frac{\partial L}{\partial \text{bias}} = \sum dy, \qquad
+    \frac{\partial L}{\partial x} = \frac{d\hat x - \langle d\hat x \rangle
+        - \hat x \langle d\hat x\, \hat x \rangle}{\sqrt{\sigma^2 + \epsilon}}
+    $$
     """
     if not isinstance(groups, int) or groups < 1:
         raise InputError(f"GroupNorm: groups must be a positive int, got {groups!r}")

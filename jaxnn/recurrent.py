@@ -87,10 +87,10 @@ def _weight_grads(x, h_prev, dz, wx, dz_h=None):
 class Cell(NamedTuple):
     """One step of a recurrent cell and its hand-derived reverse, for the shared scans of `recurrent`.
 
-    step(wh, carry, zx_t) -> (carry, (h_prev, h_t, saved_t)), with zx_t = x_t wx + b, carry the
-        state (h, or (h, c) for LSTM) and saved_t what back needs;
-    back(wh, dcarry, dy_t, h_prev, h_t, saved_t) -> (dcarry for step t-1, (dz_t, du_t)), with dz_t
-        the gradient of zx_t and du_t that of h_{t-1} wh (None where it is dz_t).
+    - `step(wh, carry, zx_t) -> (carry, (h_prev, h_t, saved_t))`, with zx_t = x_t wx + b, carry
+      the state (h, or (h, c) for LSTM) and saved_t what `back` needs;
+    - `back(wh, dcarry, dy_t, h_prev, h_t, saved_t) -> (dcarry for step t-1, (dz_t, du_t))`, with
+      dz_t the gradient of zx_t and du_t that of h_{t-1} wh (None where it is dz_t).
     """
 
     name: str
@@ -174,7 +174,7 @@ def _rnn_cell(activation: str, options: dict) -> Cell:
 
 
 def RNN(hidden: int, activation: str = "tanh", **options: float) -> Layer:
-    """Elman RNN: h_t = f(x_t wx + h_{t-1} wh + b), f a row of the activation table (tanh by default).
+    r"""Elman RNN: h_t = f(x_t wx + h_{t-1} wh + b), f a row of the activation table (tanh by default).
 
     **Arguments:**
 
@@ -186,9 +186,17 @@ def RNN(hidden: int, activation: str = "tanh", **options: float) -> Layer:
     **Returns:** a Layer with params `{"wx": (n_in, h), "wh": (h, h), "b": (h,)}` mapping x
     `(batch, time, n_in)` to `(batch, time, h)`.
 
-    BPTT, with dh_t = dy_t + (gradient arriving from step t+1) and z_t the pre-activation:
-        dz_t = dh_t f'(z_t);   to step t-1: dz_t wh^T;   dwx += x_t^T dz_t;   dwh += h_{t-1}^T dz_t
-    For tanh, f'(z_t) = 1 - h_t^2.
+    Backpropagation through time, with $dh_t = dy_t$ plus the gradient arriving from step t+1,
+    and $z_t$ the pre-activation:
+
+    $$
+    \begin{gathered}
+    dz_t = dh_t \odot f'(z_t), \qquad \text{to step } t-1\text{: } dz_t\, w_h^\top \\
+    dw_x \mathrel{+}= x_t^\top dz_t, \qquad dw_h \mathrel{+}= h_{t-1}^\top dz_t
+    \end{gathered}
+    $$
+
+    For tanh, $f'(z_t) = 1 - h_t^2$.
     """
     name = "RNN" if activation == "tanh" and not options else f"RNN[{activation}]"
     return recurrent(_rnn_cell(activation, options)._replace(name=name), hidden)
@@ -219,7 +227,7 @@ def _lstm_back(wh, dcarry, dy_t, h_prev, h_t, saved):
 
 
 def LSTM(hidden: int) -> Layer:
-    """LSTM, gates in the order input, forget, cell candidate, output.
+    r"""LSTM, gates in the order input, forget, cell candidate, output.
 
     **Arguments:**
 
@@ -227,15 +235,27 @@ def LSTM(hidden: int) -> Layer:
 
     **Returns:** a Layer with params `{"wx": (n_in, 4h), "wh": (h, 4h), "b": (4h,)}` (the forget gate's
     bias starts at 1) mapping x `(batch, time, n_in)` to `(batch, time, h)`, from a zero state or
-    `apply(..., initial_state=(h0, c0))`. With z_t = x_t wx + h_{t-1} wh + b = [z_i z_f z_g z_o]:
+    `apply(..., initial_state=(h0, c0))`. With $z_t = x_t w_x + h_{t-1} w_h + b = [z_i\ z_f\ z_g\ z_o]$
+    and $\sigma$ the logistic:
 
-        i = s(z_i)  f = s(z_f)  g = tanh(z_g)  o = s(z_o)    (s: logistic)
-        c_t = f c_{t-1} + i g        h_t = o tanh(c_t)
+    $$
+    \begin{gathered}
+    i = \sigma(z_i), \quad f = \sigma(z_f), \quad g = \tanh(z_g), \quad o = \sigma(z_o) \\
+    c_t = f c_{t-1} + i g, \qquad h_t = o \tanh(c_t)
+    \end{gathered}
+    $$
 
-    BPTT, with dh = dy_t + dh from step t+1 and dc from step t+1:
-        do = dh tanh(c_t)            dc <- dc + dh o (1 - tanh(c_t)^2)
-        di = dc g   dg = dc i   df = dc c_{t-1}        to step t-1: dc f and dz wh^T
-        dz = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]
+    Backpropagation through time, with $dh = dy_t$ plus $dh$ from step t+1, and $dc$ from step t+1:
+
+    $$
+    \begin{aligned}
+    do &= dh \tanh(c_t), \qquad dc \leftarrow dc + dh\, o\, (1 - \tanh^2 c_t) \\
+    di &= dc\, g, \qquad dg = dc\, i, \qquad df = dc\, c_{t-1} \\
+    dz &= [\,di\, i(1-i),\ df\, f(1-f),\ dg\, (1-g^2),\ do\, o(1-o)\,]
+    \end{aligned}
+    $$
+
+    and to step t-1 go $dc\, f$ and $dz\, w_h^\top$.
     """
     return recurrent(Cell("LSTM", 4, 2, _lstm_step, _lstm_back, forget_bias=1.0), hidden)
 
@@ -262,23 +282,34 @@ def _gru_back(wh, dh_next, dy_t, h_prev, h_t, saved):
 
 
 def GRU(hidden: int) -> Layer:
-    """GRU, gates in the order reset, update, candidate.
+    r"""GRU, gates in the order reset, update, candidate.
 
     **Arguments:**
 
     - `hidden`: the state's width h.
 
     **Returns:** a Layer with params `{"wx": (n_in, 3h), "wh": (h, 3h), "b": (3h,)}` mapping x
-    `(batch, time, n_in)` to `(batch, time, h)`. With a = x_t wx + b and u = h_{t-1} wh:
+    `(batch, time, n_in)` to `(batch, time, h)`. With $a = x_t w_x + b$, $u = h_{t-1} w_h$ and
+    $\sigma$ the logistic:
 
-        r = s(a_r + u_r)   z = s(a_z + u_z)   n = tanh(a_n + r u_n)
-        h_t = (1 - z) n + z h_{t-1}
+    $$
+    \begin{gathered}
+    r = \sigma(a_r + u_r), \quad z = \sigma(a_z + u_z), \quad n = \tanh(a_n + r u_n) \\
+    h_t = (1 - z)\, n + z\, h_{t-1}
+    \end{gathered}
+    $$
 
-    BPTT, with dh = dy_t + dh from step t+1:
-        dn = dh (1 - z)   dz = dh (h_{t-1} - n)   dh_{t-1} gets dh z
-        da_n = dn (1 - n^2)   du_n = da_n r   dr = da_n u_n
-        da_r = du_r = dr r(1-r)   da_z = du_z = dz z(1-z)
-        to step t-1 also: [du_r du_z du_n] wh^T;  dwx from da, dwh from du
+    Backpropagation through time, with $dh = dy_t$ plus $dh$ from step t+1:
+
+    $$
+    \begin{aligned}
+    dn &= dh\, (1 - z), \qquad dz = dh\, (h_{t-1} - n), \qquad dh_{t-1} \mathrel{+}= dh\, z \\
+    da_n &= dn\, (1 - n^2), \qquad du_n = da_n\, r, \qquad dr = da_n\, u_n \\
+    da_r &= du_r = dr\, r (1 - r), \qquad da_z = du_z = dz\, z (1 - z)
+    \end{aligned}
+    $$
+
+    and to step t-1 also $[du_r\ du_z\ du_n]\, w_h^\top$; $dw_x$ comes from $da$, $dw_h$ from $du$.
     """
     return recurrent(Cell("GRU", 3, 1, _gru_step, _gru_back), hidden)
 

@@ -1,6 +1,6 @@
 """The built docs site in a real browser (Debian's Chromium, headless, driven by Playwright): pages
 render with their code blocks and figures, log no console error, fetch nothing that answers 4xx or
-5xx, and the search finds an API name.
+5xx, show their mathematics rendered by KaTeX (no raw TeX left), and the search finds an API name.
 
     python tests/docs_browser.py site --screenshots docs/screenshots   # check, and take the screenshots
 """
@@ -24,6 +24,7 @@ FLAGS = [  # no sandbox (root in CI), no background traffic (the machine has no 
     "--disable-quic",
 ]
 PAGES = {"home": "", "api": "api/layers/", "tutorial": "tutorials/cnn/"}
+MATH_PAGES = ("api",)  # the pages of PAGES whose derivations are mathematics, checked rendered
 
 
 @contextlib.contextmanager
@@ -71,8 +72,15 @@ def check(site, screenshots=None):
                 images = page.eval_on_selector_all(
                     "article img", "els => els.map(e => e.complete && e.naturalWidth > 0)"
                 )
+                math = page.eval_on_selector_all(
+                    "article .arithmatex", "els => els.map(e => e.querySelector('.katex') !== null)"
+                )
+                text = page.inner_text("article")
                 found[name] = {
                     "title": page.title(),
+                    "math": len(math),
+                    "math_rendered": sum(math),
+                    "raw_tex": [cmd for cmd in ("\\frac", "\\partial", "\\sum", "\\begin") if cmd in text],
                     "code_blocks": page.locator("article pre code").count(),
                     "images": len(images),
                     "images_loaded": sum(images),
