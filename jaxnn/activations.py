@@ -1,4 +1,22 @@
-"""The activation table: each row holds f and its hand-derived derivatives f' and f'', side by side.
+r"""The activation table: each row holds f and its hand-derived derivatives f' and f'', side by side.
+
+| name | $f(x)$ | $f'(x)$ |
+| --- | --- | --- |
+| identity | $x$ | $1$ |
+| binary_step | $1$ if $x \ge 0$, else $0$ | $0$ (at 0 too) |
+| logistic | $\sigma(x) = 1 / (1 + e^{-x})$ | $f(x)\,(1 - f(x))$ |
+| tanh | $2 / (1 + e^{-2x}) - 1$ | $1 - f(x)^2$ |
+| arctan | $\tan^{-1} x$ | $1 / (x^2 + 1)$ |
+| relu | $x$ if $x \ge 0$, else $0$ | $1$ if $x \ge 0$, else $0$ |
+| leaky_relu | $x$ if $x \ge 0$, else $s\,x$ | $1$ if $x \ge 0$, else $s$ |
+| prelu | $x$ if $x \ge 0$, else $\alpha x$ | $1$ if $x \ge 0$, else $\alpha$ |
+| elu | $x$ if $x \ge 0$, else $\alpha\,(e^x - 1)$ | $1$ if $x \ge 0$, else $f(x) + \alpha$ |
+| softplus | $\log(1 + e^x)$ | $\sigma(x)$ |
+| gelu | $x\,\Phi(x)$ | $\Phi(x) + x\,\phi(x)$ |
+| silu | $x\,\sigma(x)$ | $\sigma(x)\,(1 + x\,(1 - \sigma(x)))$ |
+
+$\Phi$ and $\phi$ are the normal distribution's cdf and pdf; PReLU's slope $\alpha$ is learned,
+with $\partial f / \partial \alpha = \min(x, 0)$. Softmax is a layer of its own.
 
 Rows follow the classic table of activation functions; at a kink, ReLU, PReLU and ELU take the
 x >= 0 branch (derivative 1) and binary step's derivative is 0 everywhere. `df(x, y)` receives both

@@ -23,8 +23,8 @@ FLAGS = [  # no sandbox (root in CI), no background traffic (the machine has no 
     "--no-first-run",
     "--disable-quic",
 ]
-PAGES = {"home": "", "api": "api/layers/", "tutorial": "tutorials/cnn/"}
-MATH_PAGES = ("api",)  # the pages of PAGES whose derivations are mathematics, checked rendered
+PAGES = {"home": "", "api": "api/layers/", "activations": "api/activations/", "tutorial": "tutorials/cnn/"}
+MATH_PAGES = ("api", "activations")  # the pages of PAGES whose mathematics is checked rendered
 
 
 @contextlib.contextmanager

@@ -74,3 +74,9 @@ def test_softmax_layer_rows_sum_to_one():
     y = layer.apply((), jnp.array([[1e4, 0.0, -1e4], [1.0, 2.0, 3.0]], jnp.float32))
     assert np.all(np.isfinite(y))
     np.testing.assert_allclose(np.sum(y, axis=1), 1.0, rtol=1e-6)
+
+
+def test_the_modules_table_lists_every_row_of_the_activation_table():
+    doc = nn.activations.__doc__ or ""
+    rows = [line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| ")]
+    assert rows[:2] == ["name", "---"] and set(rows[2:]) == set(nn.activations.TABLE) | {"prelu"}
