@@ -218,9 +218,14 @@ def _sce_backward(residuals, g):
 
 
 softmax_cross_entropy = Loss(_sce_forward, _sce_backward, "softmax_cross_entropy")
-"""Softmax cross-entropy from logits `(batch, classes)` and integer labels `(batch,)`, the mean over
-the batch: L = (1/N) sum_i [logsumexp(z_i) - z_i[y_i]]; its hand gradient is
-dL/dz_i = (softmax(z_i) - onehot(y_i)) / N."""
+r"""`softmax_cross_entropy(logits, labels) -> scalar`: softmax cross-entropy from logits z
+`(batch, classes)` and integer labels y `(batch,)`, the mean over the batch, and its hand gradient:
+
+$$
+L = \frac{1}{N} \sum_i \Big[\log \sum_c e^{z_{ic}} - z_{i y_i}\Big], \qquad
+\frac{\partial L}{\partial z_i} = \frac{\operatorname{softmax}(z_i) - \operatorname{onehot}(y_i)}{N}
+$$
+"""
 
 
 def smoothed_cross_entropy(smoothing: float = 0.1) -> LossFn:
@@ -285,8 +290,17 @@ def _lecture_backward(residuals, g):
 
 
 softmax_binary_cross_entropy = Loss(_lecture_forward, _lecture_backward, "softmax_binary_cross_entropy")
-"""The lecture's loss: binary cross-entropy of every softmax output against the one-hot labels,
-L = -(1/N) sum_i sum_c [y_ic log(out_ic) + (1 - y_ic) log(1 - out_ic)], computed from logits."""
+r"""`softmax_binary_cross_entropy(logits, labels) -> scalar`: the lecture's loss, binary
+cross-entropy of every softmax output $p = \operatorname{softmax}(z)$ against the one-hot labels y,
+computed from logits:
+
+$$
+L = -\frac{1}{N} \sum_i \sum_c \big[y_{ic} \log p_{ic} + (1 - y_{ic}) \log(1 - p_{ic})\big]
+$$
+
+It is softmax cross-entropy plus the wrong classes' terms $-\log(1 - p_{ic})$: both losses fall
+towards 0 as p approaches the one-hot labels, with different gradients on the way.
+"""
 lecture_cross_entropy = softmax_binary_cross_entropy
 """Another name for softmax_binary_cross_entropy."""
 
@@ -312,8 +326,14 @@ def _bce_backward(residuals, g):
 
 
 binary_cross_entropy = Loss(_bce_forward, _bce_backward, "binary_cross_entropy")
-"""Binary cross-entropy from logits z and targets t in [0, 1] of the same shape:
-L = (1/N) sum [softplus(z) - t z]; hand gradient (logistic(z) - t) / N."""
+r"""`binary_cross_entropy(logits, targets) -> scalar`: binary cross-entropy from logits z and
+targets t in [0, 1] of the same shape, with its hand gradient ($\sigma$ the logistic):
+
+$$
+L = \frac{1}{N} \sum \big[\log(1 + e^{z}) - t z\big], \qquad
+\frac{\partial L}{\partial z} = \frac{\sigma(z) - t}{N}
+$$
+"""
 
 
 # --- mean squared error --------------------------------------------------------------------------
@@ -332,8 +352,14 @@ def _mse_backward(diff, g):
 
 
 mean_squared_error = Loss(_mse_forward, _mse_backward, "mean_squared_error")
-"""L = (1/N) sum_i ||pred_i - target_i||^2 (summed over each example's outputs, mean over the batch);
-hand gradient 2 (pred - target) / N."""
+r"""`mean_squared_error(pred, target) -> scalar`: the squared error summed over each example's
+outputs, the mean over the batch, and its hand gradient:
+
+$$
+L = \frac{1}{N} \sum_i \lVert \text{pred}_i - \text{target}_i \rVert^2, \qquad
+\frac{\partial L}{\partial\, \text{pred}} = \frac{2\,(\text{pred} - \text{target})}{N}
+$$
+"""
 
 # --- next-token cross-entropy over sequences -------------------------------------------------------
 
@@ -365,8 +391,9 @@ def _seq_backward(residuals, g):
 
 
 sequence_cross_entropy = Loss(_seq_forward, _seq_backward, "sequence_cross_entropy")
-"""Softmax cross-entropy at every position: logits `(batch, time, classes)`, integer labels
-`(batch, time)`, the mean over all positions (nats per token)."""
+"""`sequence_cross_entropy(logits, labels) -> scalar`: softmax cross-entropy at every position,
+logits `(batch, time, classes)` and integer labels `(batch, time)`, the mean over all positions
+(nats per token)."""
 
 ALL = {
     loss.name: loss
