@@ -24,7 +24,7 @@ FLAGS = [  # no sandbox (root in CI), no background traffic (the machine has no 
     "--disable-quic",
 ]
 PAGES = {"home": "", "api": "api/layers/", "activations": "api/activations/", "tutorial": "tutorials/cnn/"}
-MATH_PAGES = ("api", "activations")  # the pages of PAGES whose mathematics is checked rendered
+MATH_PAGES = ("api", "activations", "tutorial")  # the pages of PAGES whose mathematics is checked rendered
 
 
 @contextlib.contextmanager

@@ -120,7 +120,7 @@ def test_the_site_in_a_real_browser(site, tmp_path):
         assert not page["failed_requests"], (name, page["failed_requests"])
     for name in docs_browser.MATH_PAGES:  # every formula rendered, no TeX left as text
         page = found[name]
-        assert page["math"] >= 5 and page["math_rendered"] == page["math"], (name, page)
+        assert page["math"] >= 1 and page["math_rendered"] == page["math"], (name, page)
         assert not page["raw_tex"], (name, page["raw_tex"])
     assert found["tutorial"]["images"] >= 1
     assert any("value_and_grad" in hit for hit in found["search"]), found["search"][:3]
