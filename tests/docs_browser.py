@@ -1,6 +1,7 @@
 """The built docs site in a real browser (Debian's Chromium, headless, driven by Playwright): pages
 render with their code blocks and figures, log no console error, fetch nothing that answers 4xx or
-5xx, show their mathematics rendered by KaTeX (no raw TeX left), and the search finds an API name.
+5xx, show their mathematics rendered by KaTeX (no raw TeX left) and the tutorial's code without a
+scroll bar, and the search finds an API name.
 
     python tests/docs_browser.py site --screenshots docs/screenshots   # check, and take the screenshots
 """
@@ -76,12 +77,16 @@ def check(site, screenshots=None):
                     "article .arithmatex", "els => els.map(e => e.querySelector('.katex') !== null)"
                 )
                 text = page.inner_text("article")
+                scrolling = page.eval_on_selector_all(  # code wider than the column, at this width
+                    "article pre > code", "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).length"
+                )
                 found[name] = {
                     "title": page.title(),
                     "math": len(math),
                     "math_rendered": sum(math),
                     "raw_tex": [cmd for cmd in ("\\frac", "\\partial", "\\sum", "\\begin") if cmd in text],
                     "code_blocks": page.locator("article pre code").count(),
+                    "code_blocks_scrolling": scrolling,
                     "images": len(images),
                     "images_loaded": sum(images),
                     "console_errors": errors,
