@@ -1,7 +1,7 @@
 """The built docs site in a real browser (Debian's Chromium, headless, driven by Playwright): pages
 render with their code blocks and figures, log no console error, fetch nothing that answers 4xx or
-5xx, show their mathematics rendered by KaTeX (no raw TeX left) and the tutorial's code without a
-scroll bar, and the search finds an API name.
+5xx, show their mathematics rendered by KaTeX (no raw TeX left) and the home page's and the tutorial's
+code without a scroll bar, and the search finds an API name.
 
     python tests/docs_browser.py site --screenshots docs/screenshots   # check, and take the screenshots
 """

@@ -123,6 +123,7 @@ def test_the_site_in_a_real_browser(site, tmp_path):
         assert page["math"] >= 1 and page["math_rendered"] == page["math"], (name, page)
         assert not page["raw_tex"], (name, page["raw_tex"])
     assert found["tutorial"]["images"] >= 1
-    assert found["tutorial"]["code_blocks_scrolling"] == 0, found["tutorial"]  # lines within the column
+    for name in ("home", "tutorial"):  # code lines within the column
+        assert found[name]["code_blocks_scrolling"] == 0, (name, found[name])
     assert any("value_and_grad" in hit for hit in found["search"]), found["search"][:3]
     assert all(os.path.getsize(tmp_path / f"{name}.png") > 10_000 for name in docs_browser.PAGES)
