@@ -82,8 +82,8 @@ def mnist_speed(result):
     rows = [
         [f"reference, {len(ref['runs'])} runs", accuracies(ref["runs"]), seconds(ref["train_seconds"]), "1"],
         [
-            f"jaxnn {result['model']} ({result['precision']}), seeds "
-            + ", ".join(str(r["seed"]) for r in jx["runs"]),
+            f"jaxnn {result['model']} ({result['precision']}), {len(jx['runs'])} runs, seeds "
+            + ", ".join(str(seed) for seed in sorted({r["seed"] for r in jx["runs"]})),
             accuracies(jx["runs"]),
             seconds(jx["train_seconds"]),
             f"{result['speedup_over_reference']:.1f}x",
