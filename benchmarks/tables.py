@@ -14,6 +14,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -443,6 +444,9 @@ def experiment(metrics):
         for name, r in metrics["results"].items():
             if isinstance(r, dict):
                 shown = {k: v for k, v in r.items() if isinstance(v, (int, float, str)) and k != "checkpoint"}
+                if isinstance(shown.get("message"), str):  # the run's own folder is not the reader's
+                    message = shown["message"]
+                    shown["message"] = re.sub(r"checkpoint is \S+\.npz", "checkpoint is kept", message)
                 keep.append(
                     [
                         name,
