@@ -12,8 +12,9 @@ The ceiling is the rate of a jitted float32 matmul (1024 x 1024 on the CPU, 4096
 accelerator): what this machine's dense arithmetic reaches in practice, below the vendor's nominal
 peak. It is measured once per machine and backend, in under a second, and kept in a small JSON file
 beside the compile cache (`~/.cache/jaxnn/matmul_ceiling.json`, or under `$XDG_CACHE_HOME`; the file
-named by `$JAXNN_CEILING_FILE` instead, if set). A file that cannot be written leaves it unkept
-(measured again next time), never an error.
+named by `$JAXNN_CEILING_FILE` instead, if set). A file that cannot be written, or one there that is
+not such a JSON object, leaves the value unkept (measured again next time) and the file as it was,
+never an error.
 """
 
 import json
@@ -122,20 +123,20 @@ def matmul_ceiling(refresh: bool = False) -> float:
     measured now (under a second) and kept there.
     """
     path, key = ceiling_file(), _machine_key()
-    kept: dict = {}
-    try:
-        with open(path) as f:
-            kept = json.load(f)
-    except (OSError, ValueError):
-        kept = {}
-    if not isinstance(kept, dict):
-        kept = {}
-    if not refresh and isinstance(kept.get(key), (int, float)) and kept[key] > 0:
+    kept: object = {}
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                kept = json.load(f)
+        except (OSError, ValueError):
+            kept = None  # not a file of ours: measured, and the file left as it is
+    if isinstance(kept, dict) and not refresh and isinstance(kept.get(key), (int, float)) and kept[key] > 0:
         return float(kept[key])
     value = measure_ceiling()
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        write_text(path, json.dumps({**kept, key: value}, indent=1) + "\n")
-    except OSError:
-        pass  # kept nowhere: measured again next time
+    if isinstance(kept, dict):
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            write_text(path, json.dumps({**kept, key: value}, indent=1) + "\n")
+        except OSError:
+            pass  # kept nowhere: measured again next time
     return value

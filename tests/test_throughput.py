@@ -38,9 +38,12 @@ def test_matmul_ceiling_is_measured_once_then_read_from_its_file(tmp_path, monke
     assert len(calls) == 1  # the second came from the file
     assert list(json.loads(path.read_text()).values()) == [123.0]
     assert throughput.matmul_ceiling(refresh=True) == 123.0 and len(calls) == 2
-    path.write_text("{not json")  # a damaged file is measured over, not an error
+    path.write_text("{not json")  # a file that is not ours: measured, not an error, and kept as it was
     assert throughput.matmul_ceiling() == 123.0 and len(calls) == 3
-    assert json.loads(path.read_text())  # and written again
+    assert path.read_text() == "{not json"
+    path.write_text("[1, 2]")  # JSON, but not the ceiling's object
+    assert throughput.matmul_ceiling() == 123.0 and len(calls) == 4
+    assert path.read_text() == "[1, 2]"
 
 
 def test_an_unwritable_ceiling_file_costs_a_measurement_not_an_error(tmp_path, monkeypatch):
@@ -55,6 +58,15 @@ def test_the_real_ceiling_is_a_positive_rate_measured_in_about_a_second():
     rates = throughput.measure_rate(jax.jit(lambda a: a @ a), (jnp.ones((128, 128)),), 2.0 * 128**3, 0.1)
     assert len(rates) >= 5 and min(rates) > 0
     assert throughput.matmul_ceiling() > 0  # the session's own file (conftest)
+    assert throughput.measure_ceiling() > 0  # measured now, whatever the file holds
+
+
+def test_the_ceiling_is_kept_in_jaxnns_cache_folder_unless_a_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXNN_CEILING_FILE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert throughput.ceiling_file() == str(tmp_path / "jaxnn" / "matmul_ceiling.json")
+    monkeypatch.setenv("JAXNN_CEILING_FILE", str(tmp_path / "mine.json"))
+    assert throughput.ceiling_file() == str(tmp_path / "mine.json")
 
 
 def test_fit_reports_step_flops_gflops_and_the_fraction_of_the_ceiling():
