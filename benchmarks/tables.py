@@ -32,13 +32,19 @@ def markdown(header, rows):
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
+def spread_text(spread, digits=0, scale=1.0):
+    """A spread {"median", "min", "max"} as 'median [min, max]', each times `scale`."""
+    median, low, high = (scale * spread[k] for k in ("median", "min", "max"))
+    return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def ms(spread):
     """A spread of seconds as 'median [min, max]' in milliseconds."""
-    return f"{1e3 * spread['median']:.1f} [{1e3 * spread['min']:.1f}, {1e3 * spread['max']:.1f}]"
+    return spread_text(spread, 1, 1e3)
 
 
 def seconds(spread):
-    return f"{spread['median']:.2f} [{spread['min']:.2f}, {spread['max']:.2f}]"
+    return spread_text(spread, 2)
 
 
 def suite(result):
@@ -226,7 +232,7 @@ def compile_options(result):
 
 
 def ms_plain(spread):
-    return f"{spread['median']:.1f} [{spread['min']:.1f}, {spread['max']:.1f}]"
+    return spread_text(spread, 1)
 
 
 def cnn_variants(result):
@@ -290,7 +296,7 @@ def own_loop(result):
             f"{r['faults_per_step']['median']:,.0f}",
             f"{r['speed_over_torch_eager']:.2f}"
             + (
-                f" [{_rate(r['speed_over_torch_eager_per_round'], 2)}]"
+                f" [{spread_text(r['speed_over_torch_eager_per_round'], 2)}]"
                 if "speed_over_torch_eager_per_round" in r
                 else ""
             ),
@@ -308,10 +314,7 @@ def own_loop(result):
         ],
         rows,
     )
-    mlp_rows = [
-        [name, f"{1e3 * s['median']:.3f} [{1e3 * s['min']:.3f}, {1e3 * s['max']:.3f}]"]
-        for name, s in mlp["seconds"].items()
-    ]
+    mlp_rows = [[name, spread_text(s, 3, 1e3)] for name, s in mlp["seconds"].items()]
     same = result.get("cnn_nn_jit_over_torch_both_after_reuse_host_memory")
     if same is not None:
         table += (
@@ -319,7 +322,7 @@ def own_loop(result):
             f"jaxnn's `nn.jit` step runs at {same:.2f}x PyTorch eager's speed"
         )
         rounds = result.get("cnn_nn_jit_over_torch_both_after_reuse_host_memory_per_round")
-        table += f" (per round: {_rate(rounds, 2)})." if rounds else "."
+        table += f" (per round: {spread_text(rounds, 2)})." if rounds else "."
     return (
         table
         + "\n\n"
@@ -592,10 +595,6 @@ def second_order(result):
     return "\n".join(lines)
 
 
-def _rate(spread, digits=0):
-    return f"{spread['median']:.{digits}f} [{spread['min']:.{digits}f}, {spread['max']:.{digits}f}]"
-
-
 def roofline(result):
     """benchmarks/roofline.py: four training steps' GFLOP/s and intensity against the matmul ceiling
     and the memory bandwidth, measured in the same process."""
@@ -606,8 +605,8 @@ def roofline(result):
             f"{s['bytes_per_step'] / 1e6:.0f}",
             f"{s['intensity_flops_per_byte']:.1f}",
             ms(s["seconds_per_step"]),
-            _rate(s["gflops"]),
-            _rate(s["fraction_of_ceiling"], 2),
+            spread_text(s["gflops"]),
+            spread_text(s["fraction_of_ceiling"], 2),
         ]
         for name, s in result["steps"].items()
     ]
@@ -617,7 +616,7 @@ def roofline(result):
     lines = [
         "![Four training steps on the roofline: GFLOP/s against FLOPs per byte](../figures/roofline.png)",
         "",
-        f"Matmul ceiling {_rate(ceiling)} GFLOP/s; memory bandwidth {_rate(bandwidth, 1)} GB/s "
+        f"Matmul ceiling {spread_text(ceiling)} GFLOP/s; memory bandwidth {spread_text(bandwidth, 1)} GB/s "
         f"(medians over {result['config']['rounds']} rounds, [min, max]); the ridge, where a step "
         f"stops being bound by memory, is at {ceiling['median'] / bandwidth['median']:.1f} FLOPs per byte.",
         "",
@@ -629,8 +628,8 @@ def roofline(result):
             markdown(
                 ["step", "GFLOP/s before", "fraction before", "GFLOP/s after", "fraction after"],
                 [
-                    [name, _rate(b["gflops"]), _rate(b["fraction_of_ceiling"], 2),
-                     _rate(a["gflops"]), _rate(a["fraction_of_ceiling"], 2)]
+                    [name, spread_text(b["gflops"]), spread_text(b["fraction_of_ceiling"], 2),
+                     spread_text(a["gflops"]), spread_text(a["fraction_of_ceiling"], 2)]
                     for (name, b), a in zip(result["before"]["steps"].items(), result["steps"].values())
                 ],
             )
@@ -689,9 +688,9 @@ def conv_weight_grad(result):
         [
             name,
             ms(r["scan"]["seconds"]),
-            _rate(r["scan"]["gflops"]),
+            spread_text(r["scan"]["gflops"]),
             ms(r["call"]["seconds"]),
-            _rate(r["call"]["gflops"]),
+            spread_text(r["call"]["gflops"]),
         ]
         for name, r in forms.items()
     ]
@@ -702,7 +701,7 @@ def conv_weight_grad(result):
     return "\n".join(
         [
             f"{result['config']['flops'] / 1e9:.2f} GFLOP per gradient; matmul ceiling "
-            f"{_rate(ceiling)} GFLOP/s in the same rounds. Every matmul formulation runs at "
+            f"{spread_text(ceiling)} GFLOP/s in the same rounds. Every matmul formulation runs at "
             f"{min(scan_rates):.0f}-{max(scan_rates):.0f} GFLOP/s inside a scan "
             f"({min(scan_rates) / ceiling['median']:.2f}-{max(scan_rates) / ceiling['median']:.2f} of the "
             "ceiling): XLA's CPU kernels for these shapes (a 64x32 or 64x288 result summed over 25,088 "
