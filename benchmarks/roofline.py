@@ -68,15 +68,13 @@ def workloads():
     }
 
 
-def compiled_steps(model, loss, x, labels):
-    """A jitted scan of STEPS_PER_CALL Adam steps, compiled with fit's options; returns
-    (run(), flops per step, bytes per step)."""
+def adam_step(model, loss, x, labels):
+    """One Adam step on the fixed batch, as fit takes it (with BatchNorm: on the batch's statistics):
+    returns (step(carry) -> (carry, loss), the first carry (params, opt_state, model_state))."""
     import jax  # noqa: PLC0415
     import optax  # noqa: PLC0415
 
     import jaxnn as nn  # noqa: PLC0415
-    from jaxnn import throughput  # noqa: PLC0415
-    from jaxnn.train.compile import compile_lowered  # noqa: PLC0415
 
     shape = model.input_shape
     _, params = model.init(jax.random.PRNGKey(0), shape)
@@ -85,19 +83,31 @@ def compiled_steps(model, loss, x, labels):
     grad = nn.value_and_grad(model, loss)
     with_state = bool(jax.tree_util.tree_leaves(model_state))
 
-    def step(carry, _):
+    def step(carry):
         params, opt_state, model_state = carry
         if with_state:
-            (loss, model_state), grads = grad(params, x, labels, state=model_state, train=True)
+            (value, model_state), grads = grad(params, x, labels, state=model_state, train=True)
         else:
-            loss, grads = grad(params, x, labels)
+            value, grads = grad(params, x, labels)
         updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, model_state), loss
+        return (optax.apply_updates(params, updates), opt_state, model_state), value
+
+    return step, (params, opt.init(params), model_state)
+
+
+def compiled_steps(model, loss, x, labels):
+    """A jitted scan of STEPS_PER_CALL Adam steps, compiled with fit's options; returns
+    (run(), flops per step, bytes per step)."""
+    import jax  # noqa: PLC0415
+
+    from jaxnn import throughput  # noqa: PLC0415
+    from jaxnn.train.compile import compile_lowered  # noqa: PLC0415
+
+    step, carry = adam_step(model, loss, x, labels)
 
     def many(carry):
-        return jax.lax.scan(step, carry, None, length=STEPS_PER_CALL)
+        return jax.lax.scan(lambda c, _: step(c), carry, None, length=STEPS_PER_CALL)
 
-    carry = (params, opt.init(params), model_state)
     compiled, _ = compile_lowered(jax.jit(many, donate_argnums=0).lower(carry))  # fit's options
     holder = {"carry": compiled(carry)[0]}  # warm up
 

@@ -118,51 +118,31 @@ def flops_of(lines, out_shapes):
     return total
 
 
-def step_of(model_name):
-    """(model, loss, x, labels) as benchmarks/roofline.py builds them."""
-    from roofline import workloads  # noqa: PLC0415
-
-    return workloads()[model_name]
-
-
 def profile(model_name, calls):
     import jax  # noqa: PLC0415
-    import optax  # noqa: PLC0415
+    from roofline import adam_step, workloads  # noqa: PLC0415  (the same models and step)
 
     import jaxnn as nn  # noqa: PLC0415
     from jaxnn import throughput  # noqa: PLC0415
 
-    model, loss, x, labels = step_of(model_name)
-    _, params = model.init(jax.random.PRNGKey(0), model.input_shape)
-    model_state, opt = model.init_state(model.input_shape), optax.adam(1e-3)
-    grad = nn.value_and_grad(model, loss)
-    with_state = bool(jax.tree_util.tree_leaves(model_state))
-
-    def step(params, opt_state, model_state):
-        if with_state:
-            (value, model_state), grads = grad(params, x, labels, state=model_state, train=True)
-        else:
-            value, grads = grad(params, x, labels)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, model_state, value
-
-    jitted = nn.jit(step, model, donate_argnums=(0, 1, 2))
-    carry = (params, opt.init(params), model_state)
-    compiled = jitted.lower(*carry).compile()
+    model, loss, x, labels = workloads()[model_name]
+    step, carry = adam_step(model, loss, x, labels)
+    jitted = nn.jit(step, model, donate_argnums=0)
+    compiled = jitted.lower(carry).compile()
     instructions, bodies, frames = parse_hlo(compiled.as_text())
     for _ in range(3):
-        *carry, value = jitted(*carry)
+        carry, value = jitted(carry)
     jax.block_until_ready(value)
     seconds = []
     for _ in range(calls):
         t0 = time.perf_counter()
-        *carry, value = jitted(*carry)
+        carry, value = jitted(carry)
         jax.block_until_ready(value)
         seconds.append(time.perf_counter() - t0)
     folder = tempfile.mkdtemp(prefix="step-profile-")
     with jax.profiler.trace(folder, create_perfetto_trace=True):
         for _ in range(calls):
-            *carry, value = jitted(*carry)
+            carry, value = jitted(carry)
         jax.block_until_ready(value)
     trace = glob.glob(os.path.join(folder, "**", "perfetto_trace.json.gz"), recursive=True)[0]
     events = json.load(gzip.open(trace))
