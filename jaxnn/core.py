@@ -49,6 +49,7 @@ __all__ = [
     "matmul",
     "no_state",
     "RULES",
+    "Chain",
 ]
 
 LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
@@ -89,6 +90,11 @@ def no_state(input_shape: Shape, dtype: DTypeLike = jnp.float32) -> State:
     return ()
 
 
+class Chain(tuple):
+    """A composite's parts that run one after another, each reading the output of the one before
+    (`serial`'s). A plain tuple of parts reads the composite's own input (`Residual`, wrappers)."""
+
+
 class Layer(NamedTuple):
     """A layer or a whole model: `init` / `apply` / `forward` / `backward` (+ `init_state`), all pure.
 
@@ -102,7 +108,6 @@ class Layer(NamedTuple):
     - `stochastic`: whether forward draws random numbers (Dropout): callers then pass `key=`.
     - `init_state(input_shape, dtype=float32) -> state`: `()` for a layer without state.
     - `stateful`: whether `apply` / `forward` must be given `state=`.
-    - `layers`: the layers a `serial` model is made of (one row each in `summary`), else ().
     - `input_shape`: the shape of one example the model was built for (every builder of
       `jaxnn.models` sets it), or None.
     - `rule`: how `backward` is made: "hand" (derived by hand, proven in the gradient table),
@@ -111,7 +116,11 @@ class Layer(NamedTuple):
       it was built with (`{"kind": "Conv2D", "features": 32, "kernel_size": (3, 3), ...}`), or None.
     - `parts`: a composite's layers, each with the index path of its entry in the composite's
       params (and state): `((layer, (0,)), (layer, (1,)), ...)` for `serial`, `((f, ()),)` for
-      `Residual(f)`; () for a leaf. `jaxnn.io` walks them to match layers with another library's.
+      `Residual(f)`; () for a leaf. A `Chain` for parts that run in turn (`serial`), a tuple for
+      parts that read the same input. `jaxnn.io` and `jaxnn.curvature` walk them.
+
+    And, derived from `parts`: `layers`, the layers a `serial` model runs in turn (one row each in
+    `summary`), else ().
     """
 
     init: InitFn
@@ -122,11 +131,15 @@ class Layer(NamedTuple):
     stochastic: bool = False
     init_state: Callable[..., State] = no_state
     stateful: bool = False
-    layers: tuple["Layer", ...] = ()
     input_shape: Shape | None = None
     rule: str = "hand"
     config: dict | None = None
     parts: tuple = ()
+
+    @property
+    def layers(self) -> tuple["Layer", ...]:
+        """The layers a `serial` model runs in turn, else ()."""
+        return tuple(layer for layer, _ in self.parts) if isinstance(self.parts, Chain) else ()
 
     def __repr__(self) -> str:
         return f"Layer({self.name})"
@@ -563,8 +576,8 @@ def serial(*layers: Layer | Callable[[Array], Array]) -> Layer:
     layer = make_layer(
         name, init, forward, backward, init_state=init_state, stateful=any(layer.stateful for layer in layers)
     )
-    parts = tuple((sub, (i,)) for i, sub in enumerate(layers))
-    return layer._replace(stochastic=stochastic, layers=layers, rule=combined_rule(layers), parts=parts)
+    parts = Chain((sub, (i,)) for i, sub in enumerate(layers))
+    return layer._replace(stochastic=stochastic, rule=combined_rule(layers), parts=parts)
 
 
 def _check_tuple(what: str, tree: Any, n: int) -> None:

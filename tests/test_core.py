@@ -132,6 +132,21 @@ def test_unknown_activation_option():
         nn.activation("elu", beta=2.0)
 
 
+def test_structure_is_one_field_and_layers_is_read_from_it():
+    """serial's parts are a Chain (each reads the one before), so `layers` lists them; Residual's
+    read the same input: no `layers`, as a wrapper's; and a transformer block keeps its chain."""
+    from jaxnn.core import Chain
+
+    model = nn.serial(nn.Dense(3), nn.activation("relu"), nn.Dense(2))
+    assert "layers" not in nn.Layer._fields and isinstance(model.parts, Chain)
+    assert model.layers == tuple(part for part, _ in model.parts)
+    assert [path for _, path in model.parts] == [(0,), (1,), (2,)]
+    residual = nn.Residual(nn.Dense(4), shortcut=nn.Dense(4))
+    assert residual.layers == () and len(residual.parts) == 2 and not isinstance(residual.parts, Chain)
+    block = nn.models.transformer_block(8, 2)
+    assert block.config["kind"] == "TransformerBlock" and block.layers
+
+
 def test_serial_rejects_non_layers():
     with pytest.raises(TypeError, match="argument 1"):
         nn.serial(nn.Dense(2), "relu")
