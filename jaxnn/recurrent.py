@@ -93,9 +93,9 @@ class Cell(NamedTuple):
       dz_t the gradient of zx_t and du_t that of h_{t-1} wh (None where it is dz_t).
     """
 
-    name: str
+    kind: str  # "RNN", "LSTM" or "GRU": the layer's `config["kind"]`
     gates: int  # columns of wx and wh per hidden unit
-    parts: int  # arrays in the carried state
+    carried: int  # arrays in the carried state
     step: Callable
     back: Callable
     forget_bias: float = 0.0
@@ -124,24 +124,25 @@ def recurrent(cell: Cell, hidden: int) -> Layer:
     The input projection x_t wx + b of all steps is one matmul before the scan; the weight gradients
     are one matmul each after the reverse scan.
     """
+    name = cell.kind if cell.activation in (None, "tanh") else f"{cell.kind}[{cell.activation}]"
 
     def forward(params, x, initial_state=None):
         wx, wh, b = params["wx"], params["wh"], params["b"]
         if jnp.shape(wh) != (hidden, cell.gates * hidden):
             raise InputError(
-                f"{cell.name}({hidden}): params wh {jnp.shape(wh)} are not those of this layer "
+                f"{name}({hidden}): params wh {jnp.shape(wh)} are not those of this layer "
                 f"(wh: {(hidden, cell.gates * hidden)})"
             )
-        _check_sequence(cell.name, x, wx.shape[0])
+        _check_sequence(name, x, wx.shape[0])
         xs = _time_major(x)
-        carry = _initial(cell.name, x, wh.shape[0], initial_state, cell.parts)
+        carry = _initial(name, x, wh.shape[0], initial_state, cell.carried)
         _, (h_prev, hs, saved) = jax.lax.scan(lambda c, zx_t: cell.step(wh, c, zx_t), carry, xs @ wx + b)
         return _time_major(hs), RecurrentResiduals(xs, h_prev, hs, saved, wx, wh)
 
     def backward(residuals, dy):
         xs, h_prev, hs, saved, wx, wh = residuals
         zeros = jnp.zeros_like(hs[0])
-        dcarry = zeros if cell.parts == 1 else (zeros,) * cell.parts
+        dcarry = zeros if cell.carried == 1 else (zeros,) * cell.carried
 
         def step(d, inputs):
             return cell.back(wh, d, *inputs)
@@ -149,9 +150,9 @@ def recurrent(cell: Cell, hidden: int) -> Layer:
         _, (dz, du) = jax.lax.scan(step, dcarry, (_time_major(dy), h_prev, hs, saved), reverse=True)
         return _weight_grads(xs, h_prev, dz, wx, dz_h=du)
 
-    init = _recurrent_init(cell.name, hidden, cell.gates, cell.forget_bias)
-    config = {"kind": cell.name.split("[")[0], "hidden": hidden, "activation": cell.activation}
-    return make_layer(f"{cell.name}({hidden})", init, forward, backward, config=config)
+    init = _recurrent_init(name, hidden, cell.gates, cell.forget_bias)
+    config = {"kind": cell.kind, "hidden": hidden, "activation": cell.activation}
+    return make_layer(f"{name}({hidden})", init, forward, backward, config=config)
 
 
 def _rnn_cell(activation: str, options: dict) -> Cell:
@@ -198,8 +199,7 @@ def RNN(hidden: int, activation: str = "tanh", **options: float) -> Layer:
 
     For tanh, $f'(z_t) = 1 - h_t^2$.
     """
-    name = "RNN" if activation == "tanh" and not options else f"RNN[{activation}]"
-    return recurrent(_rnn_cell(activation, options)._replace(name=name), hidden)
+    return recurrent(_rnn_cell(activation, options), hidden)
 
 
 def _lstm_step(wh, carry, zx_t):

@@ -47,6 +47,11 @@ class Leaf(NamedTuple):
     parts: tuple = ()  # a block's own leaves, used when PyTorch's module is not one block
 
 
+POSITIONWISE = ("activation", "Dropout", "prelu")
+"""The kinds of layer that act on each feature where it stands: after a Flatten of an image they
+keep its features in the image's order, so the Dense that follows still reads (H, W, C)."""
+
+
 def kind_of(layer: Layer) -> str | None:
     """What a layer is (`Layer.config`'s "kind"), or None for a layer that does not say."""
     return (layer.config or {}).get("kind")
@@ -99,7 +104,7 @@ def _walk(layer, shape, path, pending, leaves):
     leaves.append(Leaf(layer, path, shape, pending if kind == "Dense" else None, has_params))
     if kind == "Flatten":
         pending = shape if len(shape) == 3 else None
-    elif kind not in ("activation", "Dropout", "prelu"):  # an element-wise layer keeps the flattening
+    elif kind not in POSITIONWISE:
         pending = None
     return out_shape, pending
 
