@@ -148,6 +148,12 @@ def _jvp(layer: Layer, record: sweep.Record, v_params: Any, tangent: Any) -> jax
     return transposed((v_params, tangent))[0]
 
 
+def _ggn_parts(model: Layer, loss: LossFn | Callable, where: str) -> tuple[Any, list]:
+    """The loss's curvature rules and the model's chain of leaves, for the products with G."""
+    _check(model, "diag_ggn", where)
+    return loss_curvature(as_loss(loss, where)), sweep.leaves(model)
+
+
 def ggn_vector_product(model: Layer, loss: LossFn | Callable) -> Callable[..., Any]:
     """G v, the generalized Gauss-Newton matrix of the mean loss times a vector, by hand.
 
@@ -159,10 +165,7 @@ def ggn_vector_product(model: Layer, loss: LossFn | Callable) -> Callable[..., A
     Jacobian-vector product is the transpose of its hand backward pass, Pearlmutter's R-operator
     for a linear map), H_n by the loss's closed-form Hessian, J_n^T back by the hand backward pass.
     """
-    _check(model, "diag_ggn", "ggn_vector_product")
-    loss = as_loss(loss, "ggn_vector_product")
-    rules = loss_curvature(loss)
-    chain = sweep.leaves(model)
+    rules, chain = _ggn_parts(model, loss, "ggn_vector_product")
 
     def gvp(params, x, y, v, *, state=None):
         out, records = sweep.forward(chain, params, x, state, False)
@@ -197,10 +200,7 @@ def ggn_inner_products(model: Layer, loss: LossFn | Callable) -> Callable[..., A
     closed-form Hessian; no backward pass. This is what a quadratic model over a few directions
     reads (`kfac`'s learning rate and momentum).
     """
-    _check(model, "diag_ggn", "ggn_inner_products")
-    loss = as_loss(loss, "ggn_inner_products")
-    rules = loss_curvature(loss)
-    chain = sweep.leaves(model)
+    rules, chain = _ggn_parts(model, loss, "ggn_inner_products")
 
     def products(params, x, y, vectors, *, state=None):
         out, records = sweep.forward(chain, params, x, state, False)
