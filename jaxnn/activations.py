@@ -33,7 +33,7 @@ ELU takes expm1 of min(x, 0) so the untaken branch never overflows (the "double 
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
 import jax
@@ -42,9 +42,10 @@ from jax.scipy.special import erf
 
 from .core import Layer, make_layer
 from .errors import InputError, InputTypeError
+from .renamed import removed_attribute
 
 __all__ = [
-    "Row",
+    "ActivationRow",
     "TABLE",
     "PIECEWISE_LINEAR",
     "ALIASES",
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 
-class Row(NamedTuple):
+class ActivationRow(NamedTuple):
     """A row of the table: `f(x, **options)`, its derivatives `df(x, y, **options)` and
     `d2f(x, y, **options)` given y = f(x), and the row's options with their defaults."""
 
@@ -85,20 +86,26 @@ def _zero(x, y, **options):
 
 TABLE = {
     # identity: f(x) = x;  f'(x) = 1;  f''(x) = 0
-    "identity": Row(lambda x: x, lambda x, y: jnp.ones_like(x), _zero, {}),
+    "identity": ActivationRow(lambda x: x, lambda x, y: jnp.ones_like(x), _zero, {}),
     # binary step: f(x) = 1 if x >= 0 else 0;  f'(x) = 0 (the table's "?" at 0 is taken as 0);  f'' = 0
-    "binary_step": Row(lambda x: (x >= 0).astype(x.dtype), lambda x, y: jnp.zeros_like(x), _zero, {}),
+    "binary_step": ActivationRow(
+        lambda x: (x >= 0).astype(x.dtype), lambda x, y: jnp.zeros_like(x), _zero, {}
+    ),
     # logistic: f(x) = 1 / (1 + e^-x);  f'(x) = f(x) (1 - f(x));  f''(x) = f'(x) (1 - 2 f(x))
-    "logistic": Row(_logistic, lambda x, y: y * (1 - y), lambda x, y: y * (1 - y) * (1 - 2 * y), {}),
+    "logistic": ActivationRow(
+        _logistic, lambda x, y: y * (1 - y), lambda x, y: y * (1 - y) * (1 - 2 * y), {}
+    ),
     # tanh: f(x) = 2 / (1 + e^-2x) - 1;  f'(x) = 1 - f(x)^2;  f''(x) = -2 f(x) (1 - f(x)^2)
-    "tanh": Row(jnp.tanh, lambda x, y: 1 - y * y, lambda x, y: -2 * y * (1 - y * y), {}),
+    "tanh": ActivationRow(jnp.tanh, lambda x, y: 1 - y * y, lambda x, y: -2 * y * (1 - y * y), {}),
     # arctan: f(x) = tan^-1(x);  f'(x) = 1 / (x^2 + 1);  f''(x) = -2x / (x^2 + 1)^2
-    "arctan": Row(jnp.arctan, lambda x, y: 1 / (x * x + 1), lambda x, y: -2 * x / (x * x + 1) ** 2, {}),
+    "arctan": ActivationRow(
+        jnp.arctan, lambda x, y: 1 / (x * x + 1), lambda x, y: -2 * x / (x * x + 1) ** 2, {}
+    ),
     # ReLU: f(x) = x if x >= 0 else 0;  f'(x) = 1 if x >= 0 else 0;  f''(x) = 0
     # (written where(x < 0, 0, x) so that a NaN input stays NaN: training then stops on it)
-    "relu": Row(lambda x: jnp.where(x < 0, 0, x), lambda x, y: (x >= 0).astype(x.dtype), _zero, {}),
+    "relu": ActivationRow(lambda x: jnp.where(x < 0, 0, x), lambda x, y: (x >= 0).astype(x.dtype), _zero, {}),
     # leaky ReLU: f(x) = x if x >= 0 else s x;  f'(x) = 1 if x >= 0 else s;  f''(x) = 0
-    "leaky_relu": Row(
+    "leaky_relu": ActivationRow(
         lambda x, negative_slope: jnp.where(x >= 0, x, negative_slope * x),
         lambda x, y, negative_slope: jnp.where(x >= 0, 1, negative_slope).astype(x.dtype),
         _zero,
@@ -106,7 +113,7 @@ TABLE = {
     ),
     # ELU: f(x) = x if x >= 0 else alpha (e^x - 1);  f'(x) = 1 if x >= 0 else f(x) + alpha;
     #      f''(x) = 0 if x >= 0 else f(x) + alpha (= alpha e^x)
-    "elu": Row(
+    "elu": ActivationRow(
         lambda x, alpha: jnp.where(x >= 0, x, alpha * jnp.expm1(jnp.minimum(x, 0))),
         lambda x, y, alpha: jnp.where(x >= 0, 1, y + alpha).astype(x.dtype),
         lambda x, y, alpha: jnp.where(x >= 0, 0, y + alpha).astype(x.dtype),
@@ -114,7 +121,7 @@ TABLE = {
     ),
     # SoftPlus: f(x) = log(1 + e^x) = logaddexp(x, 0);  f'(x) = s(x) = 1 / (1 + e^-x);
     #           f''(x) = s(x) (1 - s(x))
-    "softplus": Row(
+    "softplus": ActivationRow(
         lambda x: jnp.logaddexp(x, 0),
         lambda x, y: _logistic(x),
         lambda x, y: _logistic(x) * (1 - _logistic(x)),
@@ -122,7 +129,7 @@ TABLE = {
     ),
     # GELU (exact): f(x) = x Phi(x);  f'(x) = Phi(x) + x phi(x);  f''(x) = phi(x) (2 - x^2)
     # (Phi/phi the normal cdf/pdf, and phi'(x) = -x phi(x))
-    "gelu": Row(
+    "gelu": ActivationRow(
         lambda x: x * _phi_cdf(x),
         lambda x, y: _phi_cdf(x) + x * _phi_pdf(x),
         lambda x, y: _phi_pdf(x) * (2 - x * x),
@@ -130,17 +137,17 @@ TABLE = {
     ),
     # SiLU / swish: f(x) = x s(x), s the logistic;  f'(x) = s(x) (1 + x (1 - s(x)));
     #               f''(x) = s(x) (1 - s(x)) (2 + x (1 - 2 s(x)))
-    "silu": Row(
+    "silu": ActivationRow(
         lambda x: x * _logistic(x),
         lambda x, y: _logistic(x) * (1 + x * (1 - _logistic(x))),
         lambda x, y: _logistic(x) * (1 - _logistic(x)) * (2 + x * (1 - 2 * _logistic(x))),
         {},
     ),
 }
-"""The activation table: name -> Row(f, df, d2f, options), each derivative written beside its function."""
+"""The activation table: name -> ActivationRow(f, df, d2f, options), each derivative beside its function."""
 PIECEWISE_LINEAR = ("identity", "binary_step", "relu", "leaky_relu")
 """The rows whose f'' is 0 everywhere: the Hessian gains nothing from them beyond the GGN."""
-ALIASES = {"sigmoid": "logistic", "swish": "silu", "step": "binary_step", "linear": "identity"}
+ALIASES = {"sigmoid": "logistic", "swish": "silu", "step": "binary_step"}
 """Other names of rows of the table."""
 NAMES = tuple(TABLE) + ("prelu", "softmax")
 """Every activation `activation` builds: the table's rows, and prelu and softmax (layers of their own)."""
@@ -151,7 +158,22 @@ def names() -> tuple[str, ...]:
     return NAMES + tuple(ALIASES)
 
 
-def activation_row(name: str, options: dict, where: str = "activation") -> Row:
+def _table_key(name: Any, where: str, valid: Collection[str]) -> str:
+    """`name` as the table spells it (aliases resolved, any case), or an error listing the names
+    that `valid` holds."""
+    if not isinstance(name, str):
+        raise InputTypeError(f"{where}: activation name must be a string, got {type(name).__name__}")
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in valid:
+        listed = ", ".join(n for n in names() if ALIASES.get(n, n) in valid)
+        hint = ""
+        if key == "linear":  # Keras's name for the identity; here models.linear is a classifier
+            hint = " (f(x) = x is 'identity'; 'linear' names the classifier, models.linear)"
+        raise InputError(f"{where}: unknown or unsupported activation {name!r}{hint}; valid names: {listed}")
+    return key
+
+
+def activation_row(name: str, options: dict, where: str = "activation") -> ActivationRow:
     """The table's row for `name` (aliases resolved), its options checked against the row's.
 
     **Arguments:**
@@ -160,14 +182,9 @@ def activation_row(name: str, options: dict, where: str = "activation") -> Row:
     - `options`: option values given by the caller; the row's defaults fill the rest in place.
     - `where`: the caller's name, for the error messages.
 
-    **Returns:** the Row (f, df, d2f, options).
+    **Returns:** the ActivationRow (f, df, d2f, options).
     """
-    if not isinstance(name, str):
-        raise InputTypeError(f"{where}: activation name must be a string, got {type(name).__name__}")
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in TABLE:
-        valid = ", ".join(n for n in names() if ALIASES.get(n, n) in TABLE)
-        raise InputError(f"{where}: unknown or unsupported activation {name!r}; valid names: {valid}")
+    key = _table_key(name, where, TABLE)
     row = TABLE[key]
     unknown = set(options) - set(row.options)
     if unknown:
@@ -193,15 +210,11 @@ def activation(name: str, **options: Any) -> Layer:
     **Returns:** a Layer with params `()` (PReLU: `{"alpha": ()}`) whose backward is dy f'(x), f' the
     row's hand-derived derivative.
     """
-    if not isinstance(name, str):
-        raise InputTypeError(f"activation name must be a string, got {type(name).__name__}")
-    key = ALIASES.get(name.lower(), name.lower())
+    key = _table_key(name, "activation", NAMES)
     if key == "prelu":
         return prelu(**options)
     if key == "softmax":
         return softmax(**options)
-    if key not in TABLE:
-        raise InputError(f"unknown activation {name!r}; valid names: {', '.join(names())}")
     opts = dict(options)
     row = activation_row(key, opts)
 
@@ -273,3 +286,8 @@ def softmax(axis: int = -1) -> Layer:
         return (), y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True))
 
     return make_layer("softmax", init, forward, backward, config={"kind": "softmax", "axis": axis})
+
+
+def __getattr__(name: str):
+    """Names earlier versions had here: an error that says where they went."""
+    raise removed_attribute(__name__, name, {"Row": "jaxnn.activations.ActivationRow"})

@@ -24,13 +24,13 @@ from .core import Layer, init_shapes, model_input_shape
 from .errors import InputError
 from .gradients import value_and_grad
 from .losses import LossFn, softmax_cross_entropy
-from .renamed import removed_keywords
+from .renamed import removed_attribute, removed_keywords
 from .types import DTypeLike, Shape
 
-__all__ = ["summary", "rows", "layer_flops", "step_flops", "Row"]
+__all__ = ["summary", "rows", "layer_flops", "step_flops", "LayerRow"]
 
 
-class Row(NamedTuple):
+class LayerRow(NamedTuple):
     """One layer of the table."""
 
     name: str
@@ -103,7 +103,9 @@ def _shape_of(model: Layer, input_shape: Shape | None) -> Shape:
 
 
 @removed_keywords(dtype="input_dtype=...")
-def rows(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike = jnp.float32) -> list[Row]:
+def rows(
+    model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike = jnp.float32
+) -> list[LayerRow]:
     """The table's rows: each layer of a serial model in turn (or the model itself).
 
     **Arguments:**
@@ -112,13 +114,13 @@ def rows(model: Layer, input_shape: Shape | None = None, input_dtype: DTypeLike 
     - `input_shape`: the shape of one example (default `model.input_shape`).
     - `input_dtype`: the dtype of the input (integer for token ids).
 
-    **Returns:** one Row per layer.
+    **Returns:** one LayerRow per layer.
     """
     table, shape, dtype = [], _shape_of(model, input_shape), input_dtype
     for layer in model.layers or (model,):
         out, params = init_shapes(layer, shape)
         count = sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params))
-        table.append(Row(layer.name, out, count, layer_flops(layer, shape, dtype), layer.rule))
+        table.append(LayerRow(layer.name, out, count, layer_flops(layer, shape, dtype), layer.rule))
         shape, dtype = out, jnp.float32  # after the first layer (an Embedding reads ints) come floats
     return table
 
@@ -163,3 +165,8 @@ def summary(
             f"machine's matmul ceiling ({ceiling:.0f} GFLOP/s) at least {flops / ceiling / 1e6:.3g} ms"
         )
     return "\n".join(lines)
+
+
+def __getattr__(name: str):
+    """Names earlier versions had here: an error that says where they went."""
+    raise removed_attribute(__name__, name, {"Row": "jaxnn.summary.LayerRow"})

@@ -380,6 +380,14 @@ def test_moved_names_and_keywords_say_where_they_went():
     for name in ("build", "BUILDERS"):
         with pytest.raises(AttributeError, match=rf"jaxnn.models.{name} was removed .*jaxnn_lab.zoo"):
             getattr(models, name)
+    for module, name, place in (
+        (nn.activations, "Row", "jaxnn.activations.ActivationRow"),
+        (sys.modules["jaxnn.summary"], "Row", "jaxnn.summary.LayerRow"),
+    ):
+        with pytest.raises(AttributeError, match=rf"{module.__name__}.{name} was removed .*{place}"):
+            getattr(module, name)
+    with pytest.raises(nn.InputError, match="'identity'; 'linear' names the classifier"):
+        nn.activation("linear")
     with pytest.raises(nn.InputTypeError, match="input_dtype="):
         nn.summary(nn.mlp([2, 2]), dtype=jnp.float32)
     with pytest.raises(nn.InputTypeError, match="mode="):
@@ -403,7 +411,8 @@ def test_no_docstring_or_page_shows_a_removed_spelling():
 def test_the_changelog_lists_every_removed_spelling():
     text = open(os.path.join(ROOT, "docs", "changelog.md"), encoding="utf-8").read()
     table = text[text.index("**Migration from 0.2**") :]
-    for name in list(renamed.FIT) + ["TrainingDiverged", "host_epoch_order", "epoch_function", "dtype="]:
+    moved = ["TrainingDiverged", "host_epoch_order", "epoch_function", "dtype=", "layers=", "activations.Row"]
+    for name in list(renamed.FIT) + moved + ['activation("linear")', "summary.Row"]:
         assert name in table, name
 
 

@@ -101,7 +101,7 @@ def _bce_hvp(z, u):
     return s * (1 - s) * u
 
 
-RULES = {
+LOSS_CURVATURES = {
     "softmax_cross_entropy": LossCurvature(_ce_factor, _ce_sample, _ce_hvp),
     "mean_squared_error": LossCurvature(_mse_factor, _mse_sample, _mse_hvp),
     "binary_cross_entropy": LossCurvature(_bce_factor, _bce_sample, _bce_hvp),
@@ -112,11 +112,10 @@ RULES = {
 def loss_curvature(loss: LossFn) -> LossCurvature:
     """The curvature rules of `loss`, or an InputError naming it and the losses that have them."""
     name = getattr(loss, "name", getattr(loss, "__name__", type(loss).__name__))
-    if name not in RULES:
-        raise InputError(
-            f"curvature: no curvature rule for the loss {name!r}; the losses with one: {', '.join(RULES)}"
-        )
-    return RULES[name]
+    if name not in LOSS_CURVATURES:
+        known = ", ".join(LOSS_CURVATURES)
+        raise InputError(f"curvature: no curvature rule for the loss {name!r}; the losses with one: {known}")
+    return LOSS_CURVATURES[name]
 
 
 def mean_loss_columns(columns: jax.Array) -> jax.Array:

@@ -1,5 +1,7 @@
-"""Checks where the data enter, on the host and outside jit, once per run: a bad array ends in a
-DataError that names the problem, before anything is compiled or trained.
+"""The checks a run makes, on the host and outside jit: what it is given (the model is trainable,
+counts are positive, the data fit the model: a bad array ends in a DataError that names the
+problem, before anything is compiled), and what it makes (`all_finite`, for divergence). With them
+the one fact the data check needs from a model: how many classes its output holds.
 """
 
 import math
