@@ -9,15 +9,13 @@ reconstructions.png (test inputs in the top row, their reconstructions below) in
 """
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import jaxnn as nn
-from jaxnn import data
+from jaxnn import data, train
 from jaxnn_lab import plots
 from jaxnn_lab.cli import cli, out_dir, parser, write_metrics
 
@@ -33,33 +31,20 @@ def main():
     shape = model.input_shape
     print(nn.summary(model))
     loss = nn.losses.mean_squared_error
-    _, params = model.init(jax.random.PRNGKey(args.seed), shape)
-    opt = optax.adam(optax.cosine_decay_schedule(3e-3, args.epochs * (len(ds.x_train) // args.batch_size)))
-    grad = nn.value_and_grad(model, loss, "manual")
-
-    def step(carry, batch):
-        params, opt_state = carry
-        value, grads = grad(params, batch, batch)  # the target is the input itself
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value
-
-    @jax.jit
-    def epoch(params, opt_state, key, images):
-        steps = images.shape[0] // args.batch_size
-        order = jax.random.permutation(key, images.shape[0])[: steps * args.batch_size]
-        batches = images[order].reshape((steps, args.batch_size) + images.shape[1:])
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
-        return params, opt_state, losses
-
-    images, opt_state, seconds = jax.device_put(ds.x_train), opt.init(params), 0.0
-    for e in range(args.epochs):
-        t0 = time.perf_counter()
-        params, opt_state, losses = epoch(params, opt_state, jax.random.PRNGKey(100 + e), images)
-        losses = np.asarray(losses)
-        seconds += time.perf_counter() - t0
-        if not np.all(np.isfinite(losses)):
-            raise nn.TrainingDiverged(f"loss became non-finite in epoch {e + 1}")
-        print(f"epoch {e + 1}: training loss {losses.mean():.4f} per image  ({seconds:.1f} s)", flush=True)
+    steps = args.epochs * (len(ds.x_train) // args.batch_size)
+    state, history = train.fit(
+        model,
+        loss,
+        (ds.x_train, ds.x_train, ds.x_test, ds.x_test),  # the target is the input itself
+        opt=train.optimizer("adam", 3e-3, "cosine", total_steps=steps),
+        key=jax.random.PRNGKey(args.seed),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        options=train.TrainOptions(mode="manual"),
+    )
+    for row in history["epochs"]:
+        print(f"epoch {row['epoch']}: training loss {row['train_loss']:.4f} per image", flush=True)
+    params, seconds = state.params, history["train_seconds"]
     test = jax.jit(model.apply)(params, jnp.asarray(ds.x_test))
     per_image = float(loss(test, jnp.asarray(ds.x_test)))
     pixels = int(np.prod(shape))

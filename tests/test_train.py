@@ -353,3 +353,29 @@ def test_fit_writes_tensorboard_scalars_that_tensorboard_reads(tmp_path):
     np.testing.assert_allclose(rates, [float(schedule(s)) for s in range(steps)], rtol=1e-6)
     accuracies = events.Scalars("test/accuracy")
     assert [e.step for e in accuracies] == [15, 30, 45] and accuracies[-1].value > 0.9
+
+
+def test_fit_trains_on_float_targets_of_the_outputs_shape():
+    """An autoencoder's targets are its inputs: fit takes float targets of the output's shape,
+    reports the loss (accuracy is NaN: no classes), and refuses targets of another shape."""
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 16)).astype(np.float32)
+    model = nn.models.for_inputs(nn.serial(nn.Dense(4), nn.activation("tanh"), nn.Dense(16)), (16,))
+    fit = dict(opt=train.optimizer("adam", 1e-2), key=jax.random.PRNGKey(0), batch_size=32)
+    _, history = train.fit(model, nn.losses.mean_squared_error, (x, x, x[:64], x[:64]), epochs=3, **fit)
+    rows = history["epochs"]
+    assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"]
+    assert np.isnan(rows[-1]["train_accuracy"]) and np.isnan(rows[-1]["test_accuracy"])
+    assert np.isfinite(rows[-1]["test_loss"]) and "learned_nothing" not in history
+    with pytest.raises(
+        nn.DataError, match=r"targets of shape \(8,\) per example do not match the model's output \(16,\)"
+    ):
+        train.fit(model, nn.losses.mean_squared_error, (x, x[:, :8], x, x), epochs=1, **fit)
+    with pytest.raises(nn.DataError, match=r"labels must be integers of shape \(n,\), or float targets"):
+        train.fit(
+            model,
+            nn.losses.mean_squared_error,
+            (x, x.astype(np.float16).view(np.int16), x, x),
+            epochs=1,
+            **fit,
+        )

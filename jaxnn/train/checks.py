@@ -63,9 +63,17 @@ def classes_of(out_shape: Shape) -> int | None:
     return out_shape[0] if len(out_shape) == 1 else None
 
 
-def check_data(images: Any, labels: Any, input_shape: Shape, classes: int | None, what: str) -> None:
+def check_data(
+    images: Any,
+    labels: Any,
+    input_shape: Shape,
+    classes: int | None,
+    what: str,
+    targets_shape: Shape | None = None,
+) -> None:
     """Raise DataError unless images and labels are a usable set for a model: equal lengths, not
-    empty, images numeric, finite and of the input's size, labels integers in [0, classes).
+    empty, images numeric, finite and of the input's size, labels integers in [0, classes) (or,
+    given `targets_shape`, float targets of that shape per example: an autoencoder's images).
 
     **Arguments:**
 
@@ -73,6 +81,7 @@ def check_data(images: Any, labels: Any, input_shape: Shape, classes: int | None
     - `input_shape`: the shape of one example the model reads.
     - `classes`: the model's outputs (None: labels are not checked against it).
     - `what`: what to call the set in messages ("training", "test").
+    - `targets_shape`: one example's output shape, to accept float targets of it (None: labels only).
 
     **Returns:** None. Runs on the host, outside jit, once.
     """
@@ -103,9 +112,18 @@ def check_data(images: Any, labels: Any, input_shape: Shape, classes: int | None
     if kind == "f" and not np.all(np.isfinite(host_images)):
         bad = int(np.sum(~np.isfinite(host_images)))
         raise DataError(f"{what} images hold {bad} NaN or infinite values; clean or drop those examples")
-    if np.ndim(labels) != 1 or not np.issubdtype(np.dtype(jnp.result_type(labels)), np.integer):
+    label_type = np.dtype(jnp.result_type(labels))
+    if targets_shape is not None and label_type.kind == "f":
+        _check_targets(labels, targets_shape, what)
+        return
+    if np.ndim(labels) != 1 or not np.issubdtype(label_type, np.integer):
+        targets = (
+            ""
+            if targets_shape is None
+            else f", or float targets of shape (n, {', '.join(map(str, targets_shape))})"
+        )
         raise DataError(
-            f"{what} labels must be integers of shape (n,), got {jnp.result_type(labels)}{np.shape(labels)}"
+            f"{what} labels must be integers of shape (n,){targets}, got {label_type}{np.shape(labels)}"
         )
     if classes is not None:
         host_labels = np.asarray(labels)
@@ -116,6 +134,18 @@ def check_data(images: Any, labels: Any, input_shape: Shape, classes: int | None
                 "got values from "
                 f"{low} to {high}"
             )
+
+
+def _check_targets(targets: Any, shape: Shape, what: str) -> None:
+    """Float targets: one per example, of the model's output shape, finite."""
+    if tuple(np.shape(targets)[1:]) != tuple(shape):
+        raise DataError(
+            f"{what} targets of shape {np.shape(targets)[1:]} per example do not match the model's "
+            f"output {tuple(shape)}: give class labels as integers of shape (n,), or float targets "
+            "of the output's shape"
+        )
+    if not np.all(np.isfinite(np.asarray(targets))):
+        raise DataError(f"{what} targets hold NaN or infinite values")
 
 
 def all_finite(tree: Any) -> bool:

@@ -11,11 +11,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..core import Layer, is_traced, model_input_shape
+from ..core import Layer, is_traced, model_input_shape, output_shape
 from ..errors import InputError
 from ..losses import LossFn
 from ..types import DTypeLike, Shape
-from .checks import check_data, check_positive_int, output_classes
+from .checks import check_data, check_positive_int, classes_of
 from .compile import model_compiler_options
 from .step import to_inputs
 
@@ -49,7 +49,8 @@ def make_evaluate(
     """
     check_positive_int("batch_size", batch_size)
     input_shape = model_input_shape(model, input_shape, "make_evaluate")
-    classes = output_classes(model, input_shape)
+    out_shape = output_shape(model, input_shape)
+    classes = classes_of(out_shape)
     if flip and len(input_shape) != 3:
         raise InputError(f"flip=True needs images (H, W, C), not inputs of shape {input_shape}")
 
@@ -65,6 +66,8 @@ def make_evaluate(
             # log((softmax(a) + softmax(b)) / 2) from the log-softmaxes: finite where a softmax underflows
             log_p = [jax.nn.log_softmax(o.astype(jnp.float32)) for o in (out, mirrored)]
             out = jnp.logaddexp(*log_p) - jnp.log(2.0)
+        if not jnp.issubdtype(labels.dtype, jnp.integer):  # targets, not class labels: no accuracy
+            return loss(out, labels) * labels.shape[0], jnp.nan
         return loss(out, labels) * labels.shape[0], jnp.sum(jnp.argmax(out, 1) == labels)
 
     def run(params, images, labels, model_state):
@@ -77,7 +80,7 @@ def make_evaluate(
 
     def evaluate(params, images, labels, model_state=None):
         if not is_traced(images):
-            check_data(images, labels, input_shape, classes, "evaluation")
+            check_data(images, labels, input_shape, classes, "evaluation", out_shape)
         return run(params, images, labels, model_state)
 
     evaluate.unchecked = run  # type: ignore[attr-defined]  # for callers that checked the arrays already

@@ -141,8 +141,9 @@ def fit(
     **Arguments:**
 
     - `model`, `loss`: the Layer and the loss (a Loss, or a plain function `loss(pred, labels)`).
-    - `data`: `(x_train, y_train, x_test, y_test)` arrays (images uint8 or float), checked first:
-      equal lengths, finite, labels in range, not empty (DataError).
+    - `data`: `(x_train, y_train, x_test, y_test)` arrays (images uint8 or float; y class labels,
+      or float targets of the model's output shape, as an autoencoder's images, whose accuracy is
+      then NaN), checked first: equal lengths, finite, labels in range, not empty (DataError).
     - `opt`: an optax optimiser (e.g. `optimizer("adam", 1e-3)`).
     - `key`: the run's PRNG key: the same key gives the same run.
     - `epochs`, `batch_size`: the run's length and the examples per step.
@@ -220,8 +221,8 @@ def check_run(model, data, epochs, batch_size, input_shape, options, checkpointi
     classes = classes_of(out_shape)
     if len(data) != 4:
         raise InputError(f"data must be (x_train, y_train, x_test, y_test), got {len(data)} arrays")
-    check_data(data[0], data[1], input_shape, classes, "training")
-    check_data(data[2], data[3], input_shape, classes, "test")
+    check_data(data[0], data[1], input_shape, classes, "training", targets_shape=out_shape)
+    check_data(data[2], data[3], input_shape, classes, "test", targets_shape=out_shape)
     if batch_size > len(data[0]):
         raise InputError(f"batch size {batch_size} is larger than the training set ({len(data[0])} examples)")
     return input_shape
@@ -339,12 +340,13 @@ def progress_bar(reporting: Reporting, start: int, epochs: int) -> Any:
 
 
 def _postfix(row: dict) -> dict:
-    shown = {
-        "loss": f"{row['train_loss']:.4f}",
-        "acc": f"{row['train_accuracy']:.4f}",
-        "test": f"{row.get('test_accuracy', float('nan')):.4f}",
-        "sps": f"{row['samples_per_second']:.0f}",
-    }
+    shown = {"loss": f"{row['train_loss']:.4f}"}
+    if np.isnan(row["train_accuracy"]):  # targets, not class labels: the test loss says more
+        shown["test loss"] = f"{row.get('test_loss', float('nan')):.4f}"
+    else:
+        shown["acc"] = f"{row['train_accuracy']:.4f}"
+        shown["test"] = f"{row.get('test_accuracy', float('nan')):.4f}"
+    shown["sps"] = f"{row['samples_per_second']:.0f}"
     if "gflops" in row:
         shown["GFLOP/s"] = f"{row['gflops']:.0f} ({row['fraction_of_ceiling']:.0%} of matmul)"
     return shown
@@ -370,8 +372,9 @@ def tensorboard_writer(folder):
 def _warn_if_learned_nothing(history, labels, log):
     """Flag a run whose last epoch's training accuracy is no better than the majority class's share
     (plus one point): it finished without NaNs, yet predicts as if it had seen no input."""
-    if not history["epochs"]:
-        return
+    labels = np.asarray(labels)
+    if not history["epochs"] or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        return  # no epoch, or targets that are not class labels (an autoencoder's images)
     majority = np.bincount(np.asarray(labels).astype(np.int64)).max() / len(labels)
     accuracy = history["epochs"][-1]["train_accuracy"]
     if accuracy <= majority + 0.01:
