@@ -84,18 +84,19 @@ def main():
         recipe["steps"] = steps_for(args.seconds, model, recipe, args, tokens)
     state, run, compiled, chunk, compile_seconds = prepare(model, recipe, args, tokens)
     loss = nn.losses.sequence_cross_entropy
-    train_seconds, done, history = compile_seconds, 0, []
-    while done < recipe["steps"]:
-        n = min(chunk, recipe["steps"] - done)
-        t0 = time.perf_counter()
-        state, losses = compiled(state, tokens) if n == chunk else run(state, tokens, n)
-        losses = np.asarray(losses)
-        train_seconds += time.perf_counter() - t0
+
+    def call(state, begin, end):
+        return compiled(state, tokens) if end - begin == chunk else run(state, tokens, end - begin)
+
+    history, t0, start = [], time.perf_counter(), state
+    for done, state, losses in train.in_chunks(call, start, 0, recipe["steps"], chunk):  # noqa: B007 (read below)
+        losses = np.asarray(losses)  # waits for the chunk to finish
+        train_seconds = compile_seconds + time.perf_counter() - t0
         if not np.all(np.isfinite(losses)):
-            raise nn.TrainingDiverged(f"loss became {losses[~np.isfinite(losses)][0]} near step {done}")
-        done += n
+            raise nn.TrainingDiverged(f"loss became {losses[~np.isfinite(losses)][0]} before step {done}")
         history.append({"step": done, "train_loss": float(losses.mean()), "seconds": train_seconds})
         print(f"step {done:5d}  train loss {losses.mean():.4f}  {train_seconds:.1f} s", flush=True)
+    train_seconds = compile_seconds + time.perf_counter() - t0
     val_loss = float(
         language.make_lm_evaluate(model, loss, recipe["context"])(state.params, val, state.model_state)
     )

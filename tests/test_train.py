@@ -379,3 +379,15 @@ def test_fit_trains_on_float_targets_of_the_outputs_shape():
             epochs=1,
             **fit,
         )
+
+
+def test_in_chunks_covers_the_span_in_whole_chunks_then_the_rest():
+    spans = []
+
+    def call(state, begin, end):
+        spans.append((begin, end))
+        return state + (end - begin), None
+
+    ends = [(end, state) for end, state, _ in train.in_chunks(call, 0, 3, 13, 4)]
+    assert spans == [(3, 7), (7, 11), (11, 13)] and ends == [(7, 4), (11, 8), (13, 10)]
+    assert list(train.in_chunks(call, 0, 5, 5, 4)) == []

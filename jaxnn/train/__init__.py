@@ -15,7 +15,7 @@ from ..renamed import removed_attribute
 from .checks import all_finite, check_data, check_positive_int, output_classes
 from .compile import compile_lowered, compiler_options, known_options, model_compiler_options
 from .evaluate import make_evaluate, sum_over_batches
-from .fit import Checkpointing, Reporting, chunk_steps, fit, load_checkpoint
+from .fit import Checkpointing, Reporting, chunk_steps, fit, in_chunks, load_checkpoint
 from .optim import OPTIMIZERS, SCHEDULES, optimizer, schedule
 from .step import (
     StepMetrics,
@@ -66,6 +66,7 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "chunk_steps",
+    "in_chunks",
     "check_data",
     "check_positive_int",
     "output_classes",

@@ -15,7 +15,7 @@ train its chunks of steps and evaluate, saving as it goes.
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -119,6 +119,26 @@ def chunk_steps(steps: int, checkpoint_every: float | None) -> int:
     target = max(1, steps // 8)
     best = min((d for d in range(1, steps + 1) if steps % d == 0), key=lambda d: abs(d - target))
     return best if best >= target / 2 else target
+
+
+def in_chunks(call: Callable, state: Any, start: int, stop: int, size: int) -> Iterator[tuple[int, Any, Any]]:
+    """Steps `start` to `stop` of a run, in compiled calls of `size` steps and a shorter last one:
+    the loop of `fit` and of a language model's training.
+
+    **Arguments:**
+
+    - `call(state, begin, end) -> (state, metrics)`: runs steps begin to end (one compiled call).
+    - `state`: the state before step `start`.
+    - `start`, `stop`, `size`: the span of steps and the steps per call.
+
+    **Returns:** an iterator of `(end, state, metrics)`, one per call, the state as the call left
+    it: the caller checks, logs and saves between calls.
+    """
+    while start < stop:
+        end = min(start + size, stop)
+        state, metrics = call(state, start, end)
+        yield end, state, metrics
+        start = end
 
 
 @removed_keywords(**FIT)
@@ -275,10 +295,12 @@ def train_epoch(run, state, order, at, history, writer, learning_rate, save, pat
     divergence, logged and (when due) saved. Returns `(state, order, position)` at the epoch's end."""
     if at.step == 0:
         state, order = epoch_order(state, len(run.data[0]), run.batch_size)
-    while at.step < run.steps:
-        end = min(at.step + run.chunk, run.steps)
-        call = run.compiled if end - at.step == run.chunk else run.program
-        new_state, metrics = call(state, *run.data[:2], _rows(run, order, at.step, end))
+
+    def call(state, begin, end):
+        program = run.compiled if end - begin == run.chunk else run.program
+        return program(state, *run.data[:2], _rows(run, order, begin, end))
+
+    for end, new_state, metrics in in_chunks(call, state, at.step, run.steps, run.chunk):
         losses = np.asarray(metrics.loss)  # waits for the chunk to finish
         stop_if_diverged(losses, new_state, at, history, path)
         if writer is not None:
