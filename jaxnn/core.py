@@ -447,6 +447,16 @@ def init_shapes(layer: Layer, input_shape: Shape, dtype: DTypeLike | None = None
     return _trace_init(layer.init, input_shape, **({} if dtype is None else {"dtype": dtype}))
 
 
+def state_shapes(layer: Layer, input_shape: Shape) -> State:
+    """The shapes of a layer's state for inputs of `input_shape`, traced (nothing allocated).
+
+    **Arguments:** `layer` a Layer; `input_shape` the shape of one example.
+
+    **Returns:** the state's pytree of `jax.ShapeDtypeStruct`s (`()` for a layer without state).
+    """
+    return jax.eval_shape(lambda: layer.init_state(tuple(input_shape)))
+
+
 def _trace_init(init: Callable, input_shape: Shape, **options: Any) -> tuple[Shape, Params]:
     """(output shape, parameter shapes) of an init function, traced by `jax.eval_shape`."""
     found = []

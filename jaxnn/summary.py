@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from . import throughput
-from .core import Layer, init_shapes, model_input_shape
+from .core import Layer, init_shapes, model_input_shape, state_shapes
 from .errors import InputError
 from .gradients import value_and_grad
 from .losses import LossFn, softmax_cross_entropy
@@ -53,7 +53,7 @@ def layer_flops(layer: Layer, input_shape: Shape, input_dtype: DTypeLike = jnp.f
     **Returns:** the count (0.0 where XLA gives none).
     """
     params = init_shapes(layer, input_shape)[1]
-    state = jax.eval_shape(lambda: layer.init_state(tuple(input_shape)))
+    state = state_shapes(layer, input_shape)
     x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), input_dtype)
 
     def forward(p, s, x):
@@ -84,9 +84,9 @@ def step_flops(
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"step_flops: batch_size must be a positive int, got {batch_size!r}")
-    shape = _shape_of(model, input_shape)
+    shape = model_input_shape(model, input_shape, "summary")
     out_shape, params = init_shapes(model, shape)
-    state = jax.eval_shape(lambda: model.init_state(tuple(shape)))
+    state = state_shapes(model, shape)
     x = jax.ShapeDtypeStruct((batch_size,) + tuple(shape), input_dtype)
     labels = jax.ShapeDtypeStruct((batch_size,) + tuple(out_shape[:-1]), jnp.int32)
     grad = value_and_grad(model, loss)
@@ -96,10 +96,6 @@ def step_flops(
         return grad(p, x, y, jax.random.PRNGKey(0), **extra)
 
     return throughput.program_flops(jax.jit(step).lower(params, x, labels).compile())
-
-
-def _shape_of(model: Layer, input_shape: Shape | None) -> Shape:
-    return model_input_shape(model, input_shape, "summary")
 
 
 @removed_keywords(dtype="input_dtype=...")
@@ -116,7 +112,7 @@ def rows(
 
     **Returns:** one LayerRow per layer.
     """
-    table, shape, dtype = [], _shape_of(model, input_shape), input_dtype
+    table, shape, dtype = [], model_input_shape(model, input_shape, "summary"), input_dtype
     for layer in model.layers or (model,):
         out, params = init_shapes(layer, shape)
         count = sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params))

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..core import Layer, example_shape
+from ..core import Layer, model_input_shape
 from ..errors import CheckpointError, InputError
 from ..files import atomic_write, write_text
 from ..types import DTypeLike, Params, Shape, State
@@ -55,7 +55,7 @@ def export(
     running statistics, no Dropout), its weights embedded as constants, for the platform this JAX
     runs on.
     """
-    shape = example_shape("export", model.input_shape if input_shape is None else input_shape)
+    shape = model_input_shape(model, input_shape, "export")
     state = _checked_state(model, state, shape)
 
     def infer(x):

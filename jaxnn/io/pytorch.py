@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import Layer, init_shapes, model_input_shape, output_shape
+from ..core import Layer, init_shapes, model_input_shape, output_shape, state_shapes
 from ..errors import InputError, InputTypeError
 from ..types import Params, Shape, State
 
@@ -630,7 +630,7 @@ def match(model: Layer, module: Any, input_shape: Shape) -> Matched:
 
 
 def _template(model: Layer, input_shape: Shape):
-    return init_shapes(model, input_shape)[1], jax.eval_shape(lambda: model.init_state(input_shape))
+    return init_shapes(model, input_shape)[1], state_shapes(model, input_shape)
 
 
 def _fill(template: Any, parts: dict, what: str) -> Any:

@@ -43,6 +43,14 @@ def check_positive_int(name: str, value: Any) -> None:
         raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_batch_size(batch_size: Any, n: int, what: str = "the dataset") -> None:
+    """Raise InputError unless `batch_size` is a positive int no larger than the `n` examples of
+    `what` (a step needs a whole batch)."""
+    check_positive_int("batch_size", batch_size)
+    if n < batch_size:
+        raise InputError(f"batch size {batch_size} is larger than {what} ({n} examples)")
+
+
 def output_classes(model: Layer, input_shape: Shape) -> int | None:
     """The number of classes a model's output row holds.
 

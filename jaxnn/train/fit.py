@@ -30,7 +30,7 @@ from ..losses import LossFn
 from ..renamed import FIT, removed_keywords
 from ..types import PRNGKey, Shape
 from . import tensorboard
-from .checks import all_finite, check_data, check_positive_int, check_trainable, classes_of
+from .checks import all_finite, check_batch_size, check_data, check_positive_int, check_trainable, classes_of
 from .compile import compile_lowered
 from .evaluate import make_evaluate
 from .step import TrainOptions, TrainState, epoch_order, init_state, steps_function
@@ -243,8 +243,7 @@ def check_run(model, data, epochs, batch_size, input_shape, options, checkpointi
         raise InputError(f"data must be (x_train, y_train, x_test, y_test), got {len(data)} arrays")
     check_data(data[0], data[1], input_shape, classes, "training", targets_shape=out_shape)
     check_data(data[2], data[3], input_shape, classes, "test", targets_shape=out_shape)
-    if batch_size > len(data[0]):
-        raise InputError(f"batch size {batch_size} is larger than the training set ({len(data[0])} examples)")
+    check_batch_size(batch_size, len(data[0]), "the training set")
     return input_shape
 
 

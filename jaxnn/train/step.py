@@ -27,7 +27,7 @@ from ..gradients import check_mode, value_and_grad
 from ..losses import LossFn, accuracy
 from ..renamed import STEPS, removed_keywords
 from ..types import DTypeLike, PRNGKey, Shape
-from .checks import check_positive_int
+from .checks import check_batch_size, check_positive_int
 from .compile import model_compiler_options
 
 
@@ -250,12 +250,6 @@ def steps_function(
     return run
 
 
-def _check_batch_size(batch_size: int, n: int) -> None:
-    check_positive_int("batch_size", batch_size)
-    if n < batch_size:
-        raise InputError(f"batch size {batch_size} is larger than the dataset ({n} examples)")
-
-
 @removed_keywords(**STEPS)
 def make_epoch(
     model: Layer,
@@ -287,7 +281,7 @@ def make_epoch(
     )
 
     def epoch(state, images, labels):
-        _check_batch_size(batch_size, images.shape[0])
+        check_batch_size(batch_size, images.shape[0])
         state, order = epoch_order(state, images.shape[0], batch_size)
         return run(state, images, labels, order)
 
@@ -339,7 +333,7 @@ def make_ensemble_epoch(
 
     def epoch(states, images, labels):
         n = images.shape[0]
-        _check_batch_size(batch_size, n)
+        check_batch_size(batch_size, n)
         drawn = [_draw_key(key) for key in states.key]
         keys = jnp.stack([key for key, _ in drawn])
         orders = np.stack([_permutation(perm_key, n, batch_size) for _, perm_key in drawn])
