@@ -103,6 +103,9 @@ def test_every_public_name_has_an_entry_in_the_built_reference(site):
 def test_the_code_of_each_page_runs(page, data_root, tmp_path):
     out = docs_code.run(page, data_root, cwd=str(tmp_path))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    # a tutorial shows what each block prints (python tests/docs_code.py PAGE --write refreshes it)
+    problems = docs_code.differences(page, out.stdout, every_output="/tutorials/" in page)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.slow
