@@ -2,6 +2,7 @@
 the hand-derived backward pass), then the same MLP trained on MNIST with each activation.
 
     python experiments/activations.py --data-dir ../shared/data/mnist [--epochs 4] [--out DIR]
+    python experiments/activations.py --figure-only --out docs/figures   # the figure alone
 
 Writes activations.png, metrics.json and results.md (test accuracy and time per activation).
 Binary step has derivative 0 everywhere, so no gradient reaches the hidden layers: only the last
@@ -37,9 +38,13 @@ def derivative_table():
 
 def main():
     p = parser(__doc__, epochs=4)
+    p.add_argument("--figure-only", action="store_true", help="draw activations.png and stop")
     args = p.parse_args()
     folder = out_dir(args.out, "activations")
-    plots.function_table(derivative_table(), os.path.join(folder, "activations.png"))
+    zoom = {"leaky_relu": ((-4, 0.5), (-0.05, 0.02))}  # its slope of 0.01 below 0
+    plots.function_table(derivative_table(), os.path.join(folder, "activations.png"), zoom=zoom)
+    if args.figure_only:
+        return print(f"-> {folder}/activations.png")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
     results = {}
     for name in [n for n in nn.activations.NAMES if n != "softmax"]:

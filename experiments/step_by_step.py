@@ -3,6 +3,10 @@ network (3 inputs -> 2 logistic units -> 2 classes), printed number by number: f
 the loss, every gradient from the hand rules beside jax.grad's, and the updated weights.
 
     python experiments/step_by_step.py [--lr 0.5] [--out DIR]
+    python experiments/step_by_step.py --diagram docs/figures/backprop_network.png
+
+--diagram draws the 2-2-2 network of the classic worked example (tutorial 3) with its weights, and
+how jaxnn's Dense lays them out, instead of running the iteration.
 
 Runs in float64 so the two gradient columns can be compared digit by digit.
 """
@@ -15,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnn as nn
+from jaxnn_lab import plots
 from jaxnn_lab.cli import add_compile_cache_flag, cli, out_dir, write_metrics, write_text
 
 
@@ -25,12 +30,27 @@ def show(name, value, out):
     out.append(line)
 
 
+def draw_worked_example(path):
+    """The 2-2-2 network of "a step by step backpropagation example", every weight labelled."""
+    names = {("i1", "h1"): "w1", ("i2", "h1"): "w2", ("i1", "h2"): "w3", ("i2", "h2"): "w4",
+             ("h1", "o1"): "w5", ("h2", "o1"): "w6", ("h1", "o2"): "w7", ("h2", "o2"): "w8"}  # fmt: skip
+    values = [0.15, 0.2, 0.25, 0.3, 0.4, 0.45, 0.5, 0.55]  # w1 ... w8
+    weights = {edge: f"{name} = {values[int(name[1]) - 1]:.2f}" for edge, name in names.items()}
+    note = "jaxnn's Dense holds w[j, k], input j to unit k:  W1 = [[w1, w3], [w2, w4]],  "
+    note += "W2 = [[w5, w7], [w6, w8]]"
+    biases = ["b1 = 0.35 (each hidden unit)", "b2 = 0.60 (each output)"]
+    return plots.network_diagram([["i1", "i2"], ["h1", "h2"], ["o1", "o2"]], weights, biases, path, note)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_compile_cache_flag(p)
     p.add_argument("--lr", type=float, default=0.5)
     p.add_argument("--out", default=None)
+    p.add_argument("--diagram", default=None, metavar="PNG", help="draw the worked example's network")
     args = p.parse_args()
+    if args.diagram:
+        return print(draw_worked_example(args.diagram))
     folder = out_dir(args.out, "step_by_step")
     lines = []
     with jax.enable_x64(True):

@@ -19,6 +19,7 @@ __all__ = [
     "agreement",
     "function_table",
     "compare_runs",
+    "network_diagram",
 ]
 
 
@@ -275,14 +276,18 @@ def agreement(a: Any, b: Any, path: str, labels: tuple[str, str], title: str = "
     return _save(fig, path)
 
 
-def function_table(rows: Sequence[tuple], path: str, x: Any = None) -> str:
-    """Functions and their derivatives, one panel each (the activation table).
+def function_table(rows: Sequence[tuple], path: str, x: Any = None, zoom: dict | None = None) -> str:
+    """Functions and their derivatives, one panel each (the activation table). A jump is drawn as
+    one: no vertical line, a filled dot at the value the function takes there and an open one at
+    the limit from the left (so a kink's convention, such as f'(0) = 1 for ReLU, shows).
 
     **Arguments:**
 
     - `rows`: `(name, f values, f' values)` each, sampled at x.
     - `path`: the PNG to write.
     - `x`: the sample points (default 401 points on [-4, 4]).
+    - `zoom`: name -> `((x0, x1), (y0, y1))`, a window shown enlarged inside that panel (a slope
+      too small to see at the panel's scale).
 
     **Returns:** path.
     """
@@ -292,15 +297,37 @@ def function_table(rows: Sequence[tuple], path: str, x: Any = None) -> str:
     n_rows = -(-len(rows) // cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 2.6 * n_rows), squeeze=False)
     for ax, (name, f, df) in zip(axes.flat, rows):
-        ax.plot(x, f, label="f(x)")
-        ax.plot(x, df, "--", label="f'(x)")
-        ax.axhline(0, color="k", lw=0.4)
-        ax.axvline(0, color="k", lw=0.4)
+        for target in [ax] + ([_inset(ax, *zoom[name])] if zoom and name in zoom else []):
+            _draw_with_jumps(target, x, np.asarray(f), "-", "tab:blue", "f(x)", lw=1.6)
+            _draw_with_jumps(target, x, np.asarray(df), "--", "tab:orange", "f'(x)", lw=2.0)
+            target.axhline(0, color="k", lw=0.4)
+            target.axvline(0, color="k", lw=0.4)
+        if not np.any(df):
+            ax.text(0.04, 0.6, "f'(x) = 0 everywhere", transform=ax.transAxes, color="tab:orange", fontsize=9)
         ax.set_title(name, fontsize=10)
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     return _save(fig, path)
+
+
+def _draw_with_jumps(ax, x, y, style, color, label, lw):
+    """y against x, broken where it jumps (a change above 0.2 between neighbours) and dotted there."""
+    jumps = np.where(np.abs(np.diff(y)) > 0.2)[0]
+    ax.plot(np.insert(x, jumps + 1, np.nan), np.insert(y.astype(float), jumps + 1, np.nan), style,
+            color=color, lw=lw, label=label)  # fmt: skip
+    for j in jumps:
+        ax.plot(x[j + 1], y[j + 1], "o", color=color, ms=5, zorder=5)
+        ax.plot(x[j + 1], y[j], "o", color=color, mfc="white", ms=5, zorder=5)
+
+
+def _inset(ax, xlim, ylim):
+    inner = ax.inset_axes((0.24, 0.5, 0.36, 0.4))
+    inner.set_xlim(*xlim)
+    inner.set_ylim(*ylim)
+    inner.tick_params(labelsize=7)
+    inner.set_title("x < 0, enlarged", fontsize=7, pad=2)
+    return inner
 
 
 def compare_runs(panels: dict, path: str, title: str = "") -> str:
@@ -338,4 +365,47 @@ def compare_runs(panels: dict, path: str, title: str = "") -> str:
         ax_loss.set_ylabel(f"training loss (mean of {k} steps)")
         ax_loss.legend()
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def network_diagram(
+    layers: Sequence[Sequence[str]], weights: dict, biases: Sequence[str], path: str, note: str = ""
+) -> str:
+    """A small fully connected net as a picture: one column of units per layer, every edge labelled.
+
+    **Arguments:**
+
+    - `layers`: the units' names, a list per layer from input to output (e.g. `[["i1", "i2"], ...]`).
+    - `weights`: `(from unit, to unit) -> label` for each edge.
+    - `biases`: one label per layer after the first (the bias each of its units adds).
+    - `path`: the PNG to write; `note`: a line under the picture.
+
+    **Returns:** path.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    place = {}
+    for col, units in enumerate(layers):
+        for row, name in enumerate(units):
+            place[name] = (2.2 * col, (len(units) - 1) / 2 - row * 1.6)
+    for (a, b), label in weights.items():
+        (x0, y0), (x1, y1) = place[a], place[b]
+        ax.annotate("", (x1 - 0.28, y1 + (y0 - y1) * 0.28 / 2.2), (x0 + 0.28, y0),
+                    arrowprops={"arrowstyle": "->", "color": "0.45", "lw": 1.2})  # fmt: skip
+        t, lift = (0.5, 0.1) if y1 == y0 else (0.27, 0.0)  # crossing edges: labelled apart, near the source
+        ax.text(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t + lift, label, ha="center",
+                va="bottom" if lift else "center", fontsize=10, color="tab:blue",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0})  # fmt: skip
+    for name, (x, y) in place.items():
+        ax.add_patch(plt.Circle((x, y), 0.28, facecolor="white", edgecolor="black", lw=1.5, zorder=3))
+        ax.text(x, y, name, ha="center", va="center", fontsize=12, zorder=4)
+    for col, label in enumerate(biases, start=1):
+        lowest = min(place[name][1] for name in layers[col])
+        ax.text(2.2 * col, lowest - 0.62, label, ha="center", va="top", fontsize=10, color="tab:red")
+    if note:
+        ax.text(2.2, min(y for _, y in place.values()) - 1.05, note, ha="center", va="top", fontsize=9.5)
+    ax.set_xlim(-0.6, 2.2 * (len(layers) - 1) + 0.6)
+    ax.set_ylim(min(y for _, y in place.values()) - 1.5, max(y for _, y in place.values()) + 0.5)
+    ax.set_aspect("equal")
+    ax.axis("off")
     return _save(fig, path)

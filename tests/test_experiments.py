@@ -32,6 +32,11 @@ def test_step_by_step_prints_every_number(tmp_path):
     assert (tmp_path / "step_by_step.txt").exists()
 
 
+def test_step_by_step_draws_the_worked_examples_network(tmp_path):
+    _run("step_by_step.py", "--diagram", str(tmp_path / "net.png"))
+    assert (tmp_path / "net.png").stat().st_size > 10_000
+
+
 @pytest.mark.slow
 def test_simple_vs_complex_draws_boundaries(tmp_path):
     _run("simple_vs_complex.py", "--epochs", "20", "--out", str(tmp_path))
