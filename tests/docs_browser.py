@@ -27,6 +27,8 @@ FLAGS = [  # no sandbox (root in CI), no background traffic (the machine has no 
 ]
 PAGES = {"home": "", "api": "api/layers/", "activations": "api/activations/", "tutorial": "tutorials/cnn/"}
 MATH_PAGES = ("api", "activations", "tutorial")  # the pages of PAGES whose mathematics is checked rendered
+SCREENSHOTS = ("home", "api", "tutorial")  # the README's pictures of the site
+WIDE_CODE = "article .highlight:not(:has(.filename)) pre > code"  # code blocks, not their Output blocks
 
 
 @contextlib.contextmanager
@@ -46,6 +48,23 @@ def serve(site):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+def _scrolling(page):
+    """How many code blocks on the page are wider than the column (at the page's width)."""
+    return page.eval_on_selector_all(
+        WIDE_CODE, "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).length"
+    )
+
+
+def tutorial_paths(site):
+    """The tutorials' pages of the built site, as paths under its root."""
+    folder = os.path.join(site, "tutorials")
+    return [
+        f"tutorials/{name}/"
+        for name in sorted(os.listdir(folder))
+        if os.path.isdir(os.path.join(folder, name))
+    ]
 
 
 def check(site, screenshots=None):
@@ -78,10 +97,7 @@ def check(site, screenshots=None):
                     "article .arithmatex", "els => els.map(e => e.querySelector('.katex') !== null)"
                 )
                 text = page.inner_text("article")
-                scrolling = page.eval_on_selector_all(  # code wider than the column, at this width
-                    "article .highlight:not(:has(.filename)) pre > code",  # an Output block may scroll
-                    "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).length",
-                )
+                scrolling = _scrolling(page)
                 found[name] = {
                     "title": page.title(),
                     "math": len(math),
@@ -94,10 +110,16 @@ def check(site, screenshots=None):
                     "console_errors": errors,
                     "failed_requests": failed,
                 }
-                if screenshots:
+                if screenshots and name in SCREENSHOTS:
                     os.makedirs(screenshots, exist_ok=True)
                     page.screenshot(path=os.path.join(screenshots, f"{name}.png"))
                 page.close()
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            found["tutorials_scrolling"] = {}
+            for path in tutorial_paths(site):
+                page.goto(base + path, wait_until="domcontentloaded")
+                found["tutorials_scrolling"][path] = _scrolling(page)
+            page.close()
             page = browser.new_page()
             page.goto(base, wait_until="networkidle")
             page.locator("label.md-search__icon, .md-search__input").first.click()

@@ -114,7 +114,9 @@ def test_the_site_in_a_real_browser(site, tmp_path):
 
     if not os.path.exists(docs_browser.CHROMIUM):
         pytest.fail("chromium is missing (Debian: apt-get install chromium); .ci/run installs it")
-    found = docs_browser.check(site, screenshots=str(tmp_path))
+    # the README's screenshots are these pages as this test sees them: taken anew on every run
+    shots = os.path.join(ROOT, "docs", "screenshots")
+    found = docs_browser.check(site, screenshots=shots)
     for name in docs_browser.PAGES:
         page = found[name]
         assert page["code_blocks"] >= 1, (name, page)
@@ -128,5 +130,8 @@ def test_the_site_in_a_real_browser(site, tmp_path):
     assert found["tutorial"]["images"] >= 1
     for name in ("home", "tutorial"):  # code lines within the column
         assert found[name]["code_blocks_scrolling"] == 0, (name, found[name])
+    wide = {path: n for path, n in found["tutorials_scrolling"].items() if n}
+    assert len(found["tutorials_scrolling"]) >= 13 and not wide, wide
     assert any("value_and_grad" in hit for hit in found["search"]), found["search"][:3]
-    assert all(os.path.getsize(tmp_path / f"{name}.png") > 10_000 for name in docs_browser.PAGES)
+    for name in docs_browser.SCREENSHOTS:
+        assert os.path.getsize(os.path.join(shots, f"{name}.png")) > 10_000, name
