@@ -98,7 +98,7 @@ def main():
     for cfg in recipes:
         for seed in args.seeds:
             model = build(args.model, cfg)
-            total = cfg["epochs"] * (60000 // cfg["batch"])
+            total = cfg["epochs"] * (len(ds.x_train) // cfg["batch"])
             name = cfg.get("opt", "adamw" if "wd" in cfg else "adam")
             opt = train.optimizer(name, cfg["lr"], "onecycle", total, weight_decay=cfg.get("wd"))
             loss = nn.losses.smoothed_cross_entropy(cfg["smooth"]) if "smooth" in cfg else None

@@ -18,7 +18,10 @@ import jax.numpy as jnp
 from .errors import InputError
 from .types import PRNGKey
 
-__all__ = ["augmentation", "random_shift", "random_flip", "random_erase"]
+__all__ = ["augmentation", "random_shift", "random_flip", "random_erase", "DEFAULT_SHIFT"]
+
+DEFAULT_SHIFT = 2
+"""`augmentation`'s largest random translation, in pixels, unless told otherwise."""
 
 
 def random_shift(key: PRNGKey, x: Any, pixels: int) -> Any:
@@ -97,7 +100,9 @@ def random_erase(
     return jnp.where(mask, noise, x)
 
 
-def augmentation(shift: int = 2, flip: bool = False, erase: float = 0.0) -> Callable[[PRNGKey, Any], Any]:
+def augmentation(
+    shift: int = DEFAULT_SHIFT, flip: bool = False, erase: float = 0.0
+) -> Callable[[PRNGKey, Any], Any]:
     """An augmentation to run inside the jitted training step (`TrainOptions(augment=...)`).
 
     **Arguments:**

@@ -205,9 +205,9 @@ CHECKS: list[tuple[Callable[[Any], bool], Callable[[Any], str]]] = [
         lambda a: a.shift_given and not a.augment,
         lambda a: "--shift needs --augment (the shifts are part of the augmentation)",
     ),
-    (
-        lambda a: a.optimizer == "adam" and a.weight_decay,
-        lambda a: "--weight-decay with --optimizer adam: use --optimizer adamw (decoupled decay)",
+    (  # the library's own rule, checked before anything runs
+        lambda a: train.weight_decay_refusal(a.optimizer, a.weight_decay) is not None,
+        lambda a: f"--weight-decay: {train.weight_decay_refusal(a.optimizer, a.weight_decay)}",
     ),
 ]
 

@@ -53,7 +53,7 @@ MODEL_OPTIONS = {name: options for name, (_, options) in MODELS.items()}
 
 # the models that read images (batch, H, W, C), so that --augment applies
 IMAGE_MODELS = ("cnn", "resnet")
-DEFAULT_SHIFT = 2  # pixels of random translation with --augment, unless the recipe says otherwise
+DEFAULT_SHIFT = nn.augment.DEFAULT_SHIFT  # --augment's translation, unless the recipe says otherwise
 
 
 def training_loss(args):

@@ -16,7 +16,7 @@ from .checks import all_finite, check_data, check_positive_int, output_classes
 from .compile import compile_lowered, compiler_options, known_options, model_compiler_options
 from .evaluate import make_evaluate, sum_over_batches
 from .fit import Checkpointing, Reporting, chunk_steps, fit, in_chunks, load_checkpoint
-from .optim import OPTIMIZERS, SCHEDULES, optimizer, schedule
+from .optim import OPTIMIZERS, SCHEDULES, optimizer, schedule, weight_decay_refusal
 from .step import (
     StepMetrics,
     TrainOptions,
@@ -53,6 +53,7 @@ __all__ = [
     "SCHEDULES",
     "optimizer",
     "schedule",
+    "weight_decay_refusal",
     "init_state",
     "to_inputs",
     "make_step",

@@ -42,6 +42,23 @@ def schedule(kind: str, learning_rate: float, total_steps: int | None = None) ->
     raise InputError(f"unknown schedule {kind!r}; choose from {SCHEDULES}")
 
 
+def weight_decay_refusal(
+    name: str, weight_decay: float | None, schedule_kind: str = "constant"
+) -> str | None:
+    """Why `optimizer` refuses this optimiser with this weight decay (and schedule), or None.
+
+    **Arguments:** `name`, `weight_decay` and `schedule_kind` as `optimizer` takes them.
+
+    **Returns:** the refusal's message (Adam, or K-FAC, with weight decay; K-FAC with a
+    schedule), or None when the combination is accepted.
+    """
+    if name == "kfac" and (schedule_kind != "constant" or weight_decay):
+        return "optimizer 'kfac' takes a constant learning rate (or None) and no weight decay"
+    if name == "adam" and weight_decay:
+        return "weight decay with Adam: use optimizer 'adamw' (decoupled decay)"
+    return None
+
+
 def optimizer(
     name: str = "adam",
     learning_rate: float | None = 1e-3,
@@ -64,9 +81,10 @@ def optimizer(
 
     **Returns:** an optax GradientTransformation.
     """
+    refusal = weight_decay_refusal(name, weight_decay, schedule_kind)
+    if refusal:
+        raise InputError(refusal)
     if name == "kfac":
-        if schedule_kind != "constant" or weight_decay:
-            raise InputError("optimizer 'kfac' takes a constant learning rate (or None) and no weight decay")
         return kfac(learning_rate, None if learning_rate is None else momentum)
     if learning_rate is None:
         raise InputError(f"optimizer {name!r} needs a learning rate (only 'kfac' chooses its own)")
@@ -84,7 +102,5 @@ def optimizer(
     else:
         raise InputError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
     if weight_decay:
-        if name == "adam":
-            raise InputError("weight decay with Adam: use optimizer 'adamw' (decoupled decay)")
         opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
     return opt
