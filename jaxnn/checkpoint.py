@@ -15,6 +15,7 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -24,7 +25,7 @@ import numpy as np
 from .errors import CheckpointError
 from .files import atomic_write
 
-__all__ = ["save", "restore", "read", "fill", "set_aside", "dtype_name"]
+__all__ = ["save", "restore", "read", "fill", "set_aside", "dtype_name", "checked_tree"]
 
 
 def _flat(tree):
@@ -140,7 +141,7 @@ def fill(path: str, contents: tuple, like: Any) -> tuple[Any, dict]:
 
     **Returns:** `(tree, meta)`, checked against `like` as `restore` checks.
     """
-    names, leaves, treedef = _flat(like)
+    names = _flat(like)[0]
     stored, arrays, meta = contents
     if stored != names:
         missing = [n for n in names if n not in stored][:3]
@@ -149,13 +150,37 @@ def fill(path: str, contents: tuple, like: Any) -> tuple[Any, dict]:
             f"checkpoint {path} holds another model or state ({len(stored)} arrays, expected {len(names)}; "
             f"missing {missing}, unexpected {extra})"
         )
-    for name, got, want in zip(names, arrays, leaves):
-        if got.shape != np.shape(want) or dtype_name(got) != dtype_name(want):
-            raise CheckpointError(
-                f"checkpoint {path}: {name} is {dtype_name(got)}{got.shape}, expected "
-                f"{dtype_name(want)}{np.shape(want)} (a checkpoint of another model?)"
-            )
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in arrays]), meta
+
+    def mismatch(name, got, want):
+        return CheckpointError(
+            f"checkpoint {path}: {name} is {dtype_name(got)}{got.shape}, expected "
+            f"{dtype_name(want)}{np.shape(want)} (a checkpoint of another model?)"
+        )
+
+    return checked_tree(like, dict(zip(names, arrays)), names, mismatch), meta
+
+
+def checked_tree(like: Any, stored: dict, names: list, mismatch: Callable[..., Exception]) -> Any:
+    """A pytree with `like`'s structure whose leaves are read from a file's arrays by name, each
+    checked to have its template leaf's shape and dtype: how a checkpoint and a safetensors file
+    fill their template.
+
+    **Arguments:**
+
+    - `like`: the template pytree (arrays or `jax.ShapeDtypeStruct`s).
+    - `stored`: name -> array, as the file holds them (every name of `names` present).
+    - `names`: the file's name of each leaf of `like`, in `jax.tree_util.tree_leaves` order.
+    - `mismatch(name, got, want)`: the error to raise for a leaf of another shape or dtype.
+
+    **Returns:** the filled pytree of device arrays.
+    """
+    values = []
+    for name, want in zip(names, jax.tree_util.tree_leaves(like)):
+        got = stored[name]
+        if np.shape(got) != np.shape(want) or dtype_name(got) != dtype_name(want):
+            raise mismatch(name, got, want)
+        values.append(jnp.asarray(got))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), values)
 
 
 def set_aside(path: str) -> str:

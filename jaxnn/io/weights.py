@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..checkpoint import checked_tree
 from ..errors import CheckpointError, InputError
 from ..files import atomic_write
 from ..types import Params, State
@@ -162,16 +163,14 @@ def read_safetensors(path: str, data: bytes) -> tuple[dict[str, np.ndarray], dic
 
 
 def _fill(path: str, tensors: dict, like: Any, what: str) -> Any:
-    names, leaves = tree_names(like), jax.tree_util.tree_leaves(like)
+    names = tree_names(like)
     missing = [n for n in names if n not in tensors]
     if missing:
         raise CheckpointError(f"{path} has no {what} {missing[0]!r} ({len(missing)} of {len(names)} missing)")
-    values = []
-    for name, leaf in zip(names, leaves):
-        got, want = tensors[name], np.asarray(leaf)
-        if got.shape != want.shape or got.dtype != want.dtype:
-            raise CheckpointError(
-                f"{path}: {what} {name!r} is {got.dtype}{got.shape}, the model needs {want.dtype}{want.shape}"
-            )
-        values.append(jax.numpy.asarray(got))
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), values)
+
+    def mismatch(name, got, want):
+        return CheckpointError(
+            f"{path}: {what} {name!r} is {got.dtype}{got.shape}, the model needs {want.dtype}{np.shape(want)}"
+        )
+
+    return checked_tree(like, tensors, names, mismatch)
