@@ -123,13 +123,15 @@ def check_data(
     label_type = np.dtype(jnp.result_type(labels))
     if targets_shape is not None and label_type.kind == "f":
         _check_targets(labels, targets_shape, what)
-        return
+    else:
+        _check_labels(labels, classes, what, targets_shape)
+
+
+def _check_labels(labels: Any, classes: int | None, what: str, targets_shape: Shape | None) -> None:
+    """Class labels: integers of shape (n,), each in [0, classes) when classes is known."""
+    label_type = np.dtype(jnp.result_type(labels))
     if np.ndim(labels) != 1 or not np.issubdtype(label_type, np.integer):
-        targets = (
-            ""
-            if targets_shape is None
-            else f", or float targets of shape (n, {', '.join(map(str, targets_shape))})"
-        )
+        targets = "" if targets_shape is None else f", or float targets of shape (n, *{tuple(targets_shape)})"
         raise DataError(
             f"{what} labels must be integers of shape (n,){targets}, got {label_type}{np.shape(labels)}"
         )
@@ -139,8 +141,7 @@ def check_data(
         if low < 0 or high >= classes:
             raise DataError(
                 f"{what} labels must lie in [0, {classes}) for the model's {classes} outputs, "
-                "got values from "
-                f"{low} to {high}"
+                f"got values from {low} to {high}"
             )
 
 
