@@ -2,7 +2,7 @@
 
 All three normalise x to xhat = (x - mu) / sqrt(var + eps) over some axes, then scale and shift it
 per feature; they differ in the axes (features; batch and space; space and a group of channels).
-Their backward passes share one rule for the normalisation (`_normalize_backward`).
+Their backward passes share one rule for the normalisation, written once in this module.
 """
 
 from typing import Any, NamedTuple

@@ -126,7 +126,8 @@ def MaxPool(window: int | tuple[int, int] = (2, 2), stride: int | tuple[int, int
 
     **Returns:** a Layer without params. Backward: dL/dx = dy at the window's maximum, the first one
     in row-major order when several inputs tie (as in PyTorch), 0 elsewhere; overlapping windows add
-    up. `jax.grad` of its forward follows the same convention (see `_max_reduce`).
+    up. `jax.grad` of its forward follows the same convention (the forward's max is written so
+    that autodiff picks the same input; see "Derivative conventions at kinks and ties").
     """
     return Pool(MAX, window, stride)
 

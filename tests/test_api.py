@@ -44,6 +44,8 @@ PUBLIC_MODULES = [
     "jaxnn.io",
     "jaxnn.files",
     "jaxnn.errors",
+    "jaxnn.types",
+    "jaxnn.throughput",
 ]
 
 
@@ -55,7 +57,8 @@ def _public_callables():
         for attr in module.__all__:
             obj = getattr(module, attr)
             is_loss = hasattr(obj, "forward") and hasattr(obj, "rule")  # documented where it is assigned
-            if inspect.ismodule(obj) or not callable(obj) or id(obj) in seen or is_loss:
+            is_type_name = name == "jaxnn.types"  # aliases such as Shape = tuple[int, ...]
+            if inspect.ismodule(obj) or not callable(obj) or id(obj) in seen or is_loss or is_type_name:
                 continue
             seen.add(id(obj))
             yield f"{name}.{attr}", obj
@@ -157,3 +160,19 @@ def test_the_library_never_imports_the_lab():
                 if re.search(r"^\s*(from|import) jaxnn_lab\b", text, re.M):
                     offenders.append(os.path.relpath(path, ROOT))
     assert not offenders, offenders
+
+
+def test_no_public_docstring_points_at_a_private_name():
+    """A reader of the API pages cannot follow `_helper`: docstrings name public things only."""
+    private = re.compile(r"`[\w.]*\b_[a-z]\w*`")
+    found = []
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        docs = [(name, inspect.getdoc(module) or "")]
+        docs += [
+            (qualified, inspect.getdoc(obj) or "")
+            for qualified, obj in _public_callables()
+            if qualified.startswith(name + ".")
+        ]
+        found += [f"{where}: {m.group(0)}" for where, doc in docs for m in private.finditer(doc)]
+    assert not found, found
