@@ -82,6 +82,20 @@ def site(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_every_tutorial_and_concept_page_links_to_the_api(site):
+    """A reader meets a name in the prose and can open its reference (the site's navigation aside)."""
+    unlinked = []
+    for page in glob.glob(os.path.join(site, "tutorials", "*", "index.html")) + glob.glob(
+        os.path.join(site, "concepts", "*", "index.html")
+    ):
+        html = open(page, encoding="utf-8").read()
+        article = html[html.index("<article") : html.index("</article>")]
+        if not re.search(r'href="(\.\./)+api/', article):
+            unlinked.append(os.path.relpath(page, site))
+    assert not unlinked, unlinked
+
+
+@pytest.mark.slow
 def test_every_public_name_has_an_entry_in_the_built_reference(site):
     html = "".join(
         open(p, encoding="utf-8").read()
