@@ -2,11 +2,11 @@
 
     python experiments/cnn_figures.py --data-dir ../shared/data/mnist [--epochs 2] [--out DIR]
 
-Trains the CNN of experiments/train.py (its earlier 32-64-channel recipe) for --epochs, then
-writes filters.png, feature_maps.png (the ReLU outputs of the first conv layer) and metrics.json.
+Trains the CNN tutorial's model (16 and 32 channels) for --epochs on all of MNIST, then writes
+filters.png (numbered, one colour scale), feature_maps.png (the ReLU outputs of the first conv
+layer for one test digit, one colour scale) and metrics.json.
 """
 
-import argparse
 import os
 
 import numpy as np
@@ -15,7 +15,7 @@ import jaxnn as nn
 from jaxnn import data
 from jaxnn_lab import plots
 from jaxnn_lab.cli import cli, out_dir, parser, write_metrics
-from jaxnn_lab.zoo import CNN_10_EPOCHS, build_model, fit_mnist, run_summary
+from jaxnn_lab.zoo import fit_mnist, run_summary
 
 
 def main():
@@ -24,28 +24,30 @@ def main():
     args = p.parse_args()
     folder = out_dir(args.out, "cnn_figures")
     ds = data.load("mnist", data_dir=args.data_dir, dtype="uint8")
-    recipe = CNN_10_EPOCHS  # 32-64 channels
-    model = build_model("cnn", 10, (28, 28, 1), argparse.Namespace(dropout=recipe["dropout"]))
-    state, history = fit_mnist(ds, model, args, schedule=("adam", recipe["lr"], recipe["schedule"]))
-    filters = np.moveaxis(np.asarray(state.params[0]["w"])[:, :, 0, :], -1, 0)  # (32, 3, 3)
+    model = nn.models.cnn(10, (28, 28, 1), channels=(16, 32))  # the CNN tutorial's model
+    state, history = fit_mnist(ds, model, args, schedule=("adam", 3e-3, "onecycle"))
+    filters = np.moveaxis(np.asarray(state.params[0]["w"])[:, :, 0, :], -1, 0)  # (16, 3, 3)
     plots.image_grid(
         filters,
         os.path.join(folder, "filters.png"),
+        titles=[str(i + 1) for i in range(len(filters))],
         cols=8,
         cmap="bwr",
         symmetric=True,
-        title="first conv layer: 32 learned 3x3 filters (red +, blue -)",
+        title=f"the first layer's {len(filters)} learned 3x3 filters",
+        colorbar="weight (red +, blue -)",
     )
     digit = ds.x_test[args.index : args.index + 1].astype(np.float32) / 255
-    first = nn.serial(nn.Conv2D(32, (3, 3)), nn.activation("relu"))
-    maps = np.asarray(first.apply(state.params[:2], digit))[0]  # (28, 28, 32)
+    first = nn.serial(nn.Conv2D(len(filters), (3, 3)), nn.activation("relu"))
+    maps = np.moveaxis(np.asarray(first.apply(state.params[:2], digit))[0], -1, 0)  # (16, 28, 28)
     plots.image_grid(
-        np.concatenate([digit[0, None, :, :, 0], np.moveaxis(maps, -1, 0)]),
+        maps,
         os.path.join(folder, "feature_maps.png"),
-        cols=11,
+        titles=[f"map {i + 1}" for i in range(len(maps))],
+        cols=8,
         cmap="viridis",
-        titles=[f"digit ({ds.y_test[args.index]})"] + [f"map {i}" for i in range(32)],
-        title="first conv layer + ReLU: feature maps of one test digit",
+        title=f"the first layer's feature maps (after ReLU) of a test {ds.y_test[args.index]}",
+        colorbar="activation",
     )
     last = history["epochs"][-1]
     write_metrics(folder, {**run_summary(history), "epochs": args.epochs, "config": vars(args)})

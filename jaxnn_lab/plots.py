@@ -32,12 +32,13 @@ def _plt():  # matplotlib loads (and picks its headless backend) on the first fi
     return plt
 
 
-def _save(fig, path):
+def _save(fig, path, tight_layout=True):
     """Write the figure atomically (a kill mid-write keeps the previous figure), then close it."""
     try:
-        fig.tight_layout()
+        if tight_layout:
+            fig.tight_layout()
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110)
+            fig.savefig(tmp, dpi=110, bbox_inches=None if tight_layout else "tight")
     finally:
         _plt().close(fig)
     return path
@@ -86,6 +87,7 @@ def image_grid(
     cols: int = 5,
     symmetric: bool = False,
     title: str = "",
+    colorbar: str = "",
 ) -> str:
     """A stack of 2-D arrays as a grid of images (e.g. the ten rows of a linear classifier's W as 28x28).
 
@@ -98,25 +100,34 @@ def image_grid(
     - `cols`: images per row.
     - `symmetric`: a colour scale symmetric about 0 (for signed weights).
     - `title`: the figure's title.
+    - `colorbar`: with a label, one colour scale for every image and a bar that reads it (the
+      images then compare with each other); without, each image is scaled on its own.
 
     **Returns:** path.
     """
     plt = _plt()
     images = np.asarray(images)
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.1 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.6 * cols + (1.0 if colorbar else 0), 1.75 * rows), squeeze=False
+    )
+    top = float(np.abs(images).max() or 1.0) if symmetric else float(images.max())
+    scale = {"vmin": -top if symmetric else float(images.min()), "vmax": top} if colorbar else {}
+    shown = None
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
-            kw = {}
-            if symmetric:
+            kw = dict(scale)
+            if symmetric and not colorbar:
                 m = np.abs(images[i]).max() or 1.0
                 kw = {"vmin": -m, "vmax": m}
-            ax.imshow(images[i], cmap=cmap, **kw)
+            shown = ax.imshow(images[i], cmap=cmap, **kw)
             if titles is not None:
-                ax.set_title(str(titles[i]), fontsize=9)
-    fig.suptitle(title)
-    return _save(fig, path)
+                ax.set_title(str(titles[i]), fontsize=11)
+    if colorbar and shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label=colorbar)
+    fig.suptitle(title, fontsize=13)
+    return _save(fig, path, tight_layout=not colorbar)  # tight_layout cannot place a shared bar
 
 
 def decision_boundaries(panels: Sequence[tuple], path: str, resolution: int = 200) -> str:

@@ -31,7 +31,7 @@ def fit_mnist(ds, model, args, schedule=("adam", 3e-3, "onecycle"), weight_decay
 
 
 # the CNN's earlier default (32-64 channels, Dropout 0.3, 10 epochs: 99.46% on MNIST), which
-# batchnorm.py and cnn_figures.py keep so that the README's numbers from them stay reproducible
+# batchnorm.py keeps so that the numbers from it stay reproducible
 CNN_10_EPOCHS = dict(epochs=10, batch_size=128, optimizer="adam", lr=3e-3, schedule="onecycle", dropout=0.3)
 
 # datasets whose labels survive a left-right mirror (clothes do; digits do not)
