@@ -136,7 +136,7 @@ def decision_boundaries(panels: Sequence[tuple], path: str, resolution: int = 20
     **Arguments:**
 
     - `panels`: `(title, predict, x, y)` each: `predict(points (n, 2)) -> labels`, the data x `(n, 2)`
-      and labels y `(n,)` drawn on top.
+      and labels y `(n,)` drawn on top, each class in one colour (its region shaded in it).
     - `path`: the PNG to write.
     - `resolution`: grid points per axis.
 
@@ -149,9 +149,15 @@ def decision_boundaries(panels: Sequence[tuple], path: str, resolution: int = 20
         gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
         grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
         z = np.asarray(predict(grid)).reshape(gx.shape)
-        ax.contourf(gx, gy, z, alpha=0.3, cmap="viridis", levels=np.arange(z.max() + 2) - 0.5)
-        ax.scatter(x[:, 0], x[:, 1], c=y, s=6, cmap="viridis", edgecolors="none")
-        ax.set_title(title, fontsize=10)
+        classes = int(max(z.max(), np.max(y))) + 1
+        colours = [plt.get_cmap("tab10")(c) for c in range(classes)]  # class c: one colour, region and points
+        ax.contourf(gx, gy, z, levels=np.arange(classes + 1) - 0.5, colors=colours, alpha=0.25)
+        for c in range(classes):
+            ax.scatter(
+                *x[y == c].T, s=9, color=colours[c], edgecolors="white", linewidths=0.3, label=f"class {c}"
+            )
+        ax.legend(loc="upper right", fontsize=8, markerscale=1.5, framealpha=0.8)
+        ax.set_title(title, fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
     return _save(fig, path)
