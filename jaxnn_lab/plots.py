@@ -181,8 +181,9 @@ def curves(
     - `xlabel`, `ylabel`, `title`: the labels.
     - `logy`: a logarithmic y axis.
     - `diverged_above`: if given, the y axis ends there, and a series that passes it (or turns
-      NaN/inf) stops at that step with an x at the top and a note "diverged at step N", so that
-      diverging runs do not flatten the others.
+      NaN/inf) stops at that step with an x at the top and a note naming the step it passed and the
+      step it turned NaN, if it did, so that diverging runs do not flatten the others. Steps count
+      from 0, as `fit`'s messages count them; a series of a few points is drawn with markers.
 
     **Returns:** path.
     """
@@ -191,15 +192,21 @@ def curves(
     diverged = 0
     for label, values in series.items():
         values = np.asarray(values, dtype=float)
-        bad = ~np.isfinite(values) | (values > diverged_above if diverged_above is not None else False)
+        over = values > diverged_above if diverged_above is not None else np.zeros(len(values), bool)
+        bad = ~np.isfinite(values) | over
         end = int(np.argmax(bad)) if bad.any() else len(values)
-        (line,) = ax.plot(np.arange(1, end + 1), values[:end], lw=1.0, label=label)
+        style = {"marker": "o", "ms": 4} if end < 10 else {}
+        (line,) = ax.plot(np.arange(end), values[:end], lw=1.0, label=label, **style)
         if diverged_above is not None and end < len(values):
             diverged += 1
-            ax.plot([end + 1], [diverged_above], "x", color=line.get_color(), ms=9, mew=2, clip_on=False)
+            ax.plot([end], [diverged_above], "x", color=line.get_color(), ms=9, mew=2, clip_on=False)
+            nan = ~np.isfinite(values)
+            note = f"{label}: loss above {diverged_above:g} at step {end}"
+            if nan.any():
+                note += f", NaN at step {int(np.argmax(nan))}"
             ax.annotate(  # each note a line lower than the last, so that notes never overlap
-                f"{label}: diverged at step {end + 1}",
-                (end + 1, diverged_above),
+                note,
+                (end, diverged_above),
                 xytext=(6, -4 - 11 * diverged),
                 textcoords="offset points",
                 fontsize=8,
