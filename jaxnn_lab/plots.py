@@ -236,30 +236,33 @@ def templates(means: Any, weights: Any, path: str, titles: Sequence[str], title:
 
     **Returns:** path. The templates share one colour scale, symmetric about 0 (red raises the class's
     score, blue lowers it) and clipped at the 99th percentile of |W|, so that a few large weights do
-    not wash out the rest.
+    not wash out the rest; the bar beside the templates reads it.
     """
     plt = _plt()
     means, weights = np.asarray(means), np.asarray(weights)
-    n = len(means)
+    n, cols = len(means), 5
+    blocks = -(-n // cols)  # each block: a row of mean digits above their templates
     scale = float(np.percentile(np.abs(weights), 99)) or 1.0
-    fig, axes = plt.subplots(2, n, figsize=(1.5 * n, 3.4), squeeze=False)
+    ratios = [1.0] * cols + [0.07]  # the last column holds the colour bar, so every image keeps one size
+    fig, axes = plt.subplots(
+        2 * blocks, cols + 1, figsize=(1.7 * cols + 1.2, 3.7 * blocks), gridspec_kw={"width_ratios": ratios}
+    )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
     for i in range(n):
-        axes[0, i].imshow(means[i], cmap="gray")
-        axes[0, i].set_title(str(titles[i]), fontsize=9)
-        shown = axes[1, i].imshow(weights[i], cmap="bwr", vmin=-scale, vmax=scale)
-        for ax in axes[:, i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_ylabel("mean digit", fontsize=9)
-    axes[1, 0].set_ylabel("template", fontsize=9)
-    fig.colorbar(shown, ax=list(axes[1]), fraction=0.02, pad=0.01)
-    fig.suptitle(title)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+        top.imshow(means[i], cmap="gray")
+        top.set_title(str(titles[i]), fontsize=12)
+        shown = bottom.imshow(weights[i], cmap="bwr", vmin=-scale, vmax=scale)
+    for block in range(blocks):
+        axes[2 * block, 0].set_ylabel("mean digit", fontsize=11)
+        axes[2 * block + 1, 0].set_ylabel("template (W)", fontsize=11)
+        axes[2 * block, cols].axis("off")
+        bar = fig.colorbar(shown, cax=axes[2 * block + 1, cols])
+        bar.set_label("weight", fontsize=10)
+    fig.suptitle(title, fontsize=13)
+    return _save(fig, path)
 
 
 def agreement(a: Any, b: Any, path: str, labels: tuple[str, str], title: str = "") -> str:
