@@ -186,21 +186,39 @@ def main():
         figure(result, args.figure)
 
 
+STYLES = {  # jax.grad's memory equals dot_product_attention's: a hollow, larger marker keeps both visible
+    "blockwise hand rule": {"marker": "o", "ls": "-"},
+    "dense hand rule": {"marker": "s", "ls": "-"},
+    "jax.grad, plain attention": {"marker": "o", "ls": "--", "ms": 11, "mfc": "none", "mew": 1.8},
+    "jax.nn.dot_product_attention": {"marker": "^", "ls": ":"},
+}
+
+
 def figure(result, path):
-    """Two panels against the length T (log-log): temporary memory, with the memory limit and where
-    each implementation first passes it, and the time of one forward plus backward."""
+    """Two panels against the length T (log-log): temporary memory, with the memory limit, where
+    each implementation first passes it and how far the blockwise layer was found to fit, and the
+    time of one forward plus backward."""
     plt = plots._plt()
-    fig, (memory_ax, time_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (memory_ax, time_ax) = plt.subplots(1, 2, figsize=(12, 4.6))
     for impl, fits in result["fits"].items():
         rows = [r for r in result["rows"] if r["impl"] == impl]
-        (line,) = memory_ax.plot(
-            [r["time"] for r in rows], [r["temp_bytes"] / 2**30 for r in rows], "o-", label=impl
-        )
+        style = {"ms": 6, **STYLES.get(impl, {"marker": "o", "ls": "-"})}
+        xs, ys = [r["time"] for r in rows], [r["temp_bytes"] / 2**30 for r in rows]
+        (line,) = memory_ax.plot(xs, ys, label=impl, **style)
         if fits["first_over"]:
             over = fits["first_over"]
-            memory_ax.plot([over["time"]], [over["bytes"] / 2**30], "x", color=line.get_color(), ms=9, mew=2)
+            memory_ax.plot([over["time"]], [over["bytes"] / 2**30], "x", color=line.get_color(), ms=10, mew=2)
+        elif fits["longest"] > xs[-1]:  # measured up to xs[-1]; the fit search went further
+            memory_ax.annotate(
+                "", (fits["longest"], ys[-1]), xytext=(xs[-1], ys[-1]),
+                arrowprops={"arrowstyle": "->", "ls": ":", "color": line.get_color()},
+            )  # fmt: skip
+            memory_ax.annotate(
+                f"fits at every T tried,\nup to {fits['longest']:,}", (fits["longest"], ys[-1]),
+                xytext=(-4, 8), textcoords="offset points", ha="right", fontsize=9, color=line.get_color(),
+            )  # fmt: skip
         timed = [r for r in rows if "seconds" in r]
-        time_ax.plot([r["time"] for r in timed], [r["seconds"]["median"] for r in timed], "o-", label=impl)
+        time_ax.plot([r["time"] for r in timed], [r["seconds"]["median"] for r in timed], label=impl, **style)
     limit = next(iter(result["fits"].values()))["limit_gib"]
     memory_ax.axhline(limit, color="grey", lw=0.8, ls="--")
     memory_ax.annotate(
@@ -209,15 +227,19 @@ def figure(result, path):
         xycoords=("axes fraction", "data"),
         xytext=(0, 4),
         textcoords="offset points",
-        fontsize=8,
+        fontsize=9,
         color="grey",
     )
     for ax, ylabel in ((memory_ax, "compiled temporary memory (GiB)"), (time_ax, "forward + backward (s)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("context length T")
-        ax.set_ylabel(ylabel)
-    time_ax.legend(fontsize=8)
+        ax.set_xlabel("context length T", fontsize=11)
+        ax.set_ylabel(ylabel, fontsize=11)
+    longest = max(fits["longest"] for fits in result["fits"].values())
+    shortest = min(r["time"] for r in result["rows"])
+    memory_ax.set_xlim(shortest / 1.5, longest * 1.6)  # out to where the fit search went
+    memory_ax.set_xticks([2**k for k in range(shortest.bit_length() - 1, longest.bit_length(), 2)])
+    time_ax.legend(fontsize=10)
     c = result["config"]
     fig.suptitle(f"causal attention, d {c['d']}, {c['heads']} heads, batch {c['batch']}, block {c['block']}")
     return plots._save(fig, path)
