@@ -723,6 +723,7 @@ class Section(NamedTuple):
     source: str  # relative to the repository root: a file, or a glob of folders (ResNet runs)
     render: Callable
     command: str = ""  # how to reproduce it
+    figures: tuple = ()  # (path under docs/, what it shows), drawn after the table
 
 
 class Page(NamedTuple):
@@ -974,6 +975,13 @@ PAGES = (
                 "char_lm_context",
                 "python experiments/char_lm.py --data-dir DIR --seconds 240 --context C --batch-size 1024/C "
                 "[--block-size 256 --remat]",
+                tuple(
+                    (
+                        f"results/char_lm/context_{c}/loss_curve.png",
+                        f"context {c}: the training loss, a point per chunk",
+                    )
+                    for c in (64, 256, 1024)
+                ),
             ),
         ),
     ),
@@ -1025,6 +1033,12 @@ PAGES = (
                 "docs/results/resnet/*",
                 "resnet",
                 "python experiments/train.py --model resnet [--dataset D]",
+                (
+                    (
+                        "figures/resnet_fashion_mnist_curves.png",
+                        "the 30-epoch Fashion-MNIST run with augmentation: training loss and accuracies",
+                    ),
+                ),
             ),
         ),
     ),
@@ -1040,6 +1054,12 @@ PAGES = (
                 "jaxnn_lab/recipes.py",
                 "recipes_table",
                 "python experiments/train.py --model M --dataset D",
+                (
+                    (
+                        "figures/main_job_curves.png",
+                        "the main job (the MLP on MNIST, 3 epochs): training loss and accuracies",
+                    ),
+                ),
             ),
         ),
     ),
@@ -1054,15 +1074,63 @@ PAGES = (
                 f"docs/results/{folder}/metrics.json",
                 "experiment",
                 f"python experiments/{script} --data-dir DIR",
+                figures,
             )
-            for title, folder, script in (
-                ("The linear classifier (plain SGD, 10 epochs)", "linear_classifier", "linear_classifier.py"),
-                ("Gradient descent at several learning rates", "gradient_descent", "gradient_descent.py"),
-                ("Manual against autodiff (float32)", "manual_vs_autodiff", "manual_vs_autodiff.py"),
-                ("BatchNorm in the CNN", "batchnorm", "batchnorm.py"),
-                ("The convolutional autoencoder", "autoencoder", "autoencoder.py"),
-                ("Character-level transformer", "char_lm/transformer", "char_lm.py"),
-                ("Character-level LSTM", "char_lm/lstm", "char_lm.py --model lstm"),
+            for title, folder, script, figures in (
+                (
+                    "The linear classifier (plain SGD, 10 epochs)",
+                    "linear_classifier",
+                    "linear_classifier.py",
+                    (("figures/linear_weights.png", "each class's mean digit above its row of W"),),
+                ),
+                (
+                    "Gradient descent at several learning rates",
+                    "gradient_descent",
+                    "gradient_descent.py",
+                    (("figures/gd_loss_curves.png", "the training loss at each learning rate"),),
+                ),
+                (
+                    "Manual against autodiff (float32)",
+                    "manual_vs_autodiff",
+                    "manual_vs_autodiff.py",
+                    (
+                        (
+                            "figures/manual_vs_autodiff.png",
+                            "one seed trained by the hand rules and by jax.grad: the losses agree to "
+                            "float32's rounding until the two runs' rounding differences grow into different "
+                            "trajectories",
+                        ),
+                    ),
+                ),
+                (
+                    "BatchNorm in the CNN",
+                    "batchnorm",
+                    "batchnorm.py",
+                    (("figures/batchnorm_curves.png", "the CNN with and without BatchNorm"),),
+                ),
+                (
+                    "The convolutional autoencoder",
+                    "autoencoder",
+                    "autoencoder.py",
+                    (
+                        (
+                            "results/autoencoder/reconstructions.png",
+                            "test digits (top) and their reconstructions",
+                        ),
+                    ),
+                ),
+                (
+                    "Character-level transformer",
+                    "char_lm/transformer",
+                    "char_lm.py",
+                    (("results/char_lm/transformer/loss_curve.png", "the training loss, a point per chunk"),),
+                ),
+                (
+                    "Character-level LSTM",
+                    "char_lm/lstm",
+                    "char_lm.py --model lstm",
+                    (("results/char_lm/lstm/loss_curve.png", "the training loss, a point per chunk"),),
+                ),
             )
         )
         + (
@@ -1142,6 +1210,8 @@ def render(page):
         if section.command:
             lines += ["", f"Reproduce: `{section.command}`"]
         lines += ["", RENDERERS[section.render](found), ""]
+        for figure, caption in section.figures:
+            lines += [f"![{caption}](../{figure})", "", f"*{caption}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -51,6 +51,24 @@ def test_every_public_module_has_an_api_page():
         assert documented, f"{module} has no API page (add '::: {module}' to a page of docs/api/)"
 
 
+def test_every_figure_appears_on_a_page():
+    """A PNG the repository keeps under docs/ that no page shows is a file the site ships for nobody."""
+    text = "".join(
+        open(p, encoding="utf-8").read()
+        for p in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+    )
+    text += open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    tracked = subprocess.run(
+        ["git", "ls-files", "docs"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    orphans = [
+        path
+        for path in tracked
+        if path.endswith(".png") and "/screenshots/" not in path and path[len("docs/") :] not in text
+    ]
+    assert not orphans, orphans
+
+
 LAB_WORDS = re.compile(r"slow phase|\blent\b|this session|no gpu was|issue \d+|\bH200\b", re.I)
 
 
