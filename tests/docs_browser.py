@@ -115,10 +115,17 @@ def check(site, screenshots=None):
                     page.screenshot(path=os.path.join(screenshots, f"{name}.png"))
                 page.close()
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            found["tutorials_scrolling"] = {}
+            found["tutorials"] = {}
             for path in tutorial_paths(site):
-                page.goto(base + path, wait_until="domcontentloaded")
-                found["tutorials_scrolling"][path] = _scrolling(page)
+                page.goto(base + path, wait_until="load")
+                math = page.eval_on_selector_all(
+                    "article .arithmatex", "els => els.map(e => e.querySelector('.katex') !== null)"
+                )
+                found["tutorials"][path] = {
+                    "scrolling": _scrolling(page),
+                    "math": len(math),
+                    "rendered": sum(math),
+                }
             page.close()
             page = browser.new_page()
             page.goto(base, wait_until="networkidle")
