@@ -29,7 +29,8 @@ Every row is finite in value and derivative for |x| up to 1e4 in float32: softpl
 ELU takes expm1 of min(x, 0) so the untaken branch never overflows (the "double where" fix).
 
     layer = activation("elu", alpha=1.0)      # a Layer with params ()
-    layer = activation("prelu", alpha=0.25)   # a Layer with params {"alpha": ()} (learnable slope)
+    # a Layer with params {"alpha": ()} (learnable slope)
+    layer = activation("prelu", alpha=0.25)
 """
 
 import math

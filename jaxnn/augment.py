@@ -2,7 +2,8 @@
 horizontal flips and random erasing of a batch of images (batch, H, W, C), each example drawing its
 own.
 
-    augment = augmentation(shift=2, flip=True, erase=0.5)   # a function (key, images) -> images
+    # a function (key, images) -> images
+    augment = augmentation(shift=2, flip=True, erase=0.5)
     x = augment(key, x)
 
 Flip only where a mirror image keeps the label (clothes: yes; digits: no, a mirrored 2 is no 2).

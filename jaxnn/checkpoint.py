@@ -1,7 +1,9 @@
 """Atomic save/restore of a training state (any pytree of arrays) plus JSON metadata.
 
-    save(path, state, meta={"epoch": 3})        # a temporary file, synced, then renamed: never half-written
-    state, meta = restore(path, like=state)     # `like` gives the tree structure to fill
+    # a temporary file, synced, then renamed: never half-written
+    save(path, state, meta={"epoch": 3})
+    # `like` gives the tree structure to fill
+    state, meta = restore(path, like=state)
 
 The arrays go into one .npz, keyed by their tree paths; a reader checks that the stored paths,
 shapes and dtypes match the template, so a checkpoint of another model is refused clearly. Every

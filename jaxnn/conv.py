@@ -236,7 +236,7 @@ def Conv1D(
     w_init: Callable[..., Array] = lecun_normal,
     backward: str = "auto",
 ) -> Layer:
-    """1-D convolution over time.
+    r"""1-D convolution over time.
 
     **Arguments:**
 
@@ -245,9 +245,11 @@ def Conv1D(
     - `padding`, `w_init`, `backward`: as for `Conv2D`.
 
     **Returns:** a Layer with params `{"w": (k, c_in, features), "b": (features,)}` mapping x
-    `(batch, time, c_in)` to `(batch, time', features)`:
+    `(batch, time, c_in)` to `(batch, time', features)`, with x padded as `padding` says:
 
-        y[n, t, o] = sum_{i, c} x[n, s t + i, c] w[i, c, o] + b[o]     (x padded as `padding` says)
+    $$
+    y_{n,t,o} = \sum_{i,c} x_{n,\, s t + i,\, c}\; w_{i,c,o} + b_o
+    $$
 
     It is Conv2D on (batch, 1, time, c_in) with a (1, k) kernel, so forward and hand backward are
     Conv2D's (see there), with the height axis of size 1 added and removed.

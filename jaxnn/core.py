@@ -3,15 +3,15 @@
 A layer is a NamedTuple of functions, in the style of stax's (init_fun, apply_fun) pairs, plus a
 backward pass in the shape of `jax.custom_vjp`'s fwd/bwd pair:
 
-    out_shape, params = layer.init(key, input_shape)  # input_shape: ONE example, no batch axis
+    out_shape, params = layer.init(key, input_shape)  # input_shape: ONE example
     y = layer.apply(params, x)                        # x: (batch, *input_shape)
-    y, residuals = layer.forward(params, x)           # same y + what backward needs
-    dparams, dx = layer.backward(residuals, dy)       # dparams has the structure of params
+    y, residuals = layer.forward(params, x)           # y + what backward needs
+    dparams, dx = layer.backward(residuals, dy)       # dparams shaped as params
 
 State (BatchNorm's running statistics: what a layer updates but does not train) is an explicit
 pytree, passed in and returned, never mutated:
 
-    state = layer.init_state(input_shape)             # () without state; serial: one entry per layer
+    state = layer.init_state(input_shape)  # (): none; serial: one per layer
     y, new_state = layer.apply(params, x, state=state, train=True)
     y, residuals, new_state = layer.forward(params, x, state=state, train=True)
 
@@ -242,10 +242,17 @@ def make_layer(
 
     Example: y = 2x by hand, and y = x sin(w) without a hand rule:
 
-        double = make_layer("double", lambda key, shape: (shape, ()),
-                            lambda params, x: (2 * x, None), lambda residuals, dy: ((), 2 * dy))
-        wave = make_layer("wave", lambda key, shape: (shape, {"w": jnp.zeros(shape[-1:])}),
-                          apply=lambda params, x: x * jnp.sin(params["w"]))
+        double = make_layer(
+            "double",
+            lambda key, shape: (shape, ()),
+            lambda params, x: (2 * x, None),
+            lambda residuals, dy: ((), 2 * dy),
+        )
+        wave = make_layer(
+            "wave",
+            lambda key, shape: (shape, {"w": jnp.zeros(shape[-1:])}),
+            apply=lambda params, x: x * jnp.sin(params["w"]),
+        )
     """
     if not callable(init):
         raise InputTypeError(f"make_layer({name!r}): init must be a function, got {type(init).__name__}")

@@ -1,7 +1,8 @@
 """Datasets as numpy arrays: MNIST-style IDX files (local folder or verified download), tfds, and
 synthetic 2-D sets drawn from a PRNG key.
 
-    ds = load("mnist", data_dir="path/to/mnist")   # or no data_dir: download once, md5-checked
+    # or no data_dir: download once, md5-checked
+    ds = load("mnist", data_dir="path/to/mnist")
     ds.x_train  # (60000, 28, 28, 1) float32 in [0, 1]  (uint8 with dtype="uint8")
     ds.y_train  # (60000,) int32
 

@@ -4,7 +4,8 @@ names what was expected and what came. The subclasses also derive from the match
 
     try:
         train.fit(...)
-    except jaxnn.Error as e:        # a user's mistake or a fault jaxnn detected: report, don't crash
+    # a user's mistake or a fault jaxnn detected: report, don't crash
+    except jaxnn.Error as e:
         sys.exit(f"error: {e}")
 """
 

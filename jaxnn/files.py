@@ -4,7 +4,8 @@ or an error mid-write leaves the previous file as it was; temporary files left b
 are removed by the next write into the same folder.
 
     atomic_write(path, lambda f: f.write(data))          # f: a binary file object
-    with atomic_path("figure.png") as tmp: fig.savefig(tmp)   # for writers that want a path
+    # for writers that want a path
+    with atomic_path("figure.png") as tmp: fig.savefig(tmp)
 """
 
 import contextlib

@@ -1,10 +1,13 @@
 """Gradients two ways: by the hand rules, or by `jax.grad`; and hand rules inside `jax.grad`.
 
-    f = value_and_grad(model, loss, mode="manual")   # forward, then each layer's backward
-    f = value_and_grad(model, loss, mode="autodiff") # jax.value_and_grad of loss(model.apply(...))
+    # forward, then each layer's backward
+    f = value_and_grad(model, loss, mode="manual")
+    # jax.value_and_grad of loss(model.apply(...))
+    f = value_and_grad(model, loss, mode="autodiff")
     value, grads = f(params, x, labels)
 
-    fast = with_hand_rules(model)   # apply is a jax.custom_vjp: jax.grad/jit/vmap use the hand rules
+    # apply is a jax.custom_vjp: jax.grad/jit/vmap use the hand rules
+    fast = with_hand_rules(model)
 
 The manual path runs every layer's own backward: the hand-derived rule where the layer has one, the
 pullback of `jax.vjp` where it was built without (`make_layer(..., apply=f)`, a plain function in

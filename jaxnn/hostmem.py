@@ -15,7 +15,8 @@ changes nothing in the process: the setting is process-wide (the resident memory
 in the process, PyTorch included, stays at its peak), so it is the script's choice. The same
 setting without code, for any program, is glibc's environment variable:
 
-    GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647
+    export GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0
+    export GLIBC_TUNABLES=$GLIBC_TUNABLES:glibc.malloc.trim_threshold=2147483647
 """
 
 import ctypes

@@ -1,10 +1,13 @@
 """Language models on a token array kept on the device: random training windows drawn inside the
 jitted, scanned loop; validation over non-overlapping blocks; jitted sampling.
 
-    run = jax.jit(lm_steps_function(model, loss, opt, context=64, batch_size=12), static_argnums=2)
-    state, losses = run(state, train_tokens, 100)            # 100 steps in one compiled call
-    val_loss = make_lm_evaluate(model, loss, context)(state.params, val_tokens, state.model_state)
-    ids = make_sampler(model, context, length=500)(state.params, prompt_ids, key, temperature=0.8)
+    steps = lm_steps_function(model, loss, opt, context=64, batch_size=12)
+    run = jax.jit(steps, static_argnums=2)
+    state, losses = run(state, train_tokens, 100)  # 100 steps, one compiled call
+    evaluate = make_lm_evaluate(model, loss, context)
+    val_loss = evaluate(state.params, val_tokens, state.model_state)
+    sample = make_sampler(model, context, length=500)
+    ids = sample(state.params, prompt_ids, key, temperature=0.8)
 """
 
 from collections.abc import Callable

@@ -4,7 +4,8 @@ A loss is called like a function and carries the custom_vjp-shaped pair:
 
     value = loss(logits, labels)
     value, residuals = loss.forward(logits, labels)
-    dlogits = loss.backward(residuals, g)          # g = dL_total/d(value), 1.0 for the loss itself
+    # g = dL_total/d(value), 1.0 for the loss itself
+    dlogits = loss.backward(residuals, g)
 
 Every loss is a mean over the batch (the lecture's 1/N). Shapes and dtypes are checked always
 (they are static under `jit`); label values are checked only outside `jit`, where they are known.

@@ -4,7 +4,8 @@ gradients itself: no home-made distribution layer.
 
     mesh = data_mesh(8)
     options = train.TrainOptions(mesh=mesh)
-    state, history = train.fit(..., options=options)    # or experiments/train.py --devices 8
+    # or experiments/train.py --devices 8
+    state, history = train.fit(..., options=options)
 
 On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before JAX starts) gives 8
 host devices to try it. Across hosts (one process per host), join them first on every host

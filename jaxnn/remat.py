@@ -1,6 +1,7 @@
 """Recomputation by hand: a layer whose backward reruns its forward instead of keeping its residuals.
 
-    block = nn.remat(nn.models.transformer_block(128, 4))   # residuals: the block's input only
+    # residuals: the block's input only
+    block = nn.remat(nn.models.transformer_block(128, 4))
 
 A layer's forward keeps what its backward needs (activations, attention weights, normalised inputs):
 for a stack of blocks at a long context, most of a training step's memory. `remat(layer)` keeps only

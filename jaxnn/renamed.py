@@ -5,7 +5,8 @@ names its new place, instead of Python's bare "unexpected keyword argument".
     def make_step(...): ...
 
     make_step(model, loss, opt, grad="manual")
-    # InputTypeError: make_step(grad=...) was removed in jaxnn 0.3: write options=TrainOptions(mode=...)
+    # InputTypeError: make_step(grad=...) was removed in jaxnn 0.3:
+    # write options=TrainOptions(mode=...)
 
 The changelog's migration table lists them all.
 """

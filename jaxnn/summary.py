@@ -2,7 +2,8 @@
 how its backward pass is made (by hand, or by autodiff for a layer built without a hand rule).
 
     print(nn.summary(model, (28, 28, 1)))
-    print(nn.summary(model, (28, 28, 1), batch_size=128))   # and one training step's FLOPs
+    # and one training step's FLOPs
+    print(nn.summary(model, (28, 28, 1), batch_size=128))
 
 With a batch size, the table ends with the FLOPs of a training step's loss and hand gradient at that
 batch (XLA's count of the compiled program) and the least time the step can take at this machine's

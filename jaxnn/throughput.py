@@ -1,7 +1,9 @@
 """How much arithmetic a compiled program does, and how fast this machine can do it.
 
-    flops = program_flops(jax.jit(step).lower(*args).compile())   # XLA's count for one call
-    ceiling = matmul_ceiling()                                    # GFLOP/s, measured once per machine
+    # XLA's count for one call
+    flops = program_flops(jax.jit(step).lower(*args).compile())
+    # GFLOP/s, measured once per machine
+    ceiling = matmul_ceiling()
 
 The count is XLA's cost analysis of the optimised program: a multiply-add is 2 FLOPs, an element-wise
 op one per element. XLA counts the body of a loop once, whatever its trip count: the count of `fit`'s

@@ -162,9 +162,10 @@ def test_the_site_in_a_real_browser(site, tmp_path):
     assert found["tutorial"]["images"] >= 1
     for name in ("home", "tutorial"):  # code lines within the column
         assert found[name]["code_blocks_scrolling"] == 0, (name, found[name])
-    tutorials = found["tutorials"]  # every tutorial: code within the column, every formula rendered
-    assert len(tutorials) >= 13, tutorials
-    assert not {path: t for path, t in tutorials.items() if t["scrolling"] or t["rendered"] != t["math"]}
+    for section, least in (("tutorials", 13), ("api", 18)):  # code within the column, every formula rendered
+        pages = found[f"{section} pages"]
+        assert len(pages) >= least, pages
+        assert not {path: p for path, p in pages.items() if p["scrolling"] or p["rendered"] != p["math"]}
     assert any("value_and_grad" in hit for hit in found["search"]), found["search"][:3]
     for name in docs_browser.SCREENSHOTS:
         assert os.path.getsize(os.path.join(shots, f"{name}.png")) > 10_000, name

@@ -4,7 +4,8 @@ and the diagonal and Kronecker-factored curvature of the loss.
     from jaxnn import curvature as cv
     f = cv.value_and_grad_with(model, loss, ("batch_grad", "diag_ggn", "kflr"))
     value, grads, extra = f(params, x, y)
-    extra["diag_ggn"]        # params' structure: the diagonal of the GGN of the mean loss
+    # params' structure: the diagonal of the GGN of the mean loss
+    extra["diag_ggn"]
 
 For the mean loss L = (1/N) sum_n l_n, with g_n the gradient of (1/N) l_n (so sum_n g_n = grads),
 the quantities are those of BackPACK (Dangel, Kunstner & Hennig, ICLR 2020) for reduction="mean":

@@ -1,50 +1,66 @@
-"""Each layer's extension of its backward pass: from what reaches its output, the quantities of its
+r"""Each layer's extension of its backward pass: from what reaches its output, the quantities of its
 parameters, one example (and one factor column) at a time.
 
-The backward pass of a layer with parameters theta sums over the batch: dL/dtheta = sum_n
-J_n^T dy_n, where J_n = dy_n / dtheta is example n's Jacobian and dy_n what reaches its output.
-Every quantity here keeps the sum apart. With dy_n the gradient of the mean loss (it carries 1/N),
-g_n = J_n^T dy_n is the gradient of (1/N) l_n, and
+The backward pass of a layer with parameters $\theta$ sums over the batch:
+$\partial L/\partial\theta = \sum_n J_n^\top dy_n$, where $J_n = \partial y_n / \partial \theta$ is
+example $n$'s Jacobian and $dy_n$ what reaches its output. Every quantity here keeps the sum apart.
+With $dy_n$ the gradient of the mean loss (it carries $1/N$), $g_n = J_n^\top dy_n$ is the gradient
+of $l_n / N$, and
 
-    batch_grad[n]     = g_n
-    batch_l2[n]       = ||g_n||^2
-    sum_grad_squared  = sum_n g_n^2
-    variance          = (1/N) sum_n g_n^2 - ((1/N) sum_n g_n)^2
+$$
+\begin{aligned}
+\texttt{batch\_grad}[n] &= g_n, & \texttt{batch\_l2}[n] &= \lVert g_n \rVert^2, \\
+\texttt{sum\_grad\_squared} &= \textstyle\sum_n g_n^2, &
+\texttt{variance} &= \tfrac1N \textstyle\sum_n g_n^2 - \big(\tfrac1N \sum_n g_n\big)^2.
+\end{aligned}
+$$
 
-With the columns s_nc of a symmetric factor of the loss's Hessian carried back to the layer's
-output (for the mean loss: sum_c s_nc s_nc^T = J_out^T H_n J_out / N, `loss_factors`), the
-diagonal of the generalized Gauss-Newton matrix G = sum_n J_n^T (sum_c s_nc s_nc^T) J_n is
+With the columns $s_{nc}$ of a symmetric factor of the loss's Hessian carried back to the layer's
+output (for the mean loss $\sum_c s_{nc} s_{nc}^\top = J_{\text{out}}^\top H_n J_{\text{out}} / N$,
+`loss_factors`), the diagonal of the generalized Gauss-Newton matrix
+$G = \sum_n J_n^\top \big(\sum_c s_{nc} s_{nc}^\top\big) J_n$ is
 
-    diag_ggn = sum_n sum_c (J_n^T s_nc)^2,
+$$
+\texttt{diag\_ggn} = \sum_n \sum_c \big(J_n^\top s_{nc}\big)^2,
+$$
 
 and with signed columns (the Hessian's residual terms, `sweep`) the diagonal of the Hessian.
 
 **Layers that are linear in patches** (Dense, Conv2D). Such a layer computes, at each output
-position t of example n, y[n, t, o] = sum_k a[n, t, k] W[k, o] + b[o]: a Dense layer has one
-position and a = x; a sequence has one per step; a convolution's patches a[n, t] are the
-(kh, kw, c_in) windows of the padded image under output pixel t (im2col), and W is its kernel
-reshaped to (kh kw c_in, c_out). Then J_n^T dy_n is a sum over positions:
+position $t$ of example $n$, $y_{n,t,o} = \sum_k a_{n,t,k} W_{k,o} + b_o$: a Dense layer has one
+position and $a = x$; a sequence has one per step; a convolution's patches $a_{n,t}$ are the
+$(k_h, k_w, c_\text{in})$ windows of the padded image under output pixel $t$ (im2col), and $W$ is
+its kernel reshaped to $(k_h k_w c_\text{in}, c_\text{out})$. Then $J_n^\top dy_n$ is a sum over
+positions,
 
-    dL/dW[k, o] for example n = sum_t a[n, t, k] dy[n, t, o]        dL/db[o] = sum_t dy[n, t, o]
+$$
+\frac{\partial l_n}{\partial W_{k,o}} = \sum_t a_{n,t,k}\, dy_{n,t,o}, \qquad
+\frac{\partial l_n}{\partial b_o} = \sum_t dy_{n,t,o},
+$$
 
-and the quantities follow. With one position the squares factor, and nothing of size N x P is
-ever made (Dangel, Kunstner & Hennig 2020, BackPACK):
+and the quantities follow. With one position the squares factor, and nothing of size $N \times P$
+is ever made (Dangel, Kunstner & Hennig 2020, BackPACK), with $a^2$ element-wise:
 
-    ||g_n(W)||^2          = ||a_n||^2 ||dy_n||^2
-    sum_n g_n(W)^2        = (a^2)^T (dy^2)                           (a^2: element-wise)
-    diag_ggn(W)[k, o]     = sum_n a[n, k]^2 sum_c s[n, c, o]^2
+$$
+\lVert g_n(W) \rVert^2 = \lVert a_n \rVert^2 \lVert dy_n \rVert^2, \qquad
+\sum_n g_n(W)^2 = (a^2)^\top (dy^2), \qquad
+\texttt{diag\_ggn}(W)_{k,o} = \sum_n a_{n,k}^2 \sum_c s_{n,c,o}^2.
+$$
 
 With several positions, each example's (and column's) gradient is made first, then squared.
 
 The Kronecker factors (K-FAC, Martens & Grosse 2015; for convolutions KFC, Grosse & Martens
-2016) approximate the GGN block of W by kron(A, G):
+2016) approximate the GGN block of $W$ by $A \otimes G$, with $A$ of size $K \times K$ and $G$ of
+size $O \times O$ (from the columns of the mean loss), and $G_b = G$:
 
-    A   = (1/N) sum_n sum_t a[n, t] a[n, t]^T                   (K x K)
-    G   = sum_n sum_c (sum_t s[n, c, t]) (sum_t s[n, c, t])^T   (O x O; columns of the mean loss)
-    G_b = G
+$$
+A = \frac1N \sum_n \sum_t a_{n,t}\, a_{n,t}^\top, \qquad
+G = \sum_n \sum_c \Big(\sum_t s_{n,c,t}\Big) \Big(\sum_t s_{n,c,t}\Big)^\top.
+$$
 
-For one example at one position, kron(A, G) is exactly the GGN block of W in jaxnn's row-major
-(K, O) layout: d y_o / d W[k, o'] = a_k [o = o'], so G_GGN[(k, o), (l, p)] = a_k a_l G[o, p].
+For one example at one position, $A \otimes G$ is exactly the GGN block of $W$ in jaxnn's
+row-major $(K, O)$ layout: $\partial y_o / \partial W_{k,o'} = a_k [o = o']$, so
+$G_\text{GGN}[(k, o), (l, p)] = a_k a_l G_{o,p}$.
 
 **Any other layer with parameters** (PReLU, BatchNorm in evaluation mode, a layer the user wrote):
 each example's gradient comes from the layer's own backward on a batch of that one example,

@@ -1,4 +1,4 @@
-"""K-FAC as an optax transformation: the hand-derived Kronecker factors put to use.
+r"""K-FAC as an optax transformation: the hand-derived Kronecker factors put to use.
 
 K-FAC (Martens & Grosse 2015; convolutions: Grosse & Martens 2016) preconditions the gradient with
 a block-diagonal approximation of the Fisher (here the GGN) of the mean loss, one block per layer,
@@ -28,8 +28,13 @@ quadratic model M(delta) = g^T delta + (1/2) delta^T (F + lambda I) delta over (
 F the exact GGN of the batch, of which only the four numbers below are needed (the outputs'
 changes J Delta and J delta_0 by forward passes, then the loss's Hessian: `ggn_inner_products`):
 
-    [Delta^T C Delta    Delta^T C delta_0  ] [alpha]     [g^T Delta  ]
-    [delta_0^T C Delta  delta_0^T C delta_0] [mu   ] = - [g^T delta_0],    C = F + lambda I
+$$
+\begin{pmatrix} \Delta^\top C \Delta & \Delta^\top C \delta_0 \\
+\delta_0^\top C \Delta & \delta_0^\top C \delta_0 \end{pmatrix}
+\begin{pmatrix} \alpha \\ \mu \end{pmatrix}
+= - \begin{pmatrix} g^\top \Delta \\ g^\top \delta_0 \end{pmatrix},
+\qquad C = F + \lambda I
+$$
 
 With `adapt_damping_every` = T1, every T1 steps the damping follows Levenberg-Marquardt: the loss
 at the new parameters is compared with the model's prediction, rho = (h(theta + delta) - h(theta))

@@ -1,29 +1,45 @@
-"""The loss's curvature with respect to the model's outputs, as symmetric factors.
+r"""The loss's curvature with respect to the model's outputs, as symmetric factors.
 
-Each of jaxnn's losses is a mean over the batch, L = (1/N) sum_n l_n, and each l_n is convex in its
-example's outputs z_n, with Hessian H_n = d^2 l_n / dz_n^2 written in closed form below. The
-curvature sweep carries H_n as the columns of a symmetric factor S_n, H_n = S_n S_n^T, because
-columns can be backpropagated through a layer's own backward pass (its transposed Jacobian),
-exactly as a gradient is:
+Each of jaxnn's losses is a mean over the batch, $L = \frac1N \sum_n l_n$, and each $l_n$ is convex
+in its example's outputs $z_n$, with Hessian $H_n = \partial^2 l_n / \partial z_n^2$ written in
+closed form below. The curvature sweep carries $H_n$ as the columns of a symmetric factor $S_n$,
+$H_n = S_n S_n^\top$, because columns can be backpropagated through a layer's own backward pass
+(its transposed Jacobian), exactly as a gradient is:
 
-    softmax cross-entropy   p = softmax(z_n)
-        H_n = diag(p) - p p^T;            S_n[:, k] = sqrt(p_k) (e_k - p)           (C columns)
-        check: sum_k p_k (e_k - p)(e_k - p)^T = diag(p) - 2 p p^T + (sum_k p_k) p p^T
-    mean squared error      l_n = ||z_n - t_n||^2
-        H_n = 2 I;                        S_n = sqrt(2) I                            (D columns)
-    binary cross-entropy    s = logistic(z_n), l_n = sum_d softplus(z_nd) - t_nd z_nd
-        H_n = diag(s (1 - s));            S_n = diag(sqrt(s (1 - s)))                (D columns)
+$$
+\begin{aligned}
+&\text{softmax cross-entropy}, \ p = \mathrm{softmax}(z_n): &
+  H_n &= \mathrm{diag}(p) - p p^\top, &
+  S_n[:, k] &= \sqrt{p_k}\,(e_k - p) \quad (C \text{ columns}) \\
+&\text{mean squared error}, \ l_n = \lVert z_n - t_n \rVert^2: &
+  H_n &= 2 I, &
+  S_n &= \sqrt 2\, I \quad (D \text{ columns}) \\
+&\text{binary cross-entropy}, \ s = \sigma(z_n): &
+  H_n &= \mathrm{diag}(s (1 - s)), &
+  S_n &= \mathrm{diag}\big(\sqrt{s (1 - s)}\big) \quad (D \text{ columns})
+\end{aligned}
+$$
 
-The columns of the mean loss carry its 1/N as 1/sqrt(N) in each: sum_n S_n S_n^T / N = the
-Hessian of L with respect to all the outputs, block by block.
+The softmax factor checks out as
+$\sum_k p_k (e_k - p)(e_k - p)^\top = \operatorname{diag}(p) - 2 p p^\top + (\sum_k p_k)\, p p^\top
+= \operatorname{diag}(p) - p p^\top$. The columns of the mean loss carry its $1/N$ as $1/\sqrt N$ in
+each: $\sum_n S_n S_n^\top / N$ is the Hessian of $L$ with respect to all the outputs, block by
+block.
 
-A Monte-Carlo factor has one column per example whose outer product is H_n in expectation: the
-gradient of l_n at a label drawn from the model's own predictive distribution (Martens & Grosse's
-"sampled Fisher"):
+A Monte-Carlo factor has one column per example whose outer product is $H_n$ in expectation: the
+gradient of $l_n$ at a label drawn from the model's own predictive distribution (Martens &
+Grosse's "sampled Fisher"):
 
-    softmax cross-entropy   y ~ Categorical(p):   s = p - e_y      E[s s^T] = diag(p) - p p^T
-    mean squared error      e ~ Normal(0, I):     s = sqrt(2) e    E[s s^T] = 2 I
-    binary cross-entropy    y ~ Bernoulli(s):     s = s - y        E[s s^T] = diag(s (1 - s))
+$$
+\begin{aligned}
+&\text{softmax cross-entropy}: & y &\sim \text{Categorical}(p), & s &= p - e_y, &
+  \mathbb E[s s^\top] &= \mathrm{diag}(p) - p p^\top \\
+&\text{mean squared error}: & e &\sim \mathcal N(0, I), & s &= \sqrt 2\, e, &
+  \mathbb E[s s^\top] &= 2 I \\
+&\text{binary cross-entropy}: & y &\sim \text{Bernoulli}(s), & s' &= s - y, &
+  \mathbb E[s' s'^\top] &= \mathrm{diag}(s (1 - s))
+\end{aligned}
+$$
 """
 
 import math

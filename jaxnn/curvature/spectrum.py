@@ -1,13 +1,18 @@
-"""The Hessian's largest eigenvalue (the sharpness) from Hessian-vector products, by Lanczos.
+r"""The Hessian's largest eigenvalue (the sharpness) from Hessian-vector products, by Lanczos.
 
-Lanczos (1950) builds an orthonormal basis v_1, ..., v_k of the Krylov space {v, Hv, H^2 v, ...}
-in which H is tridiagonal:
+Lanczos (1950) builds an orthonormal basis $v_1, \dots, v_k$ of the Krylov space
+$\{v, Hv, H^2 v, \dots\}$ in which $H$ is tridiagonal. Step $j$:
 
-    w = H v_j - beta_{j-1} v_{j-1};   alpha_j = w . v_j;   w <- w - alpha_j v_j
-    w <- w - V (V^T w)            (full reorthogonalisation: rounding keeps the basis orthonormal)
-    beta_j = ||w||;               v_{j+1} = w / beta_j
+$$
+\begin{aligned}
+w &= H v_j - \beta_{j-1} v_{j-1}, & \alpha_j &= w^\top v_j, & w &\leftarrow w - \alpha_j v_j, \\
+w &\leftarrow w - V (V^\top w), & \beta_j &= \lVert w \rVert, & v_{j+1} &= w / \beta_j,
+\end{aligned}
+$$
 
-The eigenvalues of the k x k tridiagonal T (alpha on the diagonal, beta beside it) approach H's
+the second line's projection a full reorthogonalisation (rounding keeps the basis orthonormal).
+The eigenvalues of the $k \times k$ tridiagonal $T$ ($\alpha$ on the diagonal, $\beta$ beside it)
+approach H's
 extreme eigenvalues first, the largest after a few tens of products even for millions of
 parameters; each product costs about two gradients (`hessian_vector_product`), and H itself is
 never formed.

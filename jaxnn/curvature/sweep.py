@@ -1,26 +1,33 @@
-"""One forward pass and one extended backward pass: the gradient, and beside it the loss's
+r"""One forward pass and one extended backward pass: the gradient, and beside it the loss's
 curvature carried back layer by layer as factor columns.
 
-Backpropagation carries dL/dy from the loss to each layer's output and through the layer's own
-backward pass (its transposed Jacobian J^T). The extended pass carries, beside it, a set of columns
-per example: the symmetric factor of the loss's Hessian (`loss_factors`), S_n with
-S_n S_n^T = H_n / N. A column goes back through a layer exactly as a gradient does, s <- J^T s, so
-at the output of layer l the columns satisfy
+Backpropagation carries $\partial L/\partial y$ from the loss to each layer's output and through
+the layer's own backward pass (its transposed Jacobian $J^\top$). The extended pass carries, beside
+it, a set of columns per example: the symmetric factor of the loss's Hessian (`loss_factors`),
+$S_n$ with $S_n S_n^\top = H_n / N$. A column goes back through a layer exactly as a gradient
+does, $s \leftarrow J^\top s$, so at the output of layer $l$ the columns satisfy
 
-    sum_c s_nc s_nc^T = J_{l,n}^T H_n J_{l,n} / N,    J_{l,n} = d(model output) / d(layer l output),
+$$
+\sum_c s_{nc} s_{nc}^\top = J_{l,n}^\top H_n J_{l,n} / N, \qquad
+J_{l,n} = \frac{\partial (\text{model output})}{\partial (\text{output of layer } l)},
+$$
 
 and the layer's extension (`extensions`) turns them into its parameters' share of the GGN.
 
 **The Hessian.** The GGN leaves out the second derivative of the network itself. Of the layers
 here only the element-wise activations have one (a Dense layer, a convolution, pooling and
 BatchNorm in evaluation mode are linear, or piecewise linear, in their input, and linear in their
-own parameters). For a = f(z) element-wise, the Hessian of L with respect to z is
+own parameters). For $a = f(z)$ element-wise, the Hessian of $L$ with respect to $z$ is
 
-    d^2 L / dz^2 = J^T (d^2 L / da^2) J + diag(f''(z) * dL/da),        J = diag(f'(z)),
+$$
+\frac{\partial^2 L}{\partial z^2} = J^\top \frac{\partial^2 L}{\partial a^2} J
++ \mathrm{diag}\Big(f''(z) \odot \frac{\partial L}{\partial a}\Big), \qquad J = \mathrm{diag}(f'(z)),
+$$
 
-so each activation adds a diagonal term r = f''(z) * dL/da for each example. It joins the columns
-as sqrt(|r_d|) e_d, one per unit d, with the sign of r_d kept beside it; the Hessian's diagonal is
-then the GGN's plus sum_c sign_c (J^T s_c)^2 over these signed columns (BackPACK's DiagHessian).
+so each activation adds a diagonal term $r = f''(z) \odot \partial L/\partial a$ for each example.
+It joins the columns as $\sqrt{|r_d|}\, e_d$, one per unit $d$, with the sign of $r_d$ kept beside
+it; the Hessian's diagonal is then the GGN's plus $\sum_c \operatorname{sign}_c (J^\top s_c)^2$
+over these signed columns (BackPACK's DiagHessian).
 Rows whose f'' is 0 (ReLU and the other piecewise-linear ones) add nothing: for them the
 Hessian's diagonal is the GGN's.
 """

@@ -1,7 +1,9 @@
 """PyTorch weights in and out: a torch.nn.Module's parameters as a jaxnn model's, and back.
 
-    params, state = from_torch(model, module, (28, 28, 1))     # the module's weights, jaxnn's layout
-    state_dict = to_torch(model, params, state, module, (28, 28, 1))   # module.load_state_dict(...)
+    # the module's weights, jaxnn's layout
+    params, state = from_torch(model, module, (28, 28, 1))
+    # module.load_state_dict(...)
+    state_dict = to_torch(model, params, state, module, (28, 28, 1))
 
 (A model from `jaxnn.models` records its input shape and may leave it out; one built with `serial`
 records none.)

@@ -1,7 +1,8 @@
 """Parameters (and state) in a safetensors file: a flat file of named tensors that PyTorch, JAX,
 NumPy and the Hugging Face tools read, with no code execution on load.
 
-    save_safetensors("model.safetensors", params, state)          # names: "3.w", "5.mean", ...
+    # names: "3.w", "5.mean", ...
+    save_safetensors("model.safetensors", params, state)
     params, state = load_safetensors("model.safetensors", params, state)
 
 A tensor's name is its readable path in the pytree, the keys joined by dots (`"3.w"` is

@@ -2,7 +2,7 @@
 under one `lax.scan`.
 
     evaluate = make_evaluate(model, loss)
-    test_loss, test_accuracy = evaluate(state.params, x_test, y_test, state.model_state)
+    loss, accuracy = evaluate(state.params, x_test, y_test, state.model_state)
 """
 
 from collections.abc import Callable

@@ -1,7 +1,10 @@
 """`fit`: whole epochs of training with checks, checkpoints, resume and a progress bar.
 
-    state, history = fit(model, loss, (x_train, y_train, x_test, y_test),
-                         opt=optimizer("adam", 1e-3), key=jax.random.PRNGKey(0), epochs=3, batch_size=128)
+    state, history = fit(
+        model, loss, (x_train, y_train, x_test, y_test),
+        opt=optimizer("adam", 1e-3), key=jax.random.PRNGKey(0),
+        epochs=3, batch_size=128,
+    )
 
 The options come in three named tuples: `TrainOptions` (how each step trains: mode, augmentation,
 mesh, dtype), `Checkpointing` (where and how often to save, whether to resume) and `Reporting`

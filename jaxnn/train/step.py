@@ -3,7 +3,8 @@
     opt = optimizer("adam", 1e-3)
     state = init_state(model, opt, key, input_shape=(784,))
     epoch = make_epoch(model, loss, opt, batch_size=128, input_shape=(784,))
-    state, metrics = epoch(state, images_uint8_on_device, labels_on_device)   # metrics.loss: (steps,)
+    # metrics.loss: (steps,)
+    state, metrics = epoch(state, images_uint8_on_device, labels_on_device)
 
 The dataset lives on the device as uint8 and each batch is scaled to the parameters' dtype inside
 the step, so device memory stays at the dataset's own size. Each epoch's order is a permutation
