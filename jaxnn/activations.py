@@ -28,9 +28,8 @@ the one-sided value, 0 too).
 Every row is finite in value and derivative for |x| up to 1e4 in float32: softplus uses logaddexp,
 ELU takes expm1 of min(x, 0) so the untaken branch never overflows (the "double where" fix).
 
-    layer = activation("elu", alpha=1.0)      # a Layer with params ()
-    # a Layer with params {"alpha": ()} (learnable slope)
-    layer = activation("prelu", alpha=0.25)
+    layer = activation("elu", alpha=1.0)    # a Layer with params ()
+    layer = activation("prelu", alpha=0.25) # params {"alpha": ()}, learned
 """
 
 import math
