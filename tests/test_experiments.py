@@ -88,7 +88,9 @@ def test_char_lm_long_context_options_and_a_time_budget(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_autoencoder_reconstructs(data_root, tmp_path):
-    _run("autoencoder.py", "--data-dir", f"{data_root}/mnist", "--epochs", "1", "--out", str(tmp_path))
+    # two epochs: after one, the error depends on the initial draw (0.010-0.033 per pixel over
+    # init keys), after two it is 0.009-0.014 (seeds 0, 1, 2)
+    _run("autoencoder.py", "--data-dir", f"{data_root}/mnist", "--epochs", "2", "--out", str(tmp_path))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_mse_per_pixel"] < 0.03  # an image of its mean pixel alone scores about 0.09
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000

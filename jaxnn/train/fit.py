@@ -80,7 +80,7 @@ class Reporting(NamedTuple):
     throughput: bool = True
 
 
-__all__ = ["Checkpointing", "Reporting", "chunk_steps", "fit", "load_checkpoint"]
+__all__ = ["Checkpointing", "Reporting", "chunk_steps", "fit", "in_chunks", "load_checkpoint"]
 
 
 class Run(NamedTuple):
