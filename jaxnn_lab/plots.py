@@ -353,7 +353,7 @@ def _inset(ax, xlim, ylim):
     inner.set_xlim(*xlim)
     inner.set_ylim(*ylim)
     inner.tick_params(labelsize=7)
-    inner.set_title("x < 0, enlarged", fontsize=7, pad=2)
+    inner.set_title(f"{xlim[0]:g} < x < {xlim[1]:g}, enlarged", fontsize=7, pad=2)
     return inner
 
 
